@@ -1,0 +1,81 @@
+"""Keras callbacks: per-step η, S, η/S and loss in TensorBoard; a progress bar over all epochs."""
+from __future__ import annotations
+
+import logging
+import math
+
+import keras
+import tensorflow as tf
+
+
+class EpochProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, numbering epochs out of the whole run when ``fit`` runs one epoch."""
+
+    def __init__(self, total_epochs: int):
+        super().__init__()
+        self.total_epochs = total_epochs
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = self.total_epochs
+
+
+class StepScalars(keras.callbacks.Callback):
+    """Write the loss, η, S and η/S of every train step to a TensorBoard writer.
+
+    The values are recorded in-graph by the model's :class:`~lrbs_tf.optimizers.StepLog` and
+    written here in bulk at the end of each epoch (and at the end of training), so per-step
+    logging costs no per-step Python call. Tags: ``step/loss`` (the batch's loss),
+    ``step/batch_size``, ``step/lr``, ``step/ratio`` (raw η/S) and ``step/ratio_x1e6`` (η/S in
+    units of 1e-6: TensorBoard's cards round tiny numbers to 0). The x-axis is the optimizer
+    step (1 = after the first update).
+    """
+
+    def __init__(self, writer, step_log):
+        super().__init__()
+        self.writer = writer
+        self.step_log = step_log
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.flush()
+
+    def on_train_end(self, logs=None):
+        self.flush()
+
+    def flush(self):
+        steps, rows, lost = self.step_log.drain()
+        if lost:
+            logging.getLogger(__name__).warning(
+                "step log overflowed: %d steps were not written to TensorBoard", lost)
+        if len(steps):
+            with self.writer.as_default(), tf.summary.record_if(True):
+                _write_rows(tf.constant(steps), tf.constant(rows))
+            self.writer.flush()
+
+
+@tf.function(reduce_retracing=True)
+def _write_rows(steps, rows):
+    for i in tf.range(tf.shape(steps)[0]):
+        step = steps[i]
+        tf.summary.scalar("step/loss", rows[i, 0], step=step)
+        tf.summary.scalar("step/batch_size", rows[i, 1], step=step)
+        tf.summary.scalar("step/lr", rows[i, 2], step=step)
+        tf.summary.scalar("step/ratio", rows[i, 3], step=step)
+        tf.summary.scalar("step/ratio_x1e6", rows[i, 3] * 1e6, step=step)
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stop training after an epoch whose loss is NaN or infinite, and remember that epoch.
+
+    Checked once per epoch (a per-batch check would force Keras to synchronise every step).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.diverged_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.diverged_epoch = epoch
+            self.model.stop_training = True

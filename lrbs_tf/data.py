@@ -1,0 +1,217 @@
+"""Datasets as numpy arrays: Fashion-MNIST from idx files (or tensorflow-datasets), splits, subsets.
+
+Fashion-MNIST is searched for, in order, in ``--data-dir``, ``$LRBS_DATA_DIR``, the Debian
+package location ``/usr/share/datasets/fashion-mnist`` (``apt-get install dataset-fashion-mnist``)
+and finally through tensorflow-datasets (which downloads when online). The first place that has
+the four idx files is used; a file that is there but truncated or malformed is an error, never
+skipped silently.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import logging
+import os
+import struct
+import zlib
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+ENV_DATA_DIR = "LRBS_DATA_DIR"
+FASHION_MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_IDX_MAGIC = {1: 2049, 3: 2051}  # number of dimensions -> magic number of unsigned-byte idx files
+
+
+class DataError(RuntimeError):
+    """Data that cannot be found or read; the message says where we looked and how to fix it."""
+
+
+@dataclasses.dataclass
+class Split:
+    """Images ``x`` (float32 in [0, 1], NHWC) and integer labels ``y``."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclasses.dataclass
+class Data:
+    """Train / validation / test splits plus a record of where they came from."""
+
+    name: str
+    train: Split
+    validation: Split
+    test: Split
+    num_classes: int
+    source: str
+    info: dict
+
+
+def read_idx(path: str, ndim: int) -> np.ndarray:
+    """Read an unsigned-byte idx file (optionally gzipped) with ``ndim`` dimensions."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"cannot read {path}: {e} (truncated or not gzip?); "
+                        "reinstall it (apt-get install --reinstall dataset-fashion-mnist) or "
+                        "point --data-dir at a good copy") from None
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path} is too short ({len(raw)} bytes) to be an idx file")
+    magic, *dims = struct.unpack(f">{1 + ndim}I", raw[:header])
+    if magic != _IDX_MAGIC[ndim]:
+        raise DataError(f"{path} is not a {ndim}-d unsigned-byte idx file "
+                        f"(magic {magic}, expected {_IDX_MAGIC[ndim]})")
+    expected = int(np.prod(dims))
+    if len(raw) - header != expected:
+        raise DataError(f"{path} holds {len(raw) - header} bytes of data, "
+                        f"the header promises {expected} (dims {dims}): truncated or corrupt")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _find_file(directory: str, stem: str) -> str | None:
+    for candidate in (stem + ".gz", stem):
+        path = os.path.join(directory, candidate)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _candidate_dirs(data_dir: str | None) -> list[tuple[str, str]]:
+    places = []
+    if data_dir:
+        places.append(("--data-dir", data_dir))
+    if os.environ.get(ENV_DATA_DIR):
+        places.append((f"${ENV_DATA_DIR}", os.environ[ENV_DATA_DIR]))
+    places.append(("Debian package dataset-fashion-mnist", DEBIAN_FASHION_MNIST))
+    return places
+
+
+def _load_fashion_mnist_idx(directory: str) -> dict | None:
+    """The four arrays from ``directory``, ``None`` if any file is missing there."""
+    paths = {key: _find_file(directory, stem) for key, stem in FASHION_MNIST_FILES.items()}
+    if not all(paths.values()):
+        return None
+    arrays = {key: read_idx(path, 3 if key.endswith("images") else 1) for key, path in paths.items()}
+    for part in ("train", "test"):
+        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+        if images.shape[1:] != (28, 28) or len(images) != len(labels):
+            raise DataError(f"{directory}: {part} images {images.shape} and labels {labels.shape} "
+                            "do not form a 28x28 Fashion-MNIST split")
+        if labels.max(initial=0) > 9:
+            raise DataError(f"{directory}: {part} labels go up to {labels.max()}, expected 0..9")
+    arrays["files"] = {key: os.path.abspath(path) for key, path in paths.items()}
+    return arrays
+
+
+def _load_fashion_mnist_tfds(data_dir: str | None) -> dict:
+    import tensorflow_datasets as tfds  # heavy; only when the idx files are nowhere
+
+    arrays = {}
+    for part in ("train", "test"):
+        x, y = tfds.as_numpy(tfds.load("fashion_mnist", split=part, batch_size=-1,
+                                       as_supervised=True, data_dir=data_dir))
+        arrays[f"{part}_images"], arrays[f"{part}_labels"] = x[..., 0], y
+    return arrays
+
+
+def _fingerprint(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha1()
+    for a in arrays:
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load_fashion_mnist(data_dir: str | None = None, validation_size: int = 10000,
+                       train_size: int | None = None, seed: int = 0,
+                       allow_download: bool = True) -> Data:
+    """Fashion-MNIST with a seeded validation split held out of the 60000 training images.
+
+    ``train_size`` keeps a seeded subset of what remains for training; the test set (10000) is
+    always the official one. Images are scaled to [0, 1] with shape (N, 28, 28, 1).
+    """
+    searched = []
+    arrays = source = None
+    for label, directory in _candidate_dirs(data_dir):
+        searched.append(f"{label}: {directory}")
+        arrays = _load_fashion_mnist_idx(directory)
+        if arrays is not None:
+            source = f"idx files in {os.path.abspath(directory)} ({label})"
+            break
+    if arrays is None and allow_download:
+        searched.append("tensorflow-datasets 'fashion_mnist' (download)")
+        try:
+            arrays = _load_fashion_mnist_tfds(data_dir)
+            source = "tensorflow-datasets fashion_mnist"
+        except Exception as e:  # tfds raises many types when offline; report them all the same way
+            log.debug("tensorflow-datasets failed", exc_info=True)
+            searched[-1] += f" failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+    if arrays is None:
+        raise DataError(
+            "Fashion-MNIST not found; searched " + "; ".join(searched) + ". Fix: run "
+            "'sudo apt-get install dataset-fashion-mnist', or put train-images-idx3-ubyte.gz, "
+            "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz in a "
+            f"folder and pass --data-dir (or set ${ENV_DATA_DIR})")
+    x_all, y_all = arrays["train_images"], arrays["train_labels"].astype(np.int32)
+    n_all = len(y_all)
+    if not 0 < validation_size < n_all:
+        raise DataError(f"validation size {validation_size} must be between 1 and {n_all - 1}")
+    order = np.random.default_rng(seed).permutation(n_all)
+    val_idx, train_idx = order[:validation_size], order[validation_size:]
+    if train_size is not None:
+        if not 0 < train_size <= len(train_idx):
+            raise DataError(f"train size {train_size} must be between 1 and {len(train_idx)}")
+        train_idx = train_idx[:train_size]
+
+    def split(x, y, idx=None):
+        if idx is not None:
+            x, y = x[idx], y[idx]
+        return Split((x.astype(np.float32) / 255.0)[..., None], y.astype(np.int32))
+
+    data = Data(
+        name="fashion_mnist",
+        train=split(x_all, y_all, train_idx),
+        validation=split(x_all, y_all, val_idx),
+        test=split(arrays["test_images"], arrays["test_labels"]),
+        num_classes=10,
+        source=source,
+        info={},
+    )
+    data.info = {
+        "dataset": "fashion_mnist",
+        "source": source,
+        "files": arrays.get("files"),
+        "split_seed": seed,
+        "train_size": len(data.train),
+        "validation_size": len(data.validation),
+        "test_size": len(data.test),
+        "train_fingerprint": _fingerprint(data.train.x, data.train.y),
+        "validation_fingerprint": _fingerprint(data.validation.y),
+    }
+    log.info("Fashion-MNIST from %s: %d train / %d validation / %d test", source,
+             len(data.train), len(data.validation), len(data.test))
+    return data
+
+
+LOADERS = {"fashion_mnist": load_fashion_mnist}
+
+
+def load_dataset(name: str, **kwargs) -> Data:
+    """Load a registered dataset by name (see :data:`LOADERS`)."""
+    if name not in LOADERS:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(LOADERS))}")
+    return LOADERS[name](**kwargs)

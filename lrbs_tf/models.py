@@ -1,0 +1,50 @@
+"""Model registry: builders by name, each returning a functional :class:`RatioModel`.
+
+``mlp`` is the paper's Fashion-MNIST network (Jastrzębski et al. 2018, Fig. 3): a 4-layer
+batch-normalised ReLU MLP, ``Flatten → 4 × [Dense(width, no bias) → BatchNorm → ReLU] →
+Dense(classes)`` producing logits. The paper does not state the width; 256 is our default.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+
+from lrbs_tf.optimizers import RatioModel
+
+__all__ = ["build_model", "register_model", "MODELS"]
+
+MODELS: dict[str, Callable[..., keras.Model]] = {}
+
+
+def register_model(name: str):
+    """Decorator adding a builder ``fn(input_shape, num_classes, **options)`` to the registry."""
+    def decorate(fn):
+        MODELS[name] = fn
+        return fn
+    return decorate
+
+
+def build_model(name: str, input_shape, num_classes: int, seed: int | None = None,
+                **options) -> keras.Model:
+    """Build registered model ``name``; ``seed`` makes the initial weights reproducible."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    return MODELS[name](tuple(input_shape), num_classes, **options)
+
+
+@register_model("mlp")
+def mlp(input_shape, num_classes, width: int = 256, depth: int = 4, dropout: float = 0.0):
+    """The paper's batch-normalised ReLU MLP (``depth`` hidden layers of ``width`` units)."""
+    inputs = keras.Input(input_shape, name="image")
+    h = keras.layers.Flatten()(inputs)
+    for i in range(depth):
+        h = keras.layers.Dense(width, use_bias=False, name=f"dense_{i}")(h)
+        h = keras.layers.BatchNormalization(name=f"bn_{i}")(h)
+        h = keras.layers.ReLU(name=f"relu_{i}")(h)
+        if dropout:
+            h = keras.layers.Dropout(dropout, name=f"dropout_{i}")(h)
+    logits = keras.layers.Dense(num_classes, name="logits")(h)
+    return RatioModel(inputs, logits, name=f"mlp{depth}x{width}")

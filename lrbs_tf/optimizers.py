@@ -1,0 +1,225 @@
+"""The ratio-scaled optimizer: applied learning rate η = (η/S) × S_global at every step.
+
+:class:`RatioScaledOptimizer` wraps any Keras optimizer (like Keras' own ``LossScaleOptimizer``)
+and holds two variables, the ratio η/S and the global batch size of the current step. Before each
+update it assigns ``ratio * batch_size`` to the inner optimizer's learning rate, so the step is
+exact for every batch, including a ragged last batch, a scheduled batch size, or a batch split
+unevenly over replicas (the batch size is all-reduced, see :func:`global_batch_size`).
+
+The batch size must be fed every step by the model's ``train_step``: :class:`RatioModel` (or the
+:class:`RatioTrainStep` mixin for subclassed models) does that and also puts ``lr``,
+``batch_size`` and ``ratio`` into the step logs. Compiling the optimizer into a model that does
+not feed it raises a clear error when the train step is traced.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+__all__ = ["RatioScaledOptimizer", "RatioModel", "RatioTrainStep", "StepLog",
+           "global_batch_size", "as_ratio_model"]
+
+
+def global_batch_size(x) -> tf.Tensor:
+    """Number of examples in this step summed over replicas (float32).
+
+    Inside ``train_step`` under a ``tf.distribute`` strategy ``tf.shape(x)[0]`` is the
+    per-replica batch; ``local × num_replicas`` is wrong when a batch splits unevenly (129 →
+    65 + 64), so the count is all-reduced.
+    """
+    first = tf.nest.flatten(x)[0]
+    size = tf.cast(tf.shape(first)[0], tf.float32)
+    ctx = tf.distribute.get_replica_context()
+    if ctx is not None and ctx.num_replicas_in_sync > 1:
+        size = ctx.all_reduce(tf.distribute.ReduceOp.SUM, size)
+    return size
+
+
+@keras.saving.register_keras_serializable(package="lrbs_tf")
+class RatioScaledOptimizer(keras.optimizers.Optimizer):
+    """Wrap ``inner_optimizer`` so that its learning rate is ``ratio × global batch size``.
+
+    Args:
+        inner_optimizer: a Keras optimizer built with a float learning rate (default: plain SGD,
+            momentum 0, as in Jastrzębski et al. 2018). Its learning rate is overwritten.
+        ratio: η/S, the learning rate per example of the batch.
+
+    ``optimizer.learning_rate`` is the inner optimizer's (the η applied in the last step), so
+    Keras' TensorBoard callback logs it as usual.
+    """
+
+    def __init__(self, inner_optimizer=None, ratio=1e-4, name=None, **kwargs):
+        if kwargs:
+            raise ValueError(f"RatioScaledOptimizer does not take {sorted(kwargs)}; "
+                             "set them on the inner optimizer")
+        if inner_optimizer is None:
+            inner_optimizer = keras.optimizers.SGD(learning_rate=0.0)
+        if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
+            raise TypeError(f"inner_optimizer must be a Keras optimizer, got {inner_optimizer!r}")
+        if isinstance(inner_optimizer._learning_rate,
+                      keras.optimizers.schedules.LearningRateSchedule):
+            raise ValueError("the inner optimizer must have a float learning rate, not a "
+                             "LearningRateSchedule: the wrapper sets it every step")
+        super().__init__(learning_rate=0.0, name=name)
+        self.inner_optimizer = inner_optimizer
+        self.initial_ratio = float(ratio)
+        self._step_fed = False
+
+    def build(self, var_list):
+        if self.built:
+            return
+        self.ratio = self.add_variable(
+            shape=(), dtype="float32", initializer=keras.initializers.Constant(self.initial_ratio),
+            aggregation="only_first_replica", name="ratio")
+        self.batch_size = self.add_variable(
+            shape=(), dtype="float32", initializer="zeros",
+            aggregation="only_first_replica", name="batch_size")
+        self.inner_optimizer.build(var_list)
+        super().build(var_list)
+
+    @property
+    def variables(self):
+        return self._variables + self.inner_optimizer.variables
+
+    def set_step(self, batch_size, ratio=None):
+        """Set the global batch size (and optionally η/S) of the step about to be applied."""
+        self.batch_size.assign(tf.cast(batch_size, tf.float32))
+        if ratio is not None:
+            self.ratio.assign(tf.cast(ratio, tf.float32))
+        self._step_fed = True
+
+    def apply(self, grads, trainable_variables=None):
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+            self.built = True
+        if not self._step_fed:
+            raise ValueError(
+                "RatioScaledOptimizer needs the global batch size of every step: train with "
+                "lrbs_tf.optimizers.RatioModel (as_ratio_model(model)) or the RatioTrainStep "
+                "mixin, or call optimizer.set_step(batch_size) before apply()")
+        self._step_fed = False
+        self.inner_optimizer.learning_rate.assign(self.ratio * self.batch_size)
+        return self.inner_optimizer.apply(grads, trainable_variables)
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        raise AttributeError("the learning rate of a RatioScaledOptimizer is ratio × batch size; "
+                             "set it through .ratio (or set_step) instead")
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    def scale_loss(self, loss):
+        return self.inner_optimizer.scale_loss(loss)
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    def get_config(self):
+        return {"name": self.name, "ratio": self.initial_ratio,
+                "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer)}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        inner = keras.saving.deserialize_keras_object(config.pop("inner_optimizer"),
+                                                      custom_objects=custom_objects)
+        return cls(inner, **config)
+
+
+class StepLog:
+    """In-graph record of every train step: batch loss, global batch size, applied η and η/S.
+
+    The train step writes row ``count % capacity`` of a variable, so nothing leaves the graph
+    per step (Keras stays asynchronous, and it works with XLA and ``steps_per_execution``);
+    :class:`lrbs_tf.callbacks.StepScalars` drains it to TensorBoard at the end of each epoch.
+    Not a Keras weight: it is not saved with the model.
+    """
+
+    FIELDS = ("loss", "batch_size", "lr", "ratio")
+
+    def __init__(self, capacity: int):
+        self.capacity = int(capacity)
+        with tf.init_scope():
+            self.rows = tf.Variable(tf.zeros([self.capacity, len(self.FIELDS)]), trainable=False,
+                                    name="step_log_rows")
+            self.steps = tf.Variable(tf.zeros([self.capacity], tf.int64), trainable=False,
+                                     name="step_log_steps")
+            self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_log_count")
+
+    def record(self, step, values) -> None:
+        i = self.count % self.capacity
+        self.rows.scatter_nd_update([[i]], [tf.stack([tf.cast(v, tf.float32) for v in values])])
+        self.steps.scatter_nd_update([[i]], [tf.cast(step, tf.int64)])
+        self.count.assign_add(1)
+
+    def drain(self):
+        """Return ``(steps, rows, lost)`` recorded since the last drain and reset the log."""
+        n = int(self.count.numpy())
+        kept = min(n, self.capacity)
+        steps, rows = self.steps.numpy(), self.rows.numpy()
+        if n > self.capacity:  # wrapped: oldest rows were overwritten
+            start = n % self.capacity
+            order = list(range(start, self.capacity)) + list(range(start))
+            steps, rows = steps[order], rows[order]
+        self.count.assign(0)
+        return steps[:kept], rows[:kept], n - kept
+
+
+class RatioTrainStep:
+    """Mixin for ``keras.Model`` subclasses: feeds the global batch size to the optimizer.
+
+    A dataset element may carry a third item, a scalar η/S for that step (how ratio schedules
+    reach the optimizer exactly, whatever ``steps_per_execution``); sample weights are then not
+    supported. Logs gain ``lr`` (applied η), ``batch_size`` (global S) and ``ratio``. With a
+    :class:`StepLog` attached (``model.step_log = StepLog(n)``) every step is also recorded.
+    """
+
+    step_log = None
+
+    def compute_loss(self, *args, **kwargs):
+        loss = super().compute_loss(*args, **kwargs)
+        self._lrbs_batch_loss = loss  # the loss of this batch, read back by train_step
+        return loss
+
+    def train_step(self, data):
+        step_ratio = None
+        if isinstance(data, tuple) and len(data) == 3 and data[2].shape.rank == 0:
+            data, step_ratio = data[:2], data[2]
+        x = keras.utils.unpack_x_y_sample_weight(data)[0]
+        batch = global_batch_size(x)
+        optimizer = self.optimizer
+        if isinstance(optimizer, RatioScaledOptimizer):
+            optimizer.set_step(batch, step_ratio)
+        elif step_ratio is not None:
+            raise ValueError("a per-step ratio needs a RatioScaledOptimizer")
+        logs = super().train_step(data)
+        lr = tf.convert_to_tensor(optimizer.learning_rate)
+        ratio = (tf.convert_to_tensor(optimizer.ratio)
+                 if isinstance(optimizer, RatioScaledOptimizer) else lr / batch)
+        logs.update(lr=lr, batch_size=batch, ratio=ratio)
+        if self.step_log is not None:
+            self.step_log.record(optimizer.iterations,
+                                 (self._lrbs_batch_loss, batch, lr, ratio))
+        return logs
+
+
+@keras.saving.register_keras_serializable(package="lrbs_tf")
+class RatioModel(RatioTrainStep, keras.Model):
+    """A functional Keras model whose train step feeds the global batch size to the optimizer."""
+
+
+def as_ratio_model(model: keras.Model) -> keras.Model:
+    """The same layers and weights as ``model`` (functional or Sequential) as a :class:`RatioModel`."""
+    if isinstance(model, RatioTrainStep):
+        return model
+    if not model.built or not getattr(model, "inputs", None):
+        raise ValueError("as_ratio_model needs a built functional or Sequential model; for a "
+                         "subclassed model, inherit from lrbs_tf.optimizers.RatioTrainStep")
+    return RatioModel(inputs=model.inputs, outputs=model.outputs, name=model.name)

@@ -1,0 +1,79 @@
+"""The variable-batch tf.data pipeline: one dataset per epoch, every example exactly once.
+
+An epoch is per data point: whatever the batch sizes, it visits each training example once, in a
+fresh order. The order of epoch ``e`` is a stateless permutation drawn from ``(seed, e)``, so it
+can be rebuilt exactly after a restart, and batches ``[k, ...)`` of an epoch can be skipped
+without replaying them. Batch sizes come from a function of training progress (in epochs) that
+is evaluated at the start of each batch; the last batch of an epoch holds what is left.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+SizeFn = Callable[[float], int]
+
+
+def epoch_batch_sizes(num_examples: int, size_at: SizeFn | int, epoch: int) -> list[int]:
+    """Batch sizes of epoch ``epoch`` (0-based): ``size_at(epoch + seen/num_examples)`` per batch.
+
+    >>> epoch_batch_sizes(10, 4, 0)
+    [4, 4, 2]
+    """
+    if isinstance(size_at, (int, np.integer)):
+        full, rest = divmod(num_examples, int(size_at))
+        return [int(size_at)] * full + ([rest] if rest else [])
+    sizes, seen = [], 0
+    while seen < num_examples:
+        size = int(size_at(epoch + seen / num_examples))
+        if size <= 0:
+            raise ValueError(f"batch size schedule gave {size} at epoch {epoch + seen / num_examples:g}")
+        size = min(size, num_examples - seen)
+        sizes.append(size)
+        seen += size
+    return sizes
+
+
+def epoch_permutation(num_examples: int, seed: int, epoch: int) -> tf.Tensor:
+    """The example order of an epoch: a stateless shuffle keyed by ``(seed, epoch)``."""
+    return tf.random.experimental.stateless_shuffle(
+        tf.range(num_examples, dtype=tf.int64), seed=tf.constant([seed, epoch], tf.int64))
+
+
+class EpochData:
+    """Training arrays kept as tensors, served epoch by epoch in variable-size batches."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, seed: int, shuffle: bool = True):
+        self.num_examples = len(y)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        with tf.device("/cpu:0"):
+            self._x = tf.constant(x)
+            self._y = tf.constant(y)
+
+    def dataset(self, sizes: list[int], epoch: int, skip_batches: int = 0) -> tf.data.Dataset:
+        """Batches of epoch ``epoch`` with the given sizes, starting at batch ``skip_batches``."""
+        if sum(sizes) != self.num_examples:
+            raise ValueError(f"batch sizes sum to {sum(sizes)}, not {self.num_examples}")
+        if self.shuffle:
+            order = epoch_permutation(self.num_examples, self.seed, epoch)
+        else:
+            order = tf.range(self.num_examples, dtype=tf.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        x, y = self._x, self._y
+
+        def gather(start, size):
+            idx = order[start:start + size]
+            return tf.gather(x, idx), tf.gather(y, idx)
+
+        ds = tf.data.Dataset.from_tensor_slices((starts, np.asarray(sizes, np.int64)))
+        ds = ds.skip(skip_batches)
+        return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE,
+                      deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> tf.data.Dataset:
+    """Fixed-order, fixed-size batches for evaluation."""
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
