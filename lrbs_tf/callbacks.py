@@ -6,6 +6,7 @@ import math
 
 import keras
 import tensorflow as tf
+from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 
 class EpochProgbar(keras.callbacks.ProgbarLogger):
@@ -35,6 +36,9 @@ class StepScalars(keras.callbacks.Callback):
         super().__init__()
         self.writer = writer
         self.step_log = step_log
+        # One compiled writer loop per callback: a tf.function captures the default summary
+        # writer when traced, so it must not outlive this callback's writer.
+        self._write_rows = tf.function(_write_rows, reduce_retracing=True)
 
     def on_epoch_end(self, epoch, logs=None):
         self.flush()
@@ -49,19 +53,20 @@ class StepScalars(keras.callbacks.Callback):
                 "step log overflowed: %d steps were not written to TensorBoard", lost)
         if len(steps):
             with self.writer.as_default(), tf.summary.record_if(True):
-                _write_rows(tf.constant(steps), tf.constant(rows))
+                self._write_rows(tf.constant(steps), tf.constant(rows))
             self.writer.flush()
 
 
-@tf.function(reduce_retracing=True)
+_SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)
+_STEP_TAGS = ("step/loss", "step/batch_size", "step/lr", "step/ratio", "step/ratio_x1e6")
+
+
 def _write_rows(steps, rows):
+    # tf.summary.write keeps the tags as given (tf.summary.scalar would prefix the loop's scope).
+    columns = tf.concat([rows, rows[:, 3:4] * 1e6], axis=1)
     for i in tf.range(tf.shape(steps)[0]):
-        step = steps[i]
-        tf.summary.scalar("step/loss", rows[i, 0], step=step)
-        tf.summary.scalar("step/batch_size", rows[i, 1], step=step)
-        tf.summary.scalar("step/lr", rows[i, 2], step=step)
-        tf.summary.scalar("step/ratio", rows[i, 3], step=step)
-        tf.summary.scalar("step/ratio_x1e6", rows[i, 3] * 1e6, step=step)
+        for j, tag in enumerate(_STEP_TAGS):
+            tf.summary.write(tag, columns[i, j], step=steps[i], metadata=_SCALAR_METADATA)
 
 
 class StopOnNonFinite(keras.callbacks.Callback):

@@ -101,11 +101,26 @@ def _candidate_dirs(data_dir: str | None) -> list[tuple[str, str]]:
     return places
 
 
+_IDX_CACHE: dict = {}
+
+
 def _load_fashion_mnist_idx(directory: str) -> dict | None:
-    """The four arrays from ``directory``, ``None`` if any file is missing there."""
+    """The four arrays from ``directory``, ``None`` if any file is missing there.
+
+    Parsed files are cached in memory (keyed by path, size and modification time), so sweeps
+    and tests that load the same files many times in one process read them once.
+    """
     paths = {key: _find_file(directory, stem) for key, stem in FASHION_MNIST_FILES.items()}
     if not all(paths.values()):
         return None
+    key = tuple((p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths.values())
+    if key not in _IDX_CACHE:
+        _IDX_CACHE.clear()
+        _IDX_CACHE[key] = _parse_fashion_mnist(directory, paths)
+    return dict(_IDX_CACHE[key])
+
+
+def _parse_fashion_mnist(directory: str, paths: dict) -> dict:
     arrays = {key: read_idx(path, 3 if key.endswith("images") else 1) for key, path in paths.items()}
     for part in ("train", "test"):
         images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]

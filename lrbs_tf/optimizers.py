@@ -196,6 +196,8 @@ class RatioTrainStep:
         batch = global_batch_size(x)
         optimizer = self.optimizer
         if isinstance(optimizer, RatioScaledOptimizer):
+            if not optimizer.built:  # building here costs a second trace: pre-build to avoid it
+                optimizer.build(self.trainable_variables)
             optimizer.set_step(batch, step_ratio)
         elif step_ratio is not None:
             raise ValueError("a per-step ratio needs a RatioScaledOptimizer")
