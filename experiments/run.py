@@ -3,6 +3,14 @@
     python experiments/run.py --ratio 0.005/640               # η = 0.005, S = 640
     python experiments/run.py --ratio 7.8125e-6 --batch-size 640
     python experiments/run.py --lr 0.1 --batch-size 100 --epochs 5
+    python experiments/run.py --rescale linear --base 0.1/50 --batch-size 400   # η = 0.8
+    python experiments/run.py --lr 0.005 --bs-schedule cyclic:640,128:4 --epochs 16
+    python experiments/run.py --batch-size 128 --lr-schedule cyclic:0.001,0.005:4 --epochs 16
+
+Schedules (``--lr-schedule``, ``--bs-schedule``, ``--ratio-schedule``) are written in epochs;
+see ``lrbs_tf/schedules.py`` for the syntax. A batch-size schedule keeps η fixed unless
+``--keep-ratio`` (then η = (η0/S0)·S(t)); ``--grow-batch`` turns a decaying η schedule into a
+growing S with the same η/S.
 
 Default: the paper's 4-layer batch-normalised MLP on Fashion-MNIST (50000 train / 10000
 validation / 10000 test), 3 epochs. Writes ``runs/<name>/`` with ``config.json``,
@@ -19,8 +27,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lrbs_tf.cli import ArgumentParser, fail, quiet_tensorflow  # noqa: E402
-from lrbs_tf.config import ConfigError, RunConfig  # noqa: E402
-from lrbs_tf.ratio import RatioError, resolve_ratio  # noqa: E402
+from lrbs_tf.config import ConfigError, RunConfig, base_ratio  # noqa: E402
+from lrbs_tf.ratio import RatioError  # noqa: E402
 
 PROG = "run.py"
 
@@ -31,6 +39,15 @@ def parse_args(argv=None):
     g.add_argument("--ratio", help="LR/BATCH (e.g. 0.005/640), or a bare η/S with --batch-size")
     g.add_argument("--lr", help="learning rate η (with --batch-size)")
     g.add_argument("--batch-size", help="batch size S")
+    g.add_argument("--rescale", help="move --base to --batch-size: linear, sqrt, none or a power p")
+    g.add_argument("--base", help="base recipe LR/BATCH for --rescale, e.g. 0.1/50")
+    g.add_argument("--lr-schedule", help="η schedule, e.g. cyclic:0.001,0.005:4")
+    g.add_argument("--bs-schedule", help="S schedule, e.g. cyclic:640,128:4")
+    g.add_argument("--ratio-schedule", help="η/S schedule, e.g. milestones:1e-3@10,20")
+    g.add_argument("--keep-ratio", action="store_true",
+                   help="with --bs-schedule: η follows S so that η/S stays η0/S0")
+    g.add_argument("--grow-batch", action="store_true",
+                   help="with --lr-schedule: grow S instead of decaying η (same η/S)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (paper: 0)")
@@ -51,14 +68,17 @@ def parse_args(argv=None):
                         "call, at most 32 steps)")
     args = p.parse_args(argv)
     try:
-        ratio = resolve_ratio(args.ratio, args.lr, args.batch_size, default=None)
+        ratio = base_ratio(args.ratio, args.lr, args.batch_size, args.rescale, args.base,
+                           args.lr_schedule, args.bs_schedule, args.ratio_schedule)
         config = RunConfig(
             lr=ratio.lr, batch_size=ratio.batch_size, epochs=args.epochs, seed=args.seed,
             dataset=args.dataset, data_dir=args.data_dir, validation_size=args.validation_size,
             train_size=args.train_size, model=args.model, width=args.width,
             momentum=args.momentum, logdir=args.logdir, name=args.name,
             jit_compile=args.jit, steps_per_execution=args.steps_per_execution,
-            overwrite=args.overwrite).validate()
+            overwrite=args.overwrite, lr_schedule=args.lr_schedule,
+            bs_schedule=args.bs_schedule, ratio_schedule=args.ratio_schedule,
+            keep_ratio=args.keep_ratio, grow_batch=args.grow_batch).validate()
     except (RatioError, ConfigError) as e:
         fail(PROG, e)
     return config
@@ -69,7 +89,9 @@ def summary(results: dict, config: RunConfig) -> str:
     lines = [
         "",
         f"run        {config.run_name}",
-        f"η/S        {config.lr:g}/{config.batch_size} = {config.ratio:.6g}",
+        f"η/S        {config.lr:g}/{config.batch_size} = {config.ratio:.6g}"
+        + "".join(f", {k.replace('_', ' ')} {v}" for k, v in config.plan().describe().items()
+                  if config.lr_schedule or config.bs_schedule or config.ratio_schedule),
         f"status     {results['status']}"
         + (f" (non-finite loss in epoch {results['diverged_epoch']})" if results["diverged"] else ""),
     ]

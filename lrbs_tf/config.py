@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 
-from lrbs_tf.ratio import Ratio, RatioError
+from lrbs_tf.plan import TrainingPlan, make_plan
+from lrbs_tf.ratio import Ratio, RatioError, parse_ratio, rescale_lr, resolve_ratio
+from lrbs_tf.schedules import ScheduleError, parse_schedule
 
 # Examples available for training + validation, per dataset (the rest is the test set).
 TRAIN_POOL = {"fashion_mnist": 60000}
@@ -34,9 +37,22 @@ class RunConfig:
     logdir: str = "runs"
     name: str | None = None
     jit_compile: str = "auto"  # auto | on | off
-    steps_per_execution: int | None = None  # None: auto (see resolved_steps_per_execution)
+    steps_per_execution: int | None = None  # None: auto (see train._steps_per_execution)
     eval_batch_size: int = 1000
     overwrite: bool = False
+    lr_schedule: str | None = None
+    bs_schedule: str | None = None
+    ratio_schedule: str | None = None
+    keep_ratio: bool = False
+    grow_batch: bool = False
+
+    def plan(self) -> TrainingPlan:
+        """η, S and η/S over training (constant η/S when no schedule is given)."""
+        try:
+            return make_plan(self.lr, self.batch_size, self.lr_schedule, self.bs_schedule,
+                             self.ratio_schedule, self.keep_ratio, self.grow_batch)
+        except ScheduleError as e:
+            raise ConfigError(str(e)) from None
 
     @property
     def ratio(self) -> float:
@@ -52,21 +68,17 @@ class RunConfig:
     def run_name(self) -> str:
         if self.name:
             return self.name
-        return f"{self.model}-{self.dataset}-lr{self.lr:g}-bs{self.batch_size}-seed{self.seed}"
+        name = f"{self.model}-{self.dataset}-lr{self.lr:g}-bs{self.batch_size}-seed{self.seed}"
+        schedules = self.plan().describe()
+        if schedules != {"batch_schedule": f"const:{self.batch_size:g}",
+                         "lr_schedule": f"const:{self.lr:g}"}:
+            digest = hashlib.sha1(repr(sorted(schedules.items())).encode()).hexdigest()[:6]
+            name += f"-sched{digest}"
+        return name
 
     @property
     def run_dir(self) -> str:
         return os.path.join(self.logdir, self.run_name)
-
-    def resolved_steps_per_execution(self) -> int:
-        """Train steps per tf.function call: given, or ~512 examples per call, at most 32 steps.
-
-        Several small steps per call amortise Keras' per-call overhead (measured 1.5x faster
-        at S=25 with tools/bench_fit.py); large batches need no help.
-        """
-        if self.steps_per_execution is not None:
-            return self.steps_per_execution
-        return max(1, min(32, 512 // self.batch_size))
 
     def validate(self) -> "RunConfig":
         Ratio(self.lr, self.batch_size)
@@ -85,6 +97,15 @@ class RunConfig:
         if self.batch_size > self.num_train:
             raise ConfigError(f"batch size {self.batch_size} is larger than the training set "
                               f"({self.num_train} examples)")
+        plan = self.plan()
+        for i in range(20 * self.epochs):
+            t = i / 20
+            size = plan.batch_at(t)
+            if size > self.num_train:
+                raise ConfigError(f"the batch-size schedule reaches {size} at epoch {t:g}, more "
+                                  f"than the training set ({self.num_train} examples)")
+            if not plan.ratio_at(t) > 0:
+                raise ConfigError(f"the schedules give a non-positive η/S at epoch {t:g}")
         for field, low in (("epochs", 1), ("width", 1), ("eval_batch_size", 1)):
             if getattr(self, field) < low:
                 raise ConfigError(f"--{field.replace('_', '-')} must be at least {low}, "
@@ -102,8 +123,54 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
-        out.update(ratio=self.ratio, num_train=self.num_train, run_name=self.run_name)
+        out.update(ratio=self.ratio, num_train=self.num_train, run_name=self.run_name,
+                   schedules=self.plan().describe())
         return out
 
 
-__all__ = ["RunConfig", "ConfigError", "RatioError", "TRAIN_POOL"]
+def base_ratio(ratio=None, lr=None, batch_size=None, rescale=None, base=None,
+               lr_schedule=None, bs_schedule=None, ratio_schedule=None) -> Ratio:
+    """The base η0/S0 of a run from its command-line flags.
+
+    ``--rescale RULE --base η0/S0 --batch-size S`` moves a recipe to batch S. Otherwise the
+    usual ``--ratio``/``--lr``/``--batch-size`` forms apply, and a schedule fills in what they
+    leave out: S0 = S(0) of ``--bs-schedule``, η0 = η(0) of ``--lr-schedule``, or
+    η0 = (η/S)(0)·S0 of ``--ratio-schedule``.
+    """
+    if rescale is not None or base is not None:
+        if rescale is None or base is None or batch_size is None:
+            raise RatioError("--rescale needs --base LR/BATCH and --batch-size")
+        if ratio is not None or lr is not None:
+            raise RatioError("--rescale computes η from --base: drop --ratio/--lr")
+        return rescale_lr(parse_ratio(base), batch_size, rescale)
+    def explicit(spec):  # does the schedule carry its own values (no empty BASE)?
+        try:
+            parse_schedule(spec)
+            return True
+        except ScheduleError:
+            return False
+
+    if lr_schedule and explicit(lr_schedule) and (lr is not None or ratio is not None):
+        raise RatioError("--lr-schedule already gives η: drop --lr/--ratio, or leave the "
+                         "schedule's BASE empty to take η0 from them")
+    if ratio_schedule and explicit(ratio_schedule) and (lr is not None or ratio is not None):
+        raise RatioError("--ratio-schedule already gives η/S: drop --lr/--ratio, or leave "
+                         "the schedule's BASE empty")
+    try:
+        if batch_size is None and bs_schedule and (ratio is None or "/" not in str(ratio)):
+            batch_size = max(1, round(parse_schedule(bs_schedule)(0.0)))
+        if lr is None and ratio is None:
+            if lr_schedule:
+                lr = parse_schedule(lr_schedule)(0.0)
+                if not lr > 0:
+                    raise RatioError("the η schedule starts at 0: give the base η with --lr")
+            elif ratio_schedule and batch_size is not None:
+                ratio = repr(parse_schedule(ratio_schedule)(0.0))
+    except ScheduleError as e:
+        if "must be a" in str(e) and "''" in str(e):  # BASE left empty: needs --ratio/--lr
+            raise RatioError("the schedule leaves BASE empty: give --ratio or --lr") from None
+        raise RatioError(str(e)) from None
+    return resolve_ratio(ratio, lr, batch_size)
+
+
+__all__ = ["RunConfig", "ConfigError", "RatioError", "TRAIN_POOL", "base_ratio"]

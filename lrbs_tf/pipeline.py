@@ -53,8 +53,13 @@ class EpochData:
             self._x = tf.constant(x)
             self._y = tf.constant(y)
 
-    def dataset(self, sizes: list[int], epoch: int, skip_batches: int = 0) -> tf.data.Dataset:
-        """Batches of epoch ``epoch`` with the given sizes, starting at batch ``skip_batches``."""
+    def dataset(self, sizes: list[int], epoch: int, skip_batches: int = 0,
+                ratios: list[float] | None = None) -> tf.data.Dataset:
+        """Batches of epoch ``epoch`` with the given sizes, starting at batch ``skip_batches``.
+
+        With ``ratios`` (one η/S per batch) elements are ``(x, y, ratio)``: the model's train
+        step hands the ratio to the :class:`~lrbs_tf.optimizers.RatioScaledOptimizer`.
+        """
         if sum(sizes) != self.num_examples:
             raise ValueError(f"batch sizes sum to {sum(sizes)}, not {self.num_examples}")
         if self.shuffle:
@@ -64,12 +69,16 @@ class EpochData:
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         x, y = self._x, self._y
 
-        def gather(start, size):
+        def gather(start, size, *ratio):
             idx = order[start:start + size]
-            return tf.gather(x, idx), tf.gather(y, idx)
+            return (tf.gather(x, idx), tf.gather(y, idx)) + ratio
 
-        ds = tf.data.Dataset.from_tensor_slices((starts, np.asarray(sizes, np.int64)))
-        ds = ds.skip(skip_batches)
+        columns = (starts, np.asarray(sizes, np.int64))
+        if ratios is not None:
+            if len(ratios) != len(sizes):
+                raise ValueError(f"{len(ratios)} ratios for {len(sizes)} batches")
+            columns += (np.asarray(ratios, np.float32),)
+        ds = tf.data.Dataset.from_tensor_slices(columns).skip(skip_batches)
         return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE,
                       deterministic=True).prefetch(tf.data.AUTOTUNE)
 

@@ -15,7 +15,7 @@ pytestmark = needs_fmnist
 
 def small(tmp_path, **overrides):
     settings = dict(lr=0.05, batch_size=64, epochs=2, train_size=1000, validation_size=500,
-                    width=32, logdir=str(tmp_path), eval_batch_size=500)
+                    width=32, logdir=str(tmp_path), eval_batch_size=500, jit_compile="off")
     settings.update(overrides)
     return RunConfig(**settings)
 
