@@ -22,3 +22,30 @@ def fail(prog: str, message: str, status: int = 2):
 def quiet_tensorflow() -> None:
     """Silence TensorFlow's C++ info logs; call before TensorFlow is imported."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def add_run_flags(parser, epochs: int, logdir: str) -> None:
+    """Flags shared by the figure scripts: what every run of the figure has in common."""
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default="mlp")
+    parser.add_argument("--width", type=int, default=256, help="hidden width of the MLP")
+    parser.add_argument("--dataset", default="fashion_mnist")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--train-size", type=int, help="train on a seeded subset of this size")
+    parser.add_argument("--validation-size", type=int, default=10000)
+    parser.add_argument("--logdir", default=logdir, help="folder for the runs, table and PNG")
+
+
+def run_kwargs(args) -> dict:
+    """RunConfig keyword arguments from the flags of :func:`add_run_flags`."""
+    return dict(epochs=args.epochs, seed=args.seed, model=args.model, width=args.width,
+                dataset=args.dataset, data_dir=args.data_dir, train_size=args.train_size,
+                validation_size=args.validation_size, logdir=args.logdir)
+
+
+def format_table(header, rows) -> str:
+    """A plain-text table with columns padded to their widest cell."""
+    cells = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)

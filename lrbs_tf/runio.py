@@ -74,3 +74,26 @@ def versions() -> dict:
             except importlib.metadata.PackageNotFoundError:
                 out[package] = None
     return out
+
+
+def write_csv(path: str, rows: list[dict], fields: list[str]) -> None:
+    """Write ``rows`` (dicts) as CSV with the given columns, atomically."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(_clean(rows))
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=directory)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(buffer.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

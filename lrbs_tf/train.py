@@ -48,6 +48,14 @@ def compile_model(model: keras.Model, ratio: float, momentum: float = 0.0,
     return model
 
 
+def build_metrics(model: keras.Model, eval_ds) -> None:
+    """Create the compiled metrics' variables before training (one evaluation batch).
+
+    Otherwise Keras creates them while tracing ``train_step``, which forces a second trace.
+    """
+    model.evaluate(eval_ds.take(1), verbose=0)
+
+
 def fit_epoch(model: keras.Model, train_data: EpochData, sizes: list[int], epoch: int,
               callbacks=(), validation_data=None, verbose: int = 1, ratios=None):
     """Train one epoch (0-based ``epoch``) with the given batch sizes (and per-step η/S)."""
@@ -136,6 +144,7 @@ def train(config: RunConfig) -> dict:
     train_data = EpochData(data.train.x, data.train.y, seed=config.seed)
     val_ds = eval_dataset(data.validation.x, data.validation.y, config.eval_batch_size)
     test_ds = eval_dataset(data.test.x, data.test.y, config.eval_batch_size)
+    build_metrics(model, val_ds)
     tb = os.path.join(run_dir, "tb")
     writers = {split: tf.summary.create_file_writer(os.path.join(tb, split))
                for split in ("train", "validation", "test")}

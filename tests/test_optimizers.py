@@ -177,3 +177,27 @@ def test_keras_tensorboard_callback_logs_applied_lr(tmp_path):
     acc.Reload()
     values = [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors("epoch_learning_rate")]
     assert values == pytest.approx([np.float32(1e-3) * 64])  # η of the last step
+
+
+def test_single_trace_with_metrics_and_per_step_ratios():
+    """The MLP compiled as run.py does, a cyclic plan with per-step η/S: one train_step trace."""
+    from lrbs_tf.models import build_model
+    from lrbs_tf.pipeline import eval_dataset
+    from lrbs_tf.plan import make_plan
+    from lrbs_tf.train import build_metrics, compile_model, fit_epoch
+
+    n = 300
+    x = np.random.rand(n, 28, 28, 1).astype(np.float32)
+    y = np.random.randint(0, 10, n).astype(np.int32)
+    model = compile_model(build_model("mlp", (28, 28, 1), 10, seed=0, width=16), 1e-4)
+    model.step_log = StepLog(64)
+    build_metrics(model, eval_dataset(x[:50], y[:50]))
+    traces = []
+    original = type(model).train_step
+    model.train_step = (lambda data: (traces.append(1), original(model, data))[1])
+    plan = make_plan(0.01, 32, bs_schedule="cyclic:32,100:1", ratio_schedule="tri:1e-4,5e-4:1")
+    data = EpochData(x, y, seed=0)
+    for epoch in range(3):
+        sizes, ratios = plan.epoch(n, epoch)
+        fit_epoch(model, data, sizes, epoch, verbose=0, ratios=ratios)
+    assert len(traces) == 1

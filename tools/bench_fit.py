@@ -38,9 +38,9 @@ def main():
     from lrbs_tf import callbacks as cb
     from lrbs_tf.data import load_fashion_mnist
     from lrbs_tf.models import build_model
-    from lrbs_tf.pipeline import EpochData, epoch_batch_sizes
+    from lrbs_tf.pipeline import EpochData, epoch_batch_sizes, eval_dataset
     from lrbs_tf.optimizers import StepLog
-    from lrbs_tf.train import compile_model, fit_epoch
+    from lrbs_tf.train import build_metrics, compile_model, fit_epoch
 
     data = load_fashion_mnist(train_size=args.train_size)
     x, y = data.train.x, data.train.y
@@ -58,6 +58,7 @@ def main():
                              jit_compile=jit, steps_per_execution=args.steps_per_execution)
         train_data = EpochData(x, y, seed=0)
         ours.step_log = StepLog(len(y) // batch_size + 1)
+        build_metrics(ours, eval_dataset(data.validation.x[:100], data.validation.y[:100]))
         callbacks = [cb.StepScalars(writer, ours.step_log), cb.StopOnNonFinite()]
         rates = {"plain": [], "lrbs_tf": []}
         for r in range(args.rounds + 1):  # round 0 warms up (tracing, XLA compiles)

@@ -1,0 +1,54 @@
+"""The figure scripts run end to end on a small Fashion-MNIST subset and write what they say."""
+import csv
+import json
+import os
+
+import pytest
+
+from conftest import needs_fmnist, run_script
+
+pytestmark = needs_fmnist
+SMALL = ["--train-size", "1200", "--validation-size", "500", "--width", "32"]
+
+
+def test_fig1_small(tmp_path):
+    proc = run_script("experiments/fig1_cyclic.py", "--epochs", "2", "--stage", "1", *SMALL,
+                      "--logdir", tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.load(open(tmp_path / "fig1.json"))
+    assert len(report["runs"]) == 4 and all(r["status"] == "finished" for r in report["runs"])
+    assert len(report["curve_distances"]["test_accuracy"]) == 6
+    rows = list(csv.DictReader(open(tmp_path / "fig1.csv")))
+    assert [r["pair"] for r in rows] == ["cyclic", "cyclic", "constant", "constant"]
+    for png in ("fig1.png", "fig1_sde_time.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "curve distance" in proc.stdout
+    # Repeating the command reuses the finished runs.
+    again = run_script("experiments/fig1_cyclic.py", "--epochs", "2", "--stage", "1", *SMALL,
+                       "--logdir", tmp_path, timeout=600)
+    assert again.returncode == 0 and "Epoch 1/2" not in again.stdout
+    assert json.load(open(tmp_path / "fig1.json"))["curve_distances"] == report["curve_distances"]
+
+
+def test_fig2_small(tmp_path):
+    proc = run_script("experiments/fig2_rescaling.py", "--epochs", "1", "--base", "0.05/50",
+                      "--batch-size", "200", *SMALL, "--logdir", tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.load(open(tmp_path / "fig2.json"))
+    lrs = {r["setting"].split(":")[0]: r["lr"] for r in report["runs"]}
+    assert lrs == pytest.approx({"baseline": 0.05, "linear": 0.2, "sqrt": 0.1, "none": 0.05})
+    assert report["runs"][0]["distance_to_baseline_test"] == 0
+    assert os.path.getsize(tmp_path / "fig2.png") > 10000
+
+
+@pytest.mark.parametrize("script,args", [
+    ("experiments/fig1_cyclic.py", ["--stage", "0"]),
+    ("experiments/fig1_cyclic.py", ["--epochs", "0"]),
+    ("experiments/fig2_rescaling.py", ["--base", "0.1/50", "--batch-size", "25"]),
+    ("experiments/fig2_rescaling.py", ["--rules", "linear,cubic"]),
+    ("experiments/fig2_rescaling.py", ["--base", "0.1"]),
+])
+def test_figure_scripts_reject_bad_flags(script, args, tmp_path):
+    proc = run_script(script, *args, "--logdir", tmp_path / "out", timeout=60)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "out").exists()
