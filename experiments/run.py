@@ -27,7 +27,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lrbs_tf.cli import ArgumentParser, fail, quiet_tensorflow  # noqa: E402
-from lrbs_tf.config import ConfigError, RunConfig, base_ratio  # noqa: E402
+from lrbs_tf.config import ConfigError, ProbeSettings, RunConfig, base_ratio  # noqa: E402
 from lrbs_tf.ratio import RatioError  # noqa: E402
 
 PROG = "run.py"
@@ -61,6 +61,17 @@ def parse_args(argv=None):
     p.add_argument("--logdir", default="runs", help="parent folder of run folders")
     p.add_argument("--name", help="run folder name (default: from model, data, η, S, seed)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    g = p.add_argument_group("curvature probes (λ_max, Tr H, ‖H‖_F, B_simple)")
+    g.add_argument("--probe", action="store_true",
+                   help="measure curvature and gradient noise at the end of training")
+    g.add_argument("--probe-every", type=int, default=0, metavar="K",
+                   help="also every K epochs during training (TensorBoard probe/*)")
+    g.add_argument("--probe-examples", type=int, default=5000)
+    g.add_argument("--probe-noise-examples", type=int, default=1000)
+    g.add_argument("--probe-batch-size", type=int, default=1000)
+    g.add_argument("--probe-bn", default="inference", help="inference | batch")
+    g.add_argument("--probe-dtype", default="float32", help="float32 | float64")
+    g.add_argument("--probe-seed", type=int, default=0)
     p.add_argument("--jit", default="auto", choices=("auto", "on", "off"),
                    help="XLA compilation (auto: on without a distribution strategy)")
     p.add_argument("--steps-per-execution", type=int,
@@ -78,10 +89,19 @@ def parse_args(argv=None):
             jit_compile=args.jit, steps_per_execution=args.steps_per_execution,
             overwrite=args.overwrite, lr_schedule=args.lr_schedule,
             bs_schedule=args.bs_schedule, ratio_schedule=args.ratio_schedule,
-            keep_ratio=args.keep_ratio, grow_batch=args.grow_batch).validate()
+            keep_ratio=args.keep_ratio, grow_batch=args.grow_batch,
+            probe=probe_settings(args), probe_every=args.probe_every).validate()
     except (RatioError, ConfigError) as e:
         fail(PROG, e)
     return config
+
+
+def probe_settings(args):
+    if not (args.probe or args.probe_every):
+        return None
+    return ProbeSettings(examples=args.probe_examples, noise_examples=args.probe_noise_examples,
+                         batch_size=args.probe_batch_size, bn_mode=args.probe_bn,
+                         dtype=args.probe_dtype, seed=args.probe_seed)
 
 
 def summary(results: dict, config: RunConfig) -> str:
@@ -107,6 +127,15 @@ def summary(results: dict, config: RunConfig) -> str:
     if results.get("examples_per_second"):
         lines.append(f"speed      {results['examples_per_second']:,.0f} examples/s, "
                      f"{results['wall_time']:.1f} s in all")
+    probe = results.get("probe")
+    if probe:
+        lines.append(f"curvature  λ_max {probe['lambda_max']:.4g} (2/η = "
+                     f"{probe.get('stability_2_over_lr', float('nan')):.4g}), Tr H "
+                     f"{probe['trace']:.4g} ± {probe['trace_stderr']:.2g}, ‖H‖_F "
+                     f"{probe['frobenius']:.4g} (finite diff. {probe.get('frobenius_fd', float('nan')):.4g})")
+        lines.append(f"noise      Tr C {probe['trace_c']:.4g}, |g|² {probe['grad_norm_sq']:.3g}, "
+                     f"B_simple {probe['b_simple']:.4g} (on {probe['noise_num_examples']} "
+                     f"examples, {probe['seconds']:.0f} s)")
     lines += [f"folder     {run_dir}",
               f"view       tensorboard --logdir {os.path.join(run_dir, 'tb')}"]
     return "\n".join(lines)

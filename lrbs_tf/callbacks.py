@@ -84,3 +84,38 @@ class StopOnNonFinite(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             self.diverged_epoch = epoch
             self.model.stop_training = True
+
+
+class ProbeEvery(keras.callbacks.Callback):
+    """Measure curvature and gradient noise every ``every`` epochs and log them to TensorBoard.
+
+    Tags under ``probe/``: ``lambda_max``, ``stability_2_over_lr`` (2/η: gradient descent on a
+    quadratic is stable while λ_max < 2/η), ``trace``, ``frobenius``, ``b_simple``, ``trace_c``,
+    ``grad_norm_sq``; the x-axis is the epoch. Every measurement is kept in ``self.history``.
+    """
+
+    TAGS = ("lambda_max", "stability_2_over_lr", "trace", "frobenius", "b_simple", "trace_c",
+            "grad_norm_sq")
+
+    def __init__(self, prober, writer, every: int = 1, lr_at=None):
+        super().__init__()
+        self.prober, self.writer, self.every = prober, writer, every
+        self.lr_at = lr_at  # epoch (0-based) -> the η of that epoch's full-size steps
+        self.history = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        record = self.prober(lr=self.lr_at(epoch) if self.lr_at else None, full=False)
+        record["epoch"] = epoch + 1
+        self.history.append(record)
+        write_probe_scalars(self.writer, record, epoch + 1)
+
+
+def write_probe_scalars(writer, record: dict, step: int) -> None:
+    with writer.as_default(step=step), tf.summary.record_if(True):
+        for tag in ProbeEvery.TAGS + ("frobenius_fd",):
+            value = record.get(tag)
+            if value is not None and math.isfinite(value):
+                tf.summary.scalar(f"probe/{tag}", value)
+    writer.flush()

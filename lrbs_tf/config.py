@@ -20,6 +20,44 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass
+class ProbeSettings:
+    """What the curvature and gradient-noise probes measure, and on how many examples."""
+
+    examples: int = 5000  # fixed, seeded subset of the training set
+    batch_size: int = 1000
+    bn_mode: str = "inference"
+    dtype: str = "float32"
+    method: str = "rr"
+    top_k: int = 1
+    lanczos_tol: float = 1e-3
+    lanczos_max_steps: int = 100
+    trace_matvecs: int = 99
+    frobenius_samples: int = 30
+    finite_difference: bool = True
+    fd_eps: float = 1e-3
+    noise_examples: int = 1000  # per-example gradients for Tr C and B_simple
+    seed: int = 0
+
+    def validate(self, num_train: int) -> "ProbeSettings":
+        if not 0 < self.examples <= num_train:
+            raise ConfigError(f"--probe-examples must be between 1 and the training set size "
+                              f"({num_train}), got {self.examples}")
+        if not 2 <= self.noise_examples <= self.examples:
+            raise ConfigError(f"--probe-noise-examples must be between 2 and --probe-examples "
+                              f"({self.examples}), got {self.noise_examples}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--probe-batch-size must be positive, got {self.batch_size}")
+        if self.bn_mode not in ("inference", "batch"):
+            raise ConfigError(f"--probe-bn must be inference or batch, got {self.bn_mode!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigError(f"--probe-dtype must be float32 or float64, got {self.dtype!r}")
+        for name in ("top_k", "lanczos_max_steps", "trace_matvecs", "frobenius_samples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"probe setting {name} must be at least 1")
+        return self
+
+
+@dataclasses.dataclass
 class RunConfig:
     """Every setting of one training run (recorded verbatim in ``config.json``)."""
 
@@ -45,6 +83,8 @@ class RunConfig:
     ratio_schedule: str | None = None
     keep_ratio: bool = False
     grow_batch: bool = False
+    probe: ProbeSettings | None = None  # curvature and noise at the end of training
+    probe_every: int = 0  # also every k epochs during training (0: never)
 
     def plan(self) -> TrainingPlan:
         """η, S and η/S over training (constant η/S when no schedule is given)."""
@@ -117,6 +157,12 @@ class RunConfig:
             raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
         if self.jit_compile not in ("auto", "on", "off"):
             raise ConfigError(f"--jit must be auto, on or off, got {self.jit_compile!r}")
+        if self.probe_every < 0:
+            raise ConfigError(f"--probe-every must be >= 0, got {self.probe_every}")
+        if self.probe_every and self.probe is None:
+            raise ConfigError("--probe-every needs probe settings (--probe)")
+        if self.probe is not None:
+            self.probe.validate(self.num_train)
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9._=+-]+", self.name):
             raise ConfigError(f"--name may hold letters, digits and ._=+- only, got {self.name!r}")
         return self
@@ -173,4 +219,4 @@ def base_ratio(ratio=None, lr=None, batch_size=None, rescale=None, base=None,
     return resolve_ratio(ratio, lr, batch_size)
 
 
-__all__ = ["RunConfig", "ConfigError", "RatioError", "TRAIN_POOL", "base_ratio"]
+__all__ = ["RunConfig", "ProbeSettings", "ConfigError", "RatioError", "TRAIN_POOL", "base_ratio"]

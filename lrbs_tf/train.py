@@ -153,6 +153,16 @@ def train(config: RunConfig) -> dict:
     model.step_log = StepLog(max_steps_per_epoch)
     callbacks = [cb.EpochProgbar(config.epochs), cb.StepScalars(writers["train"], model.step_log),
                  stop]
+    prober = probe_every = None
+    if config.probe is not None:
+        from lrbs_tf.curvature import Prober
+
+        prober = Prober(model, data.train.x, data.train.y, config.probe)
+        writers["probe"] = tf.summary.create_file_writer(os.path.join(tb, "probe"))
+        if config.probe_every:
+            probe_every = cb.ProbeEvery(prober, writers["probe"], config.probe_every,
+                                        lr_at=lambda e: _lr_at(plan, e + 0.999))
+            callbacks.append(probe_every)
 
     train_time = 0.0
     examples = 0
@@ -197,6 +207,13 @@ def train(config: RunConfig) -> dict:
             "final_test_loss": final["test_loss"],
         }
     results.update(summary)
+    if probe_every is not None:
+        results["probe_history"] = probe_every.history
+    if prober is not None and not results["diverged"]:
+        log.info("probing curvature and gradient noise on %d examples", config.probe.examples)
+        measured = prober(lr=_lr_at(plan, len(results["epochs"]) - 0.001))
+        results["probe"] = dict(measured, settings=prober.describe())
+        cb.write_probe_scalars(writers["probe"], measured, len(results["epochs"]))
     results.update(
         status="diverged" if results["diverged"] else "finished",
         wall_time=time.time() - start,
@@ -209,6 +226,11 @@ def train(config: RunConfig) -> dict:
         writer.close()
     runio.write_json(results_path, results)
     return results
+
+
+def _lr_at(plan, t: float) -> float:
+    """η of a full-size step at progress ``t`` (epochs)."""
+    return plan.ratio_at(t) * plan.batch_at(t)
 
 
 def _weights_digest(model: keras.Model) -> str:

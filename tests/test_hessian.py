@@ -29,8 +29,21 @@ def data():
     return rng.normal(size=(N, D)).astype(np.float32), rng.integers(0, K, N)
 
 
+_DENSE = {}
+
+
 def dense_hessian(op, batches):
-    """∑_b (n_b/N) ∇²L_b via GradientTape.jacobian on a flat float64 parameter vector."""
+    """∑_b (n_b/N) ∇²L_b via GradientTape.jacobian on a flat float64 parameter vector.
+
+    Cached per (BN mode, batching): small_mlp() and data() are deterministic.
+    """
+    key = (op.bn_mode, batches)
+    if key not in _DENSE:
+        _DENSE[key] = _dense_hessian(op, batches)
+    return _DENSE[key]
+
+
+def _dense_hessian(op, batches):
     flat = tf.Variable(op.flatten_numpy([p.numpy() for p in op.params]))
     total = 0
     for start in range(0, N, batches):

@@ -88,3 +88,57 @@ def test_divergence_via_cli(tmp_path):
     results = json.load(open(tmp_path / "huge" / "results.json"))
     assert results["status"] == "diverged" and results["diverged"] is True
     assert results["diverged_epoch"] == 1 and len(results["epochs"]) == 1
+
+
+def test_probe_at_end_and_every_epoch(tmp_path):
+    from lrbs_tf.config import ProbeSettings
+
+    settings = ProbeSettings(examples=300, noise_examples=100, batch_size=128, trace_matvecs=9,
+                             frobenius_samples=4, lanczos_max_steps=20)
+    config = small(tmp_path, epochs=2, probe=settings, probe_every=1)
+    results = train(config)
+    probe = json.load(open(os.path.join(config.run_dir, "results.json")))["probe"]
+    for key in ("lambda_max", "trace", "frobenius", "frobenius_fd", "b_simple", "trace_c",
+                "grad_norm_sq", "stability_2_over_lr"):
+        assert np.isfinite(probe[key]), key
+    assert probe["lambda_max"] > 0 and probe["trace"] > 0
+    assert probe["stability_2_over_lr"] == pytest.approx(2 / 0.05)
+    assert probe["settings"]["num_examples"] == 300 and probe["settings"]["bn_mode"] == "inference"
+    assert probe["settings"]["noise_examples"] == 100 and probe["settings"]["subset_fingerprint"]
+    assert [h["epoch"] for h in results["probe_history"]] == [1, 2]
+    scalars = read_scalars(os.path.join(config.run_dir, "tb", "probe"))
+    assert [s for s, _ in scalars["probe/lambda_max"]] == [1, 2, 2]  # per epoch + final
+    assert scalars["probe/lambda_max"][-1][1] == pytest.approx(probe["lambda_max"], rel=1e-6)
+    assert scalars["probe/stability_2_over_lr"][0][1] == pytest.approx(40.0)
+    assert "probe/b_simple" in scalars and "probe/trace" in scalars
+
+    # tools/probe.py measures the saved model again, with the same subset and settings.
+    proc = run_script("tools/probe.py", config.run_dir, "--examples", "300", "--noise-examples",
+                      "100", "--batch-size", "128", "--no-finite-difference", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = json.load(open(os.path.join(config.run_dir, "probe.json")))
+    assert again["lambda_max"] == pytest.approx(probe["lambda_max"], rel=1e-3)
+    assert again["b_simple"] == pytest.approx(probe["b_simple"], rel=1e-4)
+    assert "λ_max" in proc.stdout
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--probe", "--probe-examples", "5000", "--train-size", "1000"], "--probe-examples"),
+    (["--probe", "--probe-bn", "ghost"], "--probe-bn"),
+    (["--probe-every", "-1"], "--probe-every"),
+    (["--probe", "--probe-noise-examples", "1"], "noise-examples"),
+])
+def test_bad_probe_flags(args, fragment, tmp_path):
+    proc = run_script("experiments/run.py", "--ratio", "0.1/100", *args, "--logdir", tmp_path,
+                      timeout=60)
+    assert proc.returncode == 2 and fragment in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert not any(tmp_path.iterdir())
+
+
+def test_probe_tool_refuses_bad_run_folders(tmp_path):
+    proc = run_script("tools/probe.py", tmp_path / "nothing", timeout=60)
+    assert proc.returncode == 2 and "config.json is missing" in proc.stderr
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text('{"config": {"num_tr')
+    proc = run_script("tools/probe.py", tmp_path / "half", timeout=60)
+    assert proc.returncode == 2 and "corrupt" in proc.stderr and "Traceback" not in proc.stderr

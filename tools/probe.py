@@ -1,0 +1,97 @@
+"""Probe the curvature and gradient noise of a saved run: λ_max, Tr H, ‖H‖_F, B_simple.
+
+    python tools/probe.py runs/mlp-fashion_mnist-lr0.005-bs640-seed0 [--examples 5000]
+        [--bn inference|batch] [--dtype float32|float64] [--json]
+
+Loads ``model.keras`` and ``config.json`` from the run folder, rebuilds the same training split
+(same data source, seed and sizes), measures on a fixed, seeded subset of the training set,
+prints the values and writes them with every setting to ``<run>/probe.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from lrbs_tf.cli import ArgumentParser, fail, quiet_tensorflow  # noqa: E402
+from lrbs_tf.config import ConfigError, ProbeSettings  # noqa: E402
+
+PROG = "probe.py"
+
+
+def main(argv=None):
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir")
+    p.add_argument("--examples", type=int, default=5000)
+    p.add_argument("--noise-examples", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--bn", default="inference")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-finite-difference", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON only")
+    args = p.parse_args(argv)
+    from lrbs_tf import runio
+
+    try:
+        saved = runio.read_json(os.path.join(args.run_dir, "config.json"))
+        results = runio.read_json(os.path.join(args.run_dir, "results.json"))
+        if results.get("status") not in ("finished", "diverged", "interrupted"):
+            raise runio.RunFolderError(f"{args.run_dir} is not finished "
+                                       f"(status {results.get('status')!r})")
+        model_path = os.path.join(args.run_dir, "model.keras")
+        if not os.path.exists(model_path):
+            raise runio.RunFolderError(f"{model_path} is missing")
+        config = saved["config"]
+        settings = ProbeSettings(examples=args.examples, noise_examples=args.noise_examples,
+                                 batch_size=args.batch_size, bn_mode=args.bn, dtype=args.dtype,
+                                 seed=args.seed, finite_difference=not args.no_finite_difference)
+        settings.validate(config["num_train"])
+    except (runio.RunFolderError, ConfigError, KeyError) as e:
+        fail(PROG, e if not isinstance(e, KeyError) else f"config.json lacks {e}")
+    quiet_tensorflow()
+    import keras
+
+    import lrbs_tf.optimizers  # noqa: F401  (registers the custom classes for loading)
+    from lrbs_tf.curvature import Prober
+    from lrbs_tf.data import DataError, load_dataset
+
+    try:
+        model = keras.models.load_model(model_path)
+    except Exception as e:  # a file from another Keras/lrbs_tf version, or damaged
+        fail(PROG, f"cannot load {model_path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+    try:
+        data = load_dataset(config["dataset"], data_dir=config.get("data_dir"),
+                            validation_size=config["validation_size"],
+                            train_size=config.get("train_size"), seed=config["seed"])
+    except DataError as e:
+        fail(PROG, e)
+    if data.info["train_fingerprint"] != saved["data"]["train_fingerprint"]:
+        fail(PROG, "the training data differ from the run's (fingerprints do not match)")
+    prober = Prober(model, data.train.x, data.train.y, settings)
+    lr = config["lr"]
+    measured = dict(prober(lr=lr), settings=prober.describe())
+    runio.write_json(os.path.join(args.run_dir, "probe.json"), measured)
+    if args.json:
+        print(json.dumps(runio._clean(measured), indent=2))
+        return 0
+    print(f"run         {args.run_dir}  (η/S = {lr:g}/{config['batch_size']})")
+    print(f"λ_max       {measured['lambda_max']:.5g}  (2/η = {2 / lr:.5g}, η·λ_max = "
+          f"{lr * measured['lambda_max']:.3g}; Lanczos {measured['lanczos_matvecs']} HVPs, "
+          f"converged {all(measured['lanczos_converged'])})")
+    print(f"Tr H        {measured['trace']:.5g} ± {measured['trace_stderr']:.2g}  (Hutch++)")
+    print(f"‖H‖_F       {measured['frobenius']:.5g} ± {measured['frobenius_stderr']:.2g}  "
+          f"(Hutchinson)" + (f"; finite differences {measured['frobenius_fd']:.5g} "
+                             f"(ε = {settings.fd_eps:g})" if "frobenius_fd" in measured else ""))
+    print(f"noise       Tr C {measured['trace_c']:.5g}, |g|² {measured['grad_norm_sq']:.4g}, "
+          f"B_simple {measured['b_simple']:.5g}")
+    print(f"settings    {settings.examples} examples, BN {settings.bn_mode}, {settings.dtype}; "
+          f"{measured['seconds']:.1f} s")
+    print(f"wrote       {os.path.join(args.run_dir, 'probe.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
