@@ -105,3 +105,22 @@ def test_least_squares_sgd_with_finite_data():
     without = T.expected_loss_discrete(H, C, lr, batch)
     assert abs(sim.mean_loss - with_factor) < 4 * sim.stderr + 0.02 * with_factor
     assert abs(sim.mean_loss - without) > 10 * sim.stderr
+
+
+def test_advice_numbers():
+    from lrbs_tf.advice import advise
+
+    a = advise(0.1, 100, 10000, lambda_max=8.0, b_simple=500.0, target_batch=400)
+    assert a["rules"]["linear"]["lr"] == pytest.approx(0.4)
+    assert a["rules"]["sqrt"]["lr"] == pytest.approx(0.2)
+    assert a["rules"]["none"]["lr"] == pytest.approx(0.1)
+    assert a["rules"]["linear"]["lr_lambda_max"] == pytest.approx(3.2)
+    assert not a["checks"]["linear_stable"] and a["rules"]["none"]["lr_lambda_max"] == 0.8
+    assert a["rules"]["sqrt"]["top_direction_variance_vs_sde"] == pytest.approx(2 / (2 - 1.6))
+    assert a["checks"]["finite_population_factor"] == pytest.approx(9600 / 9999)
+    assert a["checks"]["noise_dominated"] and a["steps_per_epoch"] == {"before": 100, "after": 25}
+    assert not a["linear_rule_expected_to_hold"]
+    ok = advise(0.01, 100, 10000, lambda_max=8.0, b_simple=500.0, target_batch=200)
+    assert ok["linear_rule_expected_to_hold"]
+    with pytest.raises(ValueError):
+        advise(0.01, 100, 10000, 8.0, 500.0, 20000)

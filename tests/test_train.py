@@ -121,6 +121,18 @@ def test_probe_at_end_and_every_epoch(tmp_path):
     assert again["b_simple"] == pytest.approx(probe["b_simple"], rel=1e-4)
     assert "λ_max" in proc.stdout
 
+    # The advisor reads the same run folder.
+    proc = run_script("tools/advise.py", config.run_dir, "--batch-size", "256", "--json",
+                      timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    advice = json.loads(proc.stdout)
+    assert advice["rules"]["linear"]["lr"] == pytest.approx(0.05 * 4)
+    assert advice["rules"]["linear"]["lr_lambda_max"] == pytest.approx(0.2 * probe["lambda_max"])
+    assert advice["checks"]["batch_over_b_simple"] == pytest.approx(256 / probe["b_simple"])
+    assert advice["steps_per_epoch"] == {"before": 16, "after": 4}
+    text = run_script("tools/advise.py", config.run_dir, "--batch-size", "256", timeout=60)
+    assert text.returncode == 0 and "verdict" in text.stdout
+
 
 @pytest.mark.parametrize("args,fragment", [
     (["--probe", "--probe-examples", "5000", "--train-size", "1000"], "--probe-examples"),
