@@ -25,7 +25,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from lrbs_tf.cli import ArgumentParser, add_run_flags, fail, format_table, quiet_tensorflow, run_kwargs  # noqa: E402,E501
+from lrbs_tf.cli import (ArgumentParser, add_run_flags, fail, format_table,  # noqa: E402
+                         quiet_tensorflow, reported_errors, run_kwargs)
 from lrbs_tf.config import ConfigError, RunConfig  # noqa: E402
 from lrbs_tf.ratio import RatioError  # noqa: E402
 
@@ -63,7 +64,6 @@ def main(argv=None):
         fail(PROG, e)
     quiet_tensorflow()
     from lrbs_tf import runio
-    from lrbs_tf.data import DataError
     from lrbs_tf.experiment import curve_distance, run_or_reuse, sde_time
     from lrbs_tf.plots import learning_curve_panels
 
@@ -71,10 +71,8 @@ def main(argv=None):
     results = []
     for i, (label, pair, config) in enumerate(runs):
         print(f"[{i + 1}/{len(runs)}] {label}", flush=True)
-        try:
+        with reported_errors(PROG, args.logdir):
             results.append(run_or_reuse(config))
-        except DataError as e:
-            fail(PROG, e)
     table = []
     for (label, pair, config), r in zip(runs, results):
         table.append({"setting": label, "pair": pair, "ratio_start": config.plan().ratio_at(0),

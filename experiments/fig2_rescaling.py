@@ -29,7 +29,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from lrbs_tf.cli import ArgumentParser, add_run_flags, fail, format_table, quiet_tensorflow, run_kwargs  # noqa: E402,E501
+from lrbs_tf.cli import (ArgumentParser, add_run_flags, fail, format_table,  # noqa: E402
+                         quiet_tensorflow, reported_errors, run_kwargs)
 from lrbs_tf.config import ConfigError, RunConfig  # noqa: E402
 from lrbs_tf.ratio import RatioError, parse_ratio, rescale_lr  # noqa: E402
 
@@ -67,7 +68,6 @@ def main(argv=None):
         fail(PROG, e)
     quiet_tensorflow()
     from lrbs_tf import runio
-    from lrbs_tf.data import DataError
     from lrbs_tf.experiment import curve_distance, run_or_reuse
     from lrbs_tf.plots import learning_curve_panels
 
@@ -75,10 +75,8 @@ def main(argv=None):
     results = []
     for i, (label, config) in enumerate(runs):
         print(f"[{i + 1}/{len(runs)}] {label}", flush=True)
-        try:
+        with reported_errors(PROG, args.logdir):
             results.append(run_or_reuse(config))
-        except DataError as e:
-            fail(PROG, e)
     table = []
     for (label, config), r in zip(runs, results):
         table.append({"setting": label, "lr": config.lr, "batch_size": config.batch_size,

@@ -13,7 +13,8 @@ see ``lrbs_tf/schedules.py`` for the syntax. A batch-size schedule keeps η fixe
 growing S with the same η/S.
 
 Default: the paper's 4-layer batch-normalised MLP on Fashion-MNIST (50000 train / 10000
-validation / 10000 test), 3 epochs. Writes ``runs/<name>/`` with ``config.json``,
+validation / 10000 test), 3 epochs. Repeating a command resumes a stopped run from its last
+checkpoint (or just prints a finished run); Ctrl-C saves the state and exits with status 130. Writes ``runs/<name>/`` with ``config.json``,
 ``results.json``, ``model.keras`` and TensorBoard events (``tb/``).
 
 Measured on 2 CPU cores: ``--ratio 0.005/640`` (3 epochs) takes about 20 s and reaches about
@@ -26,7 +27,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from lrbs_tf.cli import ArgumentParser, fail, quiet_tensorflow  # noqa: E402
+from lrbs_tf.cli import ArgumentParser, fail, quiet_tensorflow, reported_errors  # noqa: E402
 from lrbs_tf.config import ConfigError, ProbeSettings, RunConfig, base_ratio  # noqa: E402
 from lrbs_tf.ratio import RatioError  # noqa: E402
 
@@ -61,6 +62,13 @@ def parse_args(argv=None):
     p.add_argument("--logdir", default="runs", help="parent folder of run folders")
     p.add_argument("--name", help="run folder name (default: from model, data, η, S, seed)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--resume", action="store_true",
+                   help="insist on resuming (the same command resumes a stopped run anyway)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="TensorFlow op determinism: bitwise-repeatable (and resumable) runs; "
+                        "turns XLA off")
+    p.add_argument("--checkpoint-steps", type=int, default=0, metavar="K",
+                   help="also checkpoint every K steps inside an epoch (default: epoch ends)")
     g = p.add_argument_group("curvature probes (λ_max, Tr H, ‖H‖_F, B_simple)")
     g.add_argument("--probe", action="store_true",
                    help="measure curvature and gradient noise at the end of training")
@@ -90,7 +98,9 @@ def parse_args(argv=None):
             overwrite=args.overwrite, lr_schedule=args.lr_schedule,
             bs_schedule=args.bs_schedule, ratio_schedule=args.ratio_schedule,
             keep_ratio=args.keep_ratio, grow_batch=args.grow_batch,
-            probe=probe_settings(args), probe_every=args.probe_every).validate()
+            probe=probe_settings(args), probe_every=args.probe_every,
+            deterministic=args.deterministic, checkpoint_steps=args.checkpoint_steps,
+            resume=args.resume).validate()
     except (RatioError, ConfigError) as e:
         fail(PROG, e)
     return config
@@ -144,13 +154,10 @@ def summary(results: dict, config: RunConfig) -> str:
 def main(argv=None) -> int:
     config = parse_args(argv)
     quiet_tensorflow()
-    from lrbs_tf.data import DataError
-    from lrbs_tf.train import RunExistsError, train
+    from lrbs_tf.train import train
 
-    try:
+    with reported_errors(PROG, config.logdir):
         results = train(config)
-    except (DataError, RunExistsError) as e:
-        fail(PROG, e)
     print(summary(results, config))
     return 0
 

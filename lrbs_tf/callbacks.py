@@ -119,3 +119,37 @@ def write_probe_scalars(writer, record: dict, step: int) -> None:
             if value is not None and math.isfinite(value):
                 tf.summary.scalar(f"probe/{tag}", value)
     writer.flush()
+
+
+class CheckpointEvery(keras.callbacks.Callback):
+    """Call ``save()`` every ``steps`` optimizer steps inside an epoch.
+
+    A batch-level hook makes Keras synchronise after every call of the train function; the
+    training loop adds this callback only when mid-epoch checkpoints are asked for.
+    """
+
+    def __init__(self, steps: int, save):
+        super().__init__()
+        self.steps, self.save = steps, save
+        self._last = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if self._last is None or step < self._last:
+            self._last = step - (step % self.steps)
+        if step - self._last >= self.steps:
+            self._last = step
+            self.save()
+
+
+class RestoreMetrics(keras.callbacks.Callback):
+    """Put Keras' running metrics back to checkpointed values when an epoch is resumed."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values = values
+
+    def on_epoch_begin(self, epoch, logs=None):  # Keras resets the metrics just before this
+        from lrbs_tf.checkpoint import restore_metrics
+
+        restore_metrics(self.model, self.values)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -35,13 +36,18 @@ def add_run_flags(parser, epochs: int, logdir: str) -> None:
     parser.add_argument("--train-size", type=int, help="train on a seeded subset of this size")
     parser.add_argument("--validation-size", type=int, default=10000)
     parser.add_argument("--logdir", default=logdir, help="folder for the runs, table and PNG")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="retrain runs whose folders hold other settings")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="TensorFlow op determinism (bitwise-repeatable runs)")
 
 
 def run_kwargs(args) -> dict:
     """RunConfig keyword arguments from the flags of :func:`add_run_flags`."""
     return dict(epochs=args.epochs, seed=args.seed, model=args.model, width=args.width,
                 dataset=args.dataset, data_dir=args.data_dir, train_size=args.train_size,
-                validation_size=args.validation_size, logdir=args.logdir)
+                validation_size=args.validation_size, logdir=args.logdir,
+                overwrite=args.overwrite, deterministic=args.deterministic)
 
 
 def format_table(header, rows) -> str:
@@ -49,3 +55,28 @@ def format_table(header, rows) -> str:
     cells = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+@contextlib.contextmanager
+def reported_errors(prog: str, logdir: str):
+    """Turn the library's expected failures into one-line messages and exit statuses.
+
+    Bad data, a run folder holding something else, or a damaged checkpoint: status 2.
+    Ctrl-C: status 130 (the run's state is saved when training had started). An unwritable
+    or full log directory: status 1.
+    """
+    from lrbs_tf.data import DataError
+    from lrbs_tf.runio import RunFolderError
+    from lrbs_tf.train import RunExistsError, RunInterrupted
+
+    try:
+        yield
+    except (DataError, RunExistsError, RunFolderError) as e:
+        fail(prog, e)
+    except RunInterrupted as e:
+        fail(prog, e, status=130)
+    except KeyboardInterrupt:
+        fail(prog, "interrupted before training started; nothing to resume", status=130)
+    except OSError as e:
+        fail(prog, f"{e.strerror or e} ({e.filename or logdir}): check that {logdir} is "
+                   "writable and has free space", status=1)

@@ -85,6 +85,9 @@ class RunConfig:
     grow_batch: bool = False
     probe: ProbeSettings | None = None  # curvature and noise at the end of training
     probe_every: int = 0  # also every k epochs during training (0: never)
+    deterministic: bool = False  # TensorFlow op determinism (bitwise-repeatable runs)
+    checkpoint_steps: int = 0  # also checkpoint every k steps inside an epoch (0: epoch ends)
+    resume: bool = False  # require an existing checkpoint to resume from
 
     def plan(self) -> TrainingPlan:
         """η, S and η/S over training (constant η/S when no schedule is given)."""
@@ -157,6 +160,8 @@ class RunConfig:
             raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
         if self.jit_compile not in ("auto", "on", "off"):
             raise ConfigError(f"--jit must be auto, on or off, got {self.jit_compile!r}")
+        if self.checkpoint_steps < 0:
+            raise ConfigError(f"--checkpoint-steps must be >= 0, got {self.checkpoint_steps}")
         if self.probe_every < 0:
             raise ConfigError(f"--probe-every must be >= 0, got {self.probe_every}")
         if self.probe_every and self.probe is None:

@@ -1,46 +1,21 @@
 """Running groups of runs for the figure scripts, and comparing their learning curves."""
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import os
 
 import numpy as np
 
-from lrbs_tf import runio
 from lrbs_tf.config import RunConfig
 
 log = logging.getLogger(__name__)
 
 
-def finished_results(config: RunConfig) -> dict | None:
-    """Results of a finished (or diverged) run of exactly ``config``, else ``None``."""
-    path = os.path.join(config.run_dir, "results.json")
-    try:
-        results = runio.read_json(path)
-        saved = runio.read_json(os.path.join(config.run_dir, "config.json"))["config"]
-    except runio.RunFolderError:
-        return None
-    if results.get("status") not in ("finished", "diverged"):
-        return None
-    wanted = json.loads(json.dumps(runio._clean(config.to_dict())))
-    ignore = {"overwrite", "logdir"}
-    if {k: v for k, v in saved.items() if k not in ignore} != {
-            k: v for k, v in wanted.items() if k not in ignore}:
-        return None
-    return results
-
-
 def run_or_reuse(config: RunConfig) -> dict:
-    """Train ``config`` unless a finished run of the same config is already in its folder."""
+    """Train ``config``; a finished run of the same config is reused and a killed one resumed
+    (see :func:`lrbs_tf.train.train`)."""
     from lrbs_tf.train import train
 
-    results = finished_results(config)
-    if results is not None:
-        log.info("reusing finished run %s", config.run_dir)
-        return results
-    return train(dataclasses.replace(config, overwrite=True))
+    return train(config)
 
 
 def curve(results: dict, key: str) -> np.ndarray:

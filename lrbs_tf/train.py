@@ -3,6 +3,12 @@
 This is the only training loop of the toolkit. Each epoch is one ``model.fit`` call on a fresh
 dataset of that epoch's batches (see :mod:`lrbs_tf.pipeline`), so epochs with different numbers
 of steps keep exact progress-bar totals and an epoch can be rebuilt from ``(seed, epoch)``.
+
+Nothing is lost when a run stops: after every epoch (and every ``checkpoint_steps`` steps if
+asked) the weights, optimizer state and position are checkpointed (:mod:`lrbs_tf.checkpoint`);
+the same command resumes from there, on the same data order, schedule position, η/S wrapper
+state and TensorBoard step numbers. With ``deterministic=True`` a resumed run ends with the same
+weights, bit for bit, as one never interrupted (tested in ``tests/test_resume.py``).
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from lrbs_tf import callbacks as cb
-from lrbs_tf import runio
+from lrbs_tf import checkpoint, runio
 from lrbs_tf.config import RunConfig
 from lrbs_tf.data import load_dataset
 from lrbs_tf.models import build_model
@@ -28,7 +34,11 @@ log = logging.getLogger(__name__)
 
 
 class RunExistsError(RuntimeError):
-    """The run folder already holds a run."""
+    """The run folder holds another run (or nothing to resume)."""
+
+
+class RunInterrupted(RuntimeError):
+    """Training was interrupted (Ctrl-C); the state is saved and the run can be resumed."""
 
 
 def compile_model(model: keras.Model, ratio: float, momentum: float = 0.0,
@@ -89,143 +99,262 @@ def _steps_per_execution(config: RunConfig, plans) -> int:
     return max(1, min(32, 512 // smallest))
 
 
-def _prepare_run_dir(config: RunConfig) -> str:
+
+def _comparable(config_dict: dict) -> dict:
+    skip = {"overwrite", "resume", "logdir"}
+    return {k: v for k, v in runio._clean(config_dict).items() if k not in skip}
+
+
+def _prepare_run_dir(config: RunConfig) -> tuple[str, str]:
+    """Create or inspect the run folder; returns ``(run_dir, mode)`` with mode ``fresh``,
+    ``resume`` (a checkpoint of the same config exists) or ``finished``."""
     run_dir = config.run_dir
-    if os.path.exists(os.path.join(run_dir, "config.json")) or os.path.exists(
-            os.path.join(run_dir, "results.json")):
-        if not config.overwrite:
-            raise RunExistsError(f"{run_dir} already holds a run; pass --overwrite to replace it "
-                                 "or --name to choose another folder")
+    config_path = os.path.join(run_dir, "config.json")
+    if config.overwrite and os.path.exists(run_dir):
         shutil.rmtree(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    return run_dir
+    if not os.path.exists(config_path):
+        if config.resume:
+            raise RunExistsError(f"nothing to resume in {run_dir}")
+        if os.path.isdir(run_dir) and os.listdir(run_dir):
+            shutil.rmtree(run_dir)  # a run killed before it wrote its config
+        os.makedirs(run_dir, exist_ok=True)
+        return run_dir, "fresh"
+    saved = runio.read_json(config_path)
+    if _comparable(saved.get("config", {})) != _comparable(config.to_dict()):
+        raise RunExistsError(f"{run_dir} holds a run with other settings; pass --overwrite to "
+                             "replace it or --name to choose another folder")
+    results_path = os.path.join(run_dir, "results.json")
+    status = runio.read_json(results_path).get("status") if os.path.exists(results_path) else None
+    if status in ("finished", "diverged"):
+        return run_dir, "finished"
+    if os.path.exists(os.path.join(run_dir, "ckpt", checkpoint.STATE)):
+        return run_dir, "resume"
+    if config.resume:
+        raise RunExistsError(f"{run_dir} has no checkpoint to resume from; pass --overwrite")
+    shutil.rmtree(run_dir)  # stopped before its first checkpoint: start again
+    os.makedirs(run_dir)
+    return run_dir, "fresh"
 
 
 def _epoch_summaries(writers: dict, epoch: int, record: dict) -> None:
-    for split, writer in writers.items():
-        with writer.as_default(step=epoch + 1), tf.summary.record_if(True):
+    for split in ("train", "validation", "test"):
+        with writers[split].as_default(step=epoch + 1), tf.summary.record_if(True):
             for metric in ("loss", "accuracy"):
                 value = record.get(f"{split}_{metric}")
                 if value is not None and math.isfinite(value):
                     tf.summary.scalar(f"epoch_{metric}", value)
-        writer.flush()
+        writers[split].flush()
 
 
-def train(config: RunConfig) -> dict:
-    """Run ``config`` to the end and return the results (also written to ``results.json``)."""
+def _summary(results: dict) -> dict:
+    finished = [r for r in results["epochs"] if r.get("validation_accuracy") is not None]
+    if not finished:
+        return {}
+    best = max(finished, key=lambda r: r["validation_accuracy"])
+    final = finished[-1]
+    return {
+        "best_epoch": best["epoch"],
+        "best_validation_accuracy": best["validation_accuracy"],
+        "test_accuracy_at_best": best["test_accuracy"],
+        "best_test_accuracy": max(r["test_accuracy"] for r in finished),
+        "final_train_loss": final["train_loss"],
+        "final_validation_accuracy": final["validation_accuracy"],
+        "final_test_accuracy": final["test_accuracy"],
+        "final_test_loss": final["test_loss"],
+    }
+
+
+def train(config: RunConfig, callbacks=()) -> dict:
+    """Run ``config`` to the end and return the results (also written to ``results.json``).
+
+    Repeating the same config resumes from the last checkpoint, or returns the results of a
+    finished run. Ctrl-C saves a checkpoint, marks the run ``interrupted`` and raises
+    :class:`RunInterrupted`; any other error marks it ``failed`` and propagates. Extra Keras
+    ``callbacks`` join the run's own (they are not part of the recorded config).
+    """
     config.validate()
-    start = time.time()
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     data = load_dataset(config.dataset, data_dir=config.data_dir,
                         validation_size=config.validation_size, train_size=config.train_size,
                         seed=config.seed)
-    plan = config.plan()
-    plans = [plan.epoch(len(data.train), epoch) for epoch in range(config.epochs)]
-    jit = _use_jit(config, plans)
-    spe = _steps_per_execution(config, plans)
-    run_dir = _prepare_run_dir(config)
-    runio.write_json(os.path.join(run_dir, "config.json"), {
-        "config": config.to_dict(),
-        "jit_compile": jit,
-        "steps_per_execution": spe,
-        "deterministic": False,
-        "data": data.info,
-        "versions": runio.versions(),
-    })
-    results = {"status": "running", "run_dir": os.path.abspath(run_dir), "epochs": [],
-               "diverged": False, "diverged_epoch": None}
-    results_path = os.path.join(run_dir, "results.json")
-    runio.write_json(results_path, results)
+    run_dir, mode = _prepare_run_dir(config)
+    if mode == "finished":
+        log.info("%s is already finished", run_dir)
+        return runio.read_json(os.path.join(run_dir, "results.json"))
+    return _Run(config, data, run_dir, list(callbacks)).go(resume=mode == "resume")
 
-    model = build_model(config.model, data.train.x.shape[1:], data.num_classes, seed=config.seed,
-                        width=config.width)
-    compile_model(model, plans[0][1][0], config.momentum, jit, spe)
 
-    train_data = EpochData(data.train.x, data.train.y, seed=config.seed)
-    val_ds = eval_dataset(data.validation.x, data.validation.y, config.eval_batch_size)
-    test_ds = eval_dataset(data.test.x, data.test.y, config.eval_batch_size)
-    build_metrics(model, val_ds)
-    tb = os.path.join(run_dir, "tb")
-    writers = {split: tf.summary.create_file_writer(os.path.join(tb, split))
-               for split in ("train", "validation", "test")}
-    stop = cb.StopOnNonFinite()
-    max_steps_per_epoch = max(len(sizes) for sizes, _ in plans)
-    model.step_log = StepLog(max_steps_per_epoch)
-    callbacks = [cb.EpochProgbar(config.epochs), cb.StepScalars(writers["train"], model.step_log),
-                 stop]
-    prober = probe_every = None
-    if config.probe is not None:
-        from lrbs_tf.curvature import Prober
+class _Run:
+    """One run between epochs: model, data, writers, results so far (see :func:`train`)."""
 
-        prober = Prober(model, data.train.x, data.train.y, config.probe)
-        writers["probe"] = tf.summary.create_file_writer(os.path.join(tb, "probe"))
-        if config.probe_every:
-            probe_every = cb.ProbeEvery(prober, writers["probe"], config.probe_every,
-                                        lr_at=lambda e: _lr_at(plan, e + 0.999))
-            callbacks.append(probe_every)
+    def __init__(self, config: RunConfig, data, run_dir: str, extra_callbacks=()):
+        self.config, self.data, self.run_dir = config, data, run_dir
+        self.extra_callbacks = list(extra_callbacks)
+        self.plan = config.plan()
+        self.plans = [self.plan.epoch(len(data.train), e) for e in range(config.epochs)]
+        self.jit = _use_jit(config, self.plans) and not config.deterministic
+        self.spe = _steps_per_execution(config, self.plans)
+        self.results_path = os.path.join(run_dir, "results.json")
+        self.ckpt_dir = os.path.join(run_dir, "ckpt")
+        self.epoch = 0
+        self.session_start = time.time()
 
-    train_time = 0.0
-    examples = 0
-    for epoch in range(config.epochs):
-        sizes, ratios = plans[epoch]
-        tick = time.time()
-        history = fit_epoch(model, train_data, sizes, epoch, callbacks, validation_data=val_ds,
-                            ratios=ratios)
-        train_time += time.time() - tick
-        examples += sum(sizes)
-        logs = {k: float(v[-1]) for k, v in history.history.items()}
-        record = {"epoch": epoch + 1, "steps": len(sizes),
-                  "train_loss": logs.get("loss"), "train_accuracy": logs.get("accuracy")}
-        if stop.diverged_epoch is None and math.isfinite(record["train_loss"]):
-            test = model.evaluate(test_ds, verbose=0, return_dict=True)
-            record.update(validation_loss=logs.get("val_loss"),
-                          validation_accuracy=logs.get("val_accuracy"),
-                          test_loss=float(test["loss"]), test_accuracy=float(test["accuracy"]))
-        record["wall_time"] = time.time() - start
-        results["epochs"].append(record)
-        _epoch_summaries(writers, epoch, record)
-        if stop.diverged_epoch is not None or not math.isfinite(record["train_loss"]):
-            results.update(diverged=True, diverged_epoch=epoch + 1)
-            log.warning("loss became non-finite in epoch %d: stopping", epoch + 1)
-            runio.write_json(results_path, results)
-            break
-        runio.write_json(results_path, results)
+    def write_config(self):
+        deterministic = self.config.deterministic
+        runio.write_json(os.path.join(self.run_dir, "config.json"), {
+            "config": self.config.to_dict(),
+            "jit_compile": self.jit,
+            "steps_per_execution": self.spe,
+            "deterministic": deterministic,
+            "determinism_note": (
+                "op determinism on (tf.config.experimental.enable_op_determinism), XLA off: "
+                "repeated and resumed runs give bitwise-identical weights and metrics on the "
+                "same machine and thread count" if deterministic else
+                "not deterministic: TensorFlow may choose non-deterministic kernels; use "
+                "--deterministic for bitwise-repeatable runs"),
+            "data": self.data.info,
+            "versions": runio.versions(),
+        })
 
-    finished = [r for r in results["epochs"] if r.get("validation_accuracy") is not None]
-    summary = {}
-    if finished:
-        best = max(finished, key=lambda r: r["validation_accuracy"])
-        final = finished[-1]
-        summary = {
-            "best_epoch": best["epoch"],
-            "best_validation_accuracy": best["validation_accuracy"],
-            "test_accuracy_at_best": best["test_accuracy"],
-            "best_test_accuracy": max(r["test_accuracy"] for r in finished),
-            "final_train_loss": final["train_loss"],
-            "final_validation_accuracy": final["validation_accuracy"],
-            "final_test_accuracy": final["test_accuracy"],
-            "final_test_loss": final["test_loss"],
-        }
-    results.update(summary)
-    if probe_every is not None:
-        results["probe_history"] = probe_every.history
-    if prober is not None and not results["diverged"]:
-        log.info("probing curvature and gradient noise on %d examples", config.probe.examples)
-        measured = prober(lr=_lr_at(plan, len(results["epochs"]) - 0.001))
-        results["probe"] = dict(measured, settings=prober.describe())
-        cb.write_probe_scalars(writers["probe"], measured, len(results["epochs"]))
-    results.update(
-        status="diverged" if results["diverged"] else "finished",
-        wall_time=time.time() - start,
-        train_time=train_time,
-        examples_per_second=examples / train_time if train_time else None,
-        weights_sha1=_weights_digest(model),
-    )
-    model.save(os.path.join(run_dir, "model.keras"))
-    for writer in writers.values():
-        writer.close()
-    runio.write_json(results_path, results)
-    return results
+    def build(self):
+        config, data = self.config, self.data
+        model = build_model(config.model, data.train.x.shape[1:], data.num_classes,
+                            seed=config.seed, width=config.width)
+        compile_model(model, self.plans[0][1][0], config.momentum, self.jit, self.spe)
+        self.val_ds = eval_dataset(data.validation.x, data.validation.y, config.eval_batch_size)
+        self.test_ds = eval_dataset(data.test.x, data.test.y, config.eval_batch_size)
+        build_metrics(model, self.val_ds)
+        model.step_log = StepLog(max(len(sizes) for sizes, _ in self.plans))
+        self.model = model
+        self.train_data = EpochData(data.train.x, data.train.y, seed=config.seed)
+
+    def callbacks(self):
+        config, tb = self.config, os.path.join(self.run_dir, "tb")
+        self.writers = {split: tf.summary.create_file_writer(os.path.join(tb, split))
+                        for split in ("train", "validation", "test")}
+        self.step_scalars = cb.StepScalars(self.writers["train"], self.model.step_log)
+        self.stop = cb.StopOnNonFinite()
+        out = [cb.EpochProgbar(config.epochs), self.step_scalars, self.stop,
+               *self.extra_callbacks]
+        if config.checkpoint_steps:
+            out.append(cb.CheckpointEvery(config.checkpoint_steps, self.save_position))
+        self.prober = None
+        if config.probe is not None:
+            from lrbs_tf.curvature import Prober
+
+            self.prober = Prober(self.model, self.data.train.x, self.data.train.y, config.probe)
+            self.writers["probe"] = tf.summary.create_file_writer(os.path.join(tb, "probe"))
+            if config.probe_every:
+                every = cb.ProbeEvery(self.prober, self.writers["probe"], config.probe_every,
+                                      lr_at=lambda e: _lr_at(self.plan, e + 0.999))
+                every.history = self.results.setdefault("probe_history", [])
+                out.append(every)
+        return out
+
+    def go(self, resume: bool) -> dict:
+        self.build()
+        state = checkpoint.load(self.ckpt_dir, self.model) if resume else None
+        if state is None:
+            self.write_config()
+            self.results = {"status": "running", "run_dir": os.path.abspath(self.run_dir),
+                            "epochs": [], "diverged": False, "diverged_epoch": None,
+                            "train_time": 0.0, "resumed": 0}
+            epoch, batch, metrics = 0, 0, None
+        else:
+            self.results = dict(state["results"], status="running")
+            self.results["resumed"] = self.results.get("resumed", 0) + 1
+            epoch, batch, metrics = state["epoch"], state["batch"], state["metrics"]
+            log.info("resuming %s at epoch %d, batch %d", self.run_dir, epoch + 1, batch)
+        self.wall_before = self.results.get("wall_time", 0.0)
+        runio.write_json(self.results_path, self.results)
+        callbacks = self.callbacks()
+        try:
+            self.loop(epoch, batch, metrics, callbacks)
+            return self.finish()
+        except KeyboardInterrupt:
+            self.save_position()
+            self.results["status"] = "interrupted"
+            runio.write_json(self.results_path, self.results)
+            raise RunInterrupted(f"interrupted: state saved in {self.run_dir}; run the same "
+                                 "command to resume") from None
+        except BaseException as e:
+            self.results.update(status="failed", error=f"{type(e).__name__}: {e}"[:2000])
+            runio.write_json(self.results_path, self.results)
+            raise
+        finally:
+            for writer in self.writers.values():
+                writer.close()
+
+    def wall_time(self) -> float:
+        """Seconds spent on this run, over all sessions if it was resumed."""
+        return self.wall_before + time.time() - self.session_start
+
+    def save_position(self):
+        """Checkpoint at the current step; TensorBoard rows recorded so far are written first."""
+        self.step_scalars.flush()
+        before = sum(len(sizes) for sizes, _ in self.plans[:self.epoch])
+        done = int(self.model.optimizer.iterations.numpy()) - before
+        checkpoint.save(self.ckpt_dir, self.model, self.epoch, done, self.results)
+
+    def loop(self, start_epoch, start_batch, metrics, callbacks):
+        config, results = self.config, self.results
+        for epoch in range(start_epoch, config.epochs):
+            self.epoch = epoch
+            sizes, ratios = self.plans[epoch]
+            skip = start_batch if epoch == start_epoch else 0
+            extra = [cb.RestoreMetrics(metrics)] if skip and metrics else []
+            tick = time.time()
+            history = self.model.fit(
+                self.train_data.dataset(sizes, epoch, skip_batches=skip, ratios=ratios),
+                validation_data=self.val_ds, initial_epoch=epoch, epochs=epoch + 1,
+                callbacks=callbacks + extra, verbose=1, shuffle=False)
+            results["train_time"] += time.time() - tick
+            logs = {k: float(v[-1]) for k, v in history.history.items()}
+            record = {"epoch": epoch + 1, "steps": len(sizes),
+                      "train_loss": logs.get("loss"), "train_accuracy": logs.get("accuracy")}
+            diverged = self.stop.diverged_epoch is not None or not math.isfinite(
+                record["train_loss"])
+            if not diverged:
+                test = self.model.evaluate(self.test_ds, verbose=0, return_dict=True)
+                record.update(validation_loss=logs.get("val_loss"),
+                              validation_accuracy=logs.get("val_accuracy"),
+                              test_loss=float(test["loss"]),
+                              test_accuracy=float(test["accuracy"]))
+            record["wall_time"] = self.wall_time()
+            results["epochs"].append(record)
+            results["wall_time"] = record["wall_time"]
+            _epoch_summaries(self.writers, epoch, record)
+            if diverged:
+                results.update(diverged=True, diverged_epoch=epoch + 1)
+                log.warning("loss became non-finite in epoch %d: stopping", epoch + 1)
+                break
+            self.epoch = epoch + 1
+            checkpoint.save(self.ckpt_dir, self.model, epoch + 1, 0, results)
+            runio.write_json(self.results_path, results)
+
+    def finish(self) -> dict:
+        results, config = self.results, self.config
+        results.update(_summary(results))
+        if self.prober is not None and not results["diverged"]:
+            log.info("probing curvature and gradient noise on %d examples",
+                     config.probe.examples)
+            measured = self.prober(lr=_lr_at(self.plan, len(results["epochs"]) - 0.001))
+            results["probe"] = dict(measured, settings=self.prober.describe())
+            cb.write_probe_scalars(self.writers["probe"], measured, len(results["epochs"]))
+        examples = sum(sum(self.plans[r["epoch"] - 1][0]) for r in results["epochs"])
+        results.update(
+            status="diverged" if results["diverged"] else "finished",
+            examples_per_second=(examples / results["train_time"] if results["train_time"]
+                                 else None),
+            weights_sha1=_weights_digest(self.model),
+            wall_time=self.wall_time(),
+        )
+        self.model.save(os.path.join(self.run_dir, "model.keras"))
+        runio.write_json(self.results_path, results)
+        shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+        return results
 
 
 def _lr_at(plan, t: float) -> float:

@@ -61,13 +61,17 @@ def test_run_folder_results_and_tensorboard(tmp_path):
     assert test_acc[-1] == pytest.approx(saved["final_test_accuracy"])
 
 
-def test_existing_run_folder_is_kept(tmp_path):
+def test_existing_run_folder(tmp_path):
     config = small(tmp_path, epochs=1)
-    train(config)
+    first = train(config)
+    again = train(config)  # the same command: the finished run is returned, not redone
+    assert again == json.load(open(os.path.join(config.run_dir, "results.json")))
+    assert again["weights_sha1"] == first["weights_sha1"] and again["wall_time"] == first["wall_time"]
+    other = small(tmp_path, epochs=2, name=os.path.basename(config.run_dir))
     with pytest.raises(RunExistsError, match="--overwrite"):
-        train(config)
-    config.overwrite = True
-    assert train(config)["status"] == "finished"
+        train(other)
+    other.overwrite = True
+    assert len(train(other)["epochs"]) == 2
 
 
 def test_same_seed_same_numbers(tmp_path):

@@ -1,0 +1,46 @@
+"""Train a small deterministic run and SIGKILL this process at a chosen moment (test driver).
+
+    python kill_during_training.py LOGDIR NAME CHECKPOINT_STEPS [--kill-step K | --kill-epoch-begin E]
+"""
+import os
+import signal
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+from lrbs_tf.config import RunConfig  # noqa: E402
+from lrbs_tf.train import train  # noqa: E402
+
+
+class KillAt(keras.callbacks.Callback):
+    def __init__(self, step=None, epoch_begin=None):
+        super().__init__()
+        self.step, self.epoch_begin = step, epoch_begin
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.step is not None and int(self.model.optimizer.iterations.numpy()) == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.epoch_begin is not None and epoch == self.epoch_begin:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def config(logdir, name, checkpoint_steps):
+    return RunConfig(lr=0.05, batch_size=64, epochs=3, train_size=600, validation_size=500,
+                     width=32, eval_batch_size=500, logdir=logdir, name=name,
+                     deterministic=True, steps_per_execution=1,
+                     checkpoint_steps=checkpoint_steps)
+
+
+if __name__ == "__main__":
+    logdir, name, ckpt = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    kill = {}
+    if "--kill-step" in sys.argv:
+        kill["step"] = int(sys.argv[sys.argv.index("--kill-step") + 1])
+    if "--kill-epoch-begin" in sys.argv:
+        kill["epoch_begin"] = int(sys.argv[sys.argv.index("--kill-epoch-begin") + 1])
+    train(config(logdir, name, ckpt), callbacks=[KillAt(**kill)] if kill else [])

@@ -1,0 +1,99 @@
+"""Nothing lost: SIGKILL and resume give the same run bit for bit; Ctrl-C saves and resumes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, needs_fmnist, run_script
+from lrbs_tf.summaries import read_scalars
+
+pytestmark = needs_fmnist
+DRIVER = "tests/drivers/kill_during_training.py"
+
+
+def outcome(run_dir):
+    results = json.load(open(os.path.join(run_dir, "results.json")))
+    epochs = [{k: v for k, v in e.items() if k != "wall_time"} for e in results["epochs"]]
+    steps = read_scalars(os.path.join(run_dir, "tb", "train"))
+    return results, epochs, {tag: sorted(values) for tag, values in steps.items()}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("reference")
+    proc = run_script(DRIVER, logdir, "run", 0, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return outcome(os.path.join(logdir, "run"))
+
+
+@pytest.mark.parametrize("checkpoint_steps,kill", [
+    (4, ["--kill-step", "14"]),          # inside epoch 2, resumed from the step-12 checkpoint
+    (0, ["--kill-step", "14"]),          # inside epoch 2, resumed from the end of epoch 1
+    (0, ["--kill-epoch-begin", "2"]),    # between epochs 2 and 3
+])
+def test_sigkill_then_resume_is_bitwise_identical(reference, tmp_path, checkpoint_steps, kill):
+    killed = run_script(DRIVER, tmp_path, "run", checkpoint_steps, *kill, timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    run_dir = tmp_path / "run"
+    assert json.load(open(run_dir / "results.json"))["status"] == "running"
+    resumed = run_script(DRIVER, tmp_path, "run", checkpoint_steps, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    results, epochs, steps = outcome(run_dir)
+    ref_results, ref_epochs, ref_steps = reference
+    assert results["status"] == "finished" and results["resumed"] == 1
+    assert results["weights_sha1"] == ref_results["weights_sha1"]
+    assert epochs == ref_epochs
+    # Per-step TensorBoard scalars: every step exactly once, same values as uninterrupted.
+    assert steps["step/loss"] == ref_steps["step/loss"]
+    assert [s for s, _ in steps["step/batch_size"]] == list(range(1, 31))
+    assert not (run_dir / "ckpt").exists()
+
+
+def test_deterministic_mode_is_recorded(reference):
+    results, _, _ = reference
+    config = json.load(open(os.path.join(results["run_dir"], "config.json")))
+    assert config["deterministic"] is True and config["jit_compile"] is False
+    assert "not deterministic" not in config["determinism_note"]
+
+
+def test_ctrl_c_saves_state_and_same_command_resumes(tmp_path):
+    args = ["experiments/run.py", "--ratio", "0.05/64", "--train-size", "6000",
+            "--validation-size", "500", "--epochs", "6", "--width", "32", "--logdir",
+            tmp_path, "--name", "run"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results_path = tmp_path / "run" / "results.json"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if json.load(open(results_path))["epochs"]:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("run.py: error: interrupted: state saved") and "Traceback" not in err
+    saved = json.load(open(results_path))
+    assert saved["status"] == "interrupted" and (tmp_path / "run" / "ckpt" / "state.json").exists()
+    done = run_script(*args, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    final = json.load(open(results_path))
+    assert final["status"] == "finished" and final["resumed"] == 1 and len(final["epochs"]) == 6
+
+
+def test_damaged_checkpoint_is_refused(tmp_path):
+    killed = run_script(DRIVER, tmp_path, "run", 4, "--kill-step", "14", timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    weights = tmp_path / "run" / "ckpt" / "state.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    proc = run_script(DRIVER, tmp_path, "run", 4, timeout=300)
+    assert proc.returncode != 0 and "damaged" in proc.stderr
+    assert json.load(open(tmp_path / "run" / "results.json"))["status"] == "running"
