@@ -49,7 +49,9 @@ def parse_args(argv=None):
                    help="with --bs-schedule: η follows S so that η/S stays η0/S0")
     g.add_argument("--grow-batch", action="store_true",
                    help="with --lr-schedule: grow S instead of decaying η (same η/S)")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=3, help="epochs (the cap with --loss-target)")
+    p.add_argument("--loss-target", type=float,
+                   help="stop once an epoch's mean training loss is at most this")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (paper: 0)")
     p.add_argument("--model", default="mlp")
@@ -100,7 +102,7 @@ def parse_args(argv=None):
             keep_ratio=args.keep_ratio, grow_batch=args.grow_batch,
             probe=probe_settings(args), probe_every=args.probe_every,
             deterministic=args.deterministic, checkpoint_steps=args.checkpoint_steps,
-            resume=args.resume).validate()
+            resume=args.resume, loss_target=args.loss_target).validate()
     except (RatioError, ConfigError) as e:
         fail(PROG, e)
     return config

@@ -88,6 +88,7 @@ class RunConfig:
     deterministic: bool = False  # TensorFlow op determinism (bitwise-repeatable runs)
     checkpoint_steps: int = 0  # also checkpoint every k steps inside an epoch (0: epoch ends)
     resume: bool = False  # require an existing checkpoint to resume from
+    loss_target: float | None = None  # stop once the epoch's training loss is at most this
 
     def plan(self) -> TrainingPlan:
         """η, S and η/S over training (constant η/S when no schedule is given)."""
@@ -160,6 +161,8 @@ class RunConfig:
             raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
         if self.jit_compile not in ("auto", "on", "off"):
             raise ConfigError(f"--jit must be auto, on or off, got {self.jit_compile!r}")
+        if self.loss_target is not None and not self.loss_target > 0:
+            raise ConfigError(f"--loss-target must be positive, got {self.loss_target}")
         if self.checkpoint_steps < 0:
             raise ConfigError(f"--checkpoint-steps must be >= 0, got {self.checkpoint_steps}")
         if self.probe_every < 0:

@@ -12,6 +12,7 @@ weights, bit for bit, as one never interrupted (tested in ``tests/test_resume.py
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -100,9 +101,21 @@ def _steps_per_execution(config: RunConfig, plans) -> int:
 
 
 
-def _comparable(config_dict: dict) -> dict:
+def _same_settings(saved: dict, config: RunConfig) -> bool:
+    """Does a saved ``config.json`` describe ``config``? Settings added to RunConfig after the
+    run was saved count as equal when they hold their default value."""
     skip = {"overwrite", "resume", "logdir"}
-    return {k: v for k, v in runio._clean(config_dict).items() if k not in skip}
+    now = runio._clean(config.to_dict())
+    defaults = runio._clean(dataclasses.asdict(RunConfig(lr=1.0, batch_size=1)))
+    for key, value in now.items():
+        if key in skip:
+            continue
+        if key in saved:
+            if saved[key] != value:
+                return False
+        elif key not in defaults or defaults[key] != value:
+            return False
+    return True
 
 
 def _prepare_run_dir(config: RunConfig) -> tuple[str, str]:
@@ -120,7 +133,7 @@ def _prepare_run_dir(config: RunConfig) -> tuple[str, str]:
         os.makedirs(run_dir, exist_ok=True)
         return run_dir, "fresh"
     saved = runio.read_json(config_path)
-    if _comparable(saved.get("config", {})) != _comparable(config.to_dict()):
+    if not _same_settings(saved.get("config", {}), config):
         raise RunExistsError(f"{run_dir} holds a run with other settings; pass --overwrite to "
                              "replace it or --name to choose another folder")
     results_path = os.path.join(run_dir, "results.json")
@@ -164,13 +177,15 @@ def _summary(results: dict) -> dict:
     }
 
 
-def train(config: RunConfig, callbacks=()) -> dict:
+def train(config: RunConfig, callbacks=(), model: keras.Model | None = None) -> dict:
     """Run ``config`` to the end and return the results (also written to ``results.json``).
 
     Repeating the same config resumes from the last checkpoint, or returns the results of a
     finished run. Ctrl-C saves a checkpoint, marks the run ``interrupted`` and raises
     :class:`RunInterrupted`; any other error marks it ``failed`` and propagates. Extra Keras
-    ``callbacks`` join the run's own (they are not part of the recorded config).
+    ``callbacks`` join the run's own (they are not part of the recorded config). ``model``
+    replaces the registry's ``config.model`` (it is compiled here); the config should still
+    name it, since resuming and probing a saved run rebuild from the config.
     """
     config.validate()
     if config.deterministic:
@@ -183,14 +198,15 @@ def train(config: RunConfig, callbacks=()) -> dict:
     if mode == "finished":
         log.info("%s is already finished", run_dir)
         return runio.read_json(os.path.join(run_dir, "results.json"))
-    return _Run(config, data, run_dir, list(callbacks)).go(resume=mode == "resume")
+    return _Run(config, data, run_dir, list(callbacks), model).go(resume=mode == "resume")
 
 
 class _Run:
     """One run between epochs: model, data, writers, results so far (see :func:`train`)."""
 
-    def __init__(self, config: RunConfig, data, run_dir: str, extra_callbacks=()):
+    def __init__(self, config: RunConfig, data, run_dir: str, extra_callbacks=(), model=None):
         self.config, self.data, self.run_dir = config, data, run_dir
+        self.given_model = model
         self.extra_callbacks = list(extra_callbacks)
         self.plan = config.plan()
         self.plans = [self.plan.epoch(len(data.train), e) for e in range(config.epochs)]
@@ -220,8 +236,9 @@ class _Run:
 
     def build(self):
         config, data = self.config, self.data
-        model = build_model(config.model, data.train.x.shape[1:], data.num_classes,
-                            seed=config.seed, width=config.width)
+        model = self.given_model or build_model(config.model, data.train.x.shape[1:],
+                                                data.num_classes, seed=config.seed,
+                                                width=config.width)
         compile_model(model, self.plans[0][1][0], config.momentum, self.jit, self.spe)
         self.val_ds = eval_dataset(data.validation.x, data.validation.y, config.eval_batch_size)
         self.test_ds = eval_dataset(data.test.x, data.test.y, config.eval_batch_size)
@@ -331,12 +348,23 @@ class _Run:
                 log.warning("loss became non-finite in epoch %d: stopping", epoch + 1)
                 break
             self.epoch = epoch + 1
+            target = config.loss_target
+            if target is not None and record["train_loss"] <= target:
+                results.update(loss_target_reached=True, loss_target_epoch=epoch + 1)
+                log.info("training loss %.4g reached the target %g in epoch %d",
+                         record["train_loss"], target, epoch + 1)
+                break
             checkpoint.save(self.ckpt_dir, self.model, epoch + 1, 0, results)
             runio.write_json(self.results_path, results)
 
     def finish(self) -> dict:
         results, config = self.results, self.config
         results.update(_summary(results))
+        if config.loss_target is not None:
+            results.setdefault("loss_target_reached", False)
+            results["loss_target"] = config.loss_target
+            results["loss_reached"] = (results["epochs"][-1]["train_loss"] if results["epochs"]
+                                       else None)
         if self.prober is not None and not results["diverged"]:
             log.info("probing curvature and gradient noise on %d examples",
                      config.probe.examples)

@@ -5,9 +5,12 @@ nothing is lost.
 
 1. Runs ``experiments/run.py`` once uninterrupted in ``--deterministic`` mode (the reference).
 2. Starts the same command again in another folder and, ``--kills`` times, SIGKILLs it at a
-   random moment: between 0.5 s and the start-up time plus twice the reference's training
-   time divided by the number of kills, so that the kills spread over start-up, mid-epoch,
-   epoch ends and the final writes of one long run. After each kill it checks the folder:
+   random moment: one kill in five during start-up (before training begins), the others a
+   random time after the process has started training (it rewrites ``results.json`` then),
+   up to twice the reference's training time divided by the number of kills (at least 3 s,
+   enough to pass the first trace and a checkpoint), so the kills
+   spread over mid-epoch steps, epoch ends and final writes of one long run. After each kill
+   it checks the folder:
    ``config.json`` and ``results.json`` parse, the status is ``running`` (or the run already
    finished), and any checkpoint is complete (its weights match the SHA-1 in ``state.json``).
    The next start resumes from there with the same command.
@@ -34,7 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 RUN = ["--ratio", "0.05/64", "--train-size", "20000", "--validation-size", "1000", "--epochs",
-       "6", "--width", "128", "--deterministic", "--checkpoint-steps", "50"]
+       "10", "--width", "128", "--deterministic", "--checkpoint-steps", "20"]
 
 
 def start(logdir, name):
@@ -42,6 +45,18 @@ def start(logdir, name):
     return subprocess.Popen([sys.executable, os.path.join(ROOT, "experiments", "run.py"), *RUN,
                              "--logdir", logdir, "--name", name], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_training(proc, results_path, began) -> float:
+    """Seconds after ``began`` at which the process wrote results.json (training starts)."""
+    while proc.poll() is None:
+        try:
+            if os.path.getmtime(results_path) >= began:
+                return time.time() - began
+        except OSError:
+            pass
+        time.sleep(0.02)
+    return time.time() - began
 
 
 def folder_consistent(run_dir) -> tuple[bool, str]:
@@ -102,21 +117,27 @@ def main():
     if ref.returncode != 0:
         sys.exit(f"chaos.py: the reference run failed: {err.strip().splitlines()[-1:]}")
     startup = startup or reference_time / 2
-    window = startup + 2 * (reference_time - startup) / args.kills
-    print(f"reference run: {reference_time:.1f} s ({startup:.1f} s start-up); kills within "
-          f"0.5-{window:.1f} s of each start", flush=True)
+    window = max(2 * (reference_time - startup) / args.kills, 3.0)
+    print(f"reference run: {reference_time:.1f} s ({startup:.1f} s start-up); kills up to "
+          f"{window:.1f} s into training", flush=True)
     run_dir = os.path.join(workdir, "chaos")
     consistent = 0
     for i in range(args.kills):
+        began = time.time()
         proc = start(workdir, "chaos")
-        delay = rng.uniform(0.5, window)
+        if rng.random() < 0.2:
+            delay, where = rng.uniform(0.5, startup), "during start-up"
+        else:
+            training = wait_for_training(proc, os.path.join(run_dir, "results.json"), began)
+            delay = training + rng.uniform(0.0, window)
+            where = f"{delay - training:.1f} s into training"
         try:
-            proc.wait(timeout=delay)
+            proc.wait(timeout=max(0.0, began + delay - time.time()))
             note = f"finished before the kill (rc {proc.returncode})"
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            note = "killed"
+            note = f"killed {where}"
         ok, detail = folder_consistent(run_dir)
         consistent += ok
         print(f"kill {i + 1:2d}/{args.kills} at {delay:5.1f} s: {note}; "

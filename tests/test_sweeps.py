@@ -1,0 +1,109 @@
+"""Sweeps over η/S with keras-tuner: the HyperModel, the Fig. 3 grid, resume, divergence,
+HParams, and keras-tuner's distributed mode on 127.0.0.1."""
+import json
+import os
+import subprocess
+import sys
+
+import keras_tuner as kt
+import numpy as np
+import pytest
+
+from conftest import ROOT, needs_fmnist, run_script
+from lrbs_tf.config import ProbeSettings, RunConfig
+from lrbs_tf.summaries import read_scalars
+
+pytestmark = needs_fmnist
+TINY = ["--train-size", "1000", "--validation-size", "500", "--epochs", "2", "--width", "32",
+        "--probe-examples", "300", "--probe-noise-examples", "100", "--no-loss-target"]
+
+
+def test_hypermodel_trains_with_the_given_lr_and_batch(tmp_path):
+    from lrbs_tf.tuning import RatioHyperModel, make_tuner
+
+    base = RunConfig(lr=0.1, batch_size=100, epochs=1, train_size=600, validation_size=500,
+                     width=16, logdir=str(tmp_path / "runs"))
+    hypermodel = RatioHyperModel(base, space="ratio", ratio_range=(1e-4, 1e-3),
+                                 batch_sizes=[60, 200])
+    tuner = make_tuner(hypermodel, "random", str(tmp_path / "kt"), "p", max_trials=2, seed=3)
+    tuner.search(verbose=0)
+    trials = tuner.oracle.get_best_trials(2)
+    assert len(trials) == 2
+    for trial in trials:
+        hp = trial.hyperparameters.values
+        config = hypermodel.config_for(trial.hyperparameters)
+        assert config.batch_size == hp["batch_size"]
+        assert config.lr == pytest.approx(hp["ratio"] * hp["batch_size"])
+        steps = read_scalars(os.path.join(config.run_dir, "tb", "train"))
+        sizes = [v for _, v in steps["step/batch_size"]]
+        expected = [float(hp["batch_size"])] * (600 // hp["batch_size"])
+        if 600 % hp["batch_size"]:
+            expected.append(float(600 % hp["batch_size"]))
+        assert sizes == expected
+        lrs = np.array([v for _, v in steps["step/lr"]])
+        np.testing.assert_allclose(lrs, np.float32(hp["ratio"]) * np.float32(sizes), rtol=1e-6)
+        metrics = trial.metrics.get_last_value("val_accuracy")
+        results = json.load(open(os.path.join(config.run_dir, "results.json")))
+        assert metrics == pytest.approx(results["final_validation_accuracy"])
+
+
+def test_fig3_grid_end_to_end_with_resume_and_divergence(tmp_path):
+    logdir = tmp_path / "grid"
+    args = ["experiments/fig3_grid.py", "--lrs", "0.05,1e6", "--batch-sizes", "100", *TINY,
+            "--logdir", logdir]
+    proc = run_script(*args, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.load(open(logdir / "fig3.json"))
+    by_lr = {r["lr"]: r for r in report["runs"]}
+    assert by_lr[0.05]["status"] == "finished" and by_lr[1e6]["status"] == "diverged"
+    ok = by_lr[0.05]
+    for key in ("lambda_max", "frobenius", "frobenius_fd", "trace", "validation_accuracy"):
+        assert ok[key] is not None and np.isfinite(ok[key]), key
+    assert (logdir / "fig3.png").stat().st_size > 20000 and (logdir / "fig3.csv").exists()
+    assert "Spearman" in proc.stdout and "λ_max" in proc.stdout
+    # HParams: the experiment at the top, one session per run.
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    top = ea.EventAccumulator(str(logdir))
+    top.Reload()
+    assert "_hparams_/experiment" in top.Tags()["tensors"]
+    session = ea.EventAccumulator(os.path.join(ok["run_dir"], "tb"))
+    session.Reload()
+    assert "_hparams_/session_start_info" in session.Tags()["tensors"]
+
+    # Rerun after deleting one result: only that run trains again.
+    finished_at = json.load(open(os.path.join(ok["run_dir"], "results.json")))["wall_time"]
+    diverged_dir = by_lr[1e6]["run_dir"]
+    os.remove(os.path.join(diverged_dir, "results.json"))
+    again = run_script(*args, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.load(open(os.path.join(ok["run_dir"], "results.json")))["wall_time"] == finished_at
+    assert json.load(open(os.path.join(diverged_dir, "results.json")))["status"] == "diverged"
+    assert again.stdout.count("Epoch 1/2") == 1  # only the deleted run trained
+
+
+def test_distributed_grid_runs_each_trial_once(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "launch_tuner.py"), "--workers", "2",
+         "--timeout", "400", "--logdir", str(tmp_path / "launch"), "--",
+         "experiments/fig3_grid.py", "--lrs", "0.05,0.2", "--batch-sizes", "100,250", *TINY,
+         "--logdir", str(tmp_path / "grid")], capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    logs = {name: open(tmp_path / "launch" / "launch" / f"{name}.log").read()
+            for name in ("chief", "tuner0", "tuner1")}
+    trained = [line.split("]")[1].split(":")[0].strip() for name in ("tuner0", "tuner1")
+               for line in logs[name].splitlines() if line.startswith("[grid")]
+    assert sorted(trained) == sorted(f"η={lr} S={s} seed=0" for lr in ("0.05", "0.2")
+                                     for s in (100, 250))
+    report = json.load(open(tmp_path / "grid" / "fig3.json"))
+    assert [r["status"] for r in report["runs"]] == ["finished"] * 4
+    assert all(json.load(open(os.path.join(r["run_dir"], "results.json")))["resumed"] == 0
+               for r in report["runs"])
+
+
+def test_worker_without_chief_fails_clearly(tmp_path):
+    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "9",
+           "KERASTUNER_TUNER_ID": "tuner0"}
+    proc = run_script("experiments/fig3_grid.py", *TINY, "--connect-timeout", "2", "--logdir",
+                      tmp_path, env=env, timeout=120)
+    assert proc.returncode == 2 and "cannot reach the keras-tuner chief" in proc.stderr
