@@ -17,8 +17,12 @@ Rerunning the same command reuses finished runs and resumes killed ones. In kera
 distributed mode (``KERASTUNER_*`` variables; see ``tools/launch_tuner.py``) the chief hands
 out grid points and writes the table; the workers train.
 
-Quick preset, measured on 2 CPU cores: see the closing section of this docstring once
-measured (``--preset quick`` prints its wall time).
+Quick preset (η ∈ {0.01, 0.03, 0.1} × S ∈ {50, 250, 1000}, loss target 0.35, at most 40
+epochs, probes on 2000 examples), measured on 2 CPU cores: 6.5 minutes; every run reached the
+target (2-22 epochs). Spearman correlation with η/S: λ_max −0.77, ‖H‖_F −0.92 (finite
+differences −0.88), Tr H −0.98, validation accuracy +0.70, test accuracy +0.65 — the paper's
+trend: higher η/S, wider minima, better generalisation. The paper preset (63 runs × 3 seeds ×
+200 epochs) is GPU-sized.
 """
 from __future__ import annotations
 
@@ -56,7 +60,7 @@ def parse(argv):
     p.add_argument("--seeds", help="comma-separated seeds")
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--train-size", type=int)
-    p.add_argument("--validation-size", type=int, default=10000)
+    p.add_argument("--validation-size", type=int, help="held out of the training set (default: 10000 Fashion-MNIST, 5000 CIFAR-10)")
     p.add_argument("--data-dir")
     p.add_argument("--probe-examples", type=int)
     p.add_argument("--probe-noise-examples", type=int)
@@ -160,7 +164,7 @@ def main(argv=None):
                          r["epochs"], _f(r["train_loss"]), _f(r["validation_accuracy"]),
                          _f(r["lambda_max"], 4), _f(r["frobenius"], 4), _f(r["frobenius_fd"], 4),
                          _f(r["trace"], 4)] for r in rows]))
-    if preset["loss_target"]:
+    if any(r["reached_target"] is False for r in rows):
         print("* did not reach the training-loss target")
     print("\nSpearman correlation with η/S (all finished runs | runs at the loss target):")
     for q, label, _ in QUANTITIES:

@@ -54,12 +54,16 @@ def parse_args(argv=None):
                    help="stop once an epoch's mean training loss is at most this")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (paper: 0)")
-    p.add_argument("--model", default="mlp")
+    p.add_argument("--model", default="mlp", help="mlp, vgg11 or resnet56")
     p.add_argument("--width", type=int, default=256, help="hidden width of the MLP")
-    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--dataset", default="fashion_mnist",
+                   help="fashion_mnist, cifar10 (needs --data-dir or tensorflow-datasets) or "
+                        "cifar10_synthetic (a generated stand-in)")
+    p.add_argument("--augment", action="store_true",
+                   help="4-pixel shifts and horizontal flips (CIFAR-10)")
     p.add_argument("--data-dir", help="folder with the idx .gz files (else $LRBS_DATA_DIR, "
                    "/usr/share/datasets/fashion-mnist, tensorflow-datasets)")
-    p.add_argument("--validation-size", type=int, default=10000)
+    p.add_argument("--validation-size", type=int, help="held out of the training set (default: 10000 Fashion-MNIST, 5000 CIFAR-10)")
     p.add_argument("--train-size", type=int, help="train on a seeded subset of this size")
     p.add_argument("--logdir", default="runs", help="parent folder of run folders")
     p.add_argument("--name", help="run folder name (default: from model, data, η, S, seed)")
@@ -102,7 +106,7 @@ def parse_args(argv=None):
             keep_ratio=args.keep_ratio, grow_batch=args.grow_batch,
             probe=probe_settings(args), probe_every=args.probe_every,
             deterministic=args.deterministic, checkpoint_steps=args.checkpoint_steps,
-            resume=args.resume, loss_target=args.loss_target).validate()
+            resume=args.resume, loss_target=args.loss_target, augment=args.augment).validate()
     except (RatioError, ConfigError) as e:
         fail(PROG, e)
     return config

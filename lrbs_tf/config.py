@@ -10,9 +10,13 @@ from lrbs_tf.plan import TrainingPlan, make_plan
 from lrbs_tf.ratio import Ratio, RatioError, parse_ratio, rescale_lr, resolve_ratio
 from lrbs_tf.schedules import ScheduleError, parse_schedule
 
-# Examples available for training + validation, per dataset (the rest is the test set).
-TRAIN_POOL = {"fashion_mnist": 60000}
-MODEL_NAMES = ("mlp",)
+# Examples available for training + validation, per dataset (the rest is the test set), and
+# the validation split held out of them by default.
+TRAIN_POOL = {"fashion_mnist": 60000, "cifar10": 50000, "cifar10_synthetic": 6000}
+DEFAULT_VALIDATION = {"fashion_mnist": 10000, "cifar10": 5000, "cifar10_synthetic": 500}
+INPUT_SHAPES = {"fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3),
+                "cifar10_synthetic": (32, 32, 3)}
+MODEL_NAMES = ("mlp", "vgg11", "resnet56")
 
 
 class ConfigError(ValueError):
@@ -67,7 +71,7 @@ class RunConfig:
     seed: int = 0
     dataset: str = "fashion_mnist"
     data_dir: str | None = None
-    validation_size: int = 10000
+    validation_size: int | None = None  # None: the dataset's default (DEFAULT_VALIDATION)
     train_size: int | None = None
     model: str = "mlp"
     width: int = 256
@@ -89,6 +93,7 @@ class RunConfig:
     checkpoint_steps: int = 0  # also checkpoint every k steps inside an epoch (0: epoch ends)
     resume: bool = False  # require an existing checkpoint to resume from
     loss_target: float | None = None  # stop once the epoch's training loss is at most this
+    augment: bool = False  # 4-pixel shifts and horizontal flips (image datasets)
 
     def plan(self) -> TrainingPlan:
         """η, S and η/S over training (constant η/S when no schedule is given)."""
@@ -103,10 +108,16 @@ class RunConfig:
         return self.lr / self.batch_size
 
     @property
+    def val_size(self) -> int:
+        if self.validation_size is not None:
+            return self.validation_size
+        return DEFAULT_VALIDATION.get(self.dataset, 10000)
+
+    @property
     def num_train(self) -> int:
         if self.train_size is not None:
             return self.train_size
-        return TRAIN_POOL[self.dataset] - self.validation_size
+        return TRAIN_POOL[self.dataset] - self.val_size
 
     @property
     def run_name(self) -> str:
@@ -131,12 +142,12 @@ class RunConfig:
         if self.model not in MODEL_NAMES:
             raise ConfigError(f"unknown model {self.model!r}; known: {', '.join(MODEL_NAMES)}")
         pool = TRAIN_POOL[self.dataset]
-        if not 0 < self.validation_size < pool:
+        if not 0 < self.val_size < pool:
             raise ConfigError(f"--validation-size must be between 1 and {pool - 1}, "
-                              f"got {self.validation_size}")
-        if self.train_size is not None and not 0 < self.train_size <= pool - self.validation_size:
-            raise ConfigError(f"--train-size must be between 1 and {pool - self.validation_size} "
-                              f"(after holding out {self.validation_size} for validation), "
+                              f"got {self.val_size}")
+        if self.train_size is not None and not 0 < self.train_size <= pool - self.val_size:
+            raise ConfigError(f"--train-size must be between 1 and {pool - self.val_size} "
+                              f"(after holding out {self.val_size} for validation), "
                               f"got {self.train_size}")
         if self.batch_size > self.num_train:
             raise ConfigError(f"batch size {self.batch_size} is larger than the training set "
@@ -178,6 +189,7 @@ class RunConfig:
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out.update(ratio=self.ratio, num_train=self.num_train, run_name=self.run_name,
+                   validation_size=self.val_size,
                    schedules=self.plan().describe())
         return out
 

@@ -45,10 +45,12 @@ def epoch_permutation(num_examples: int, seed: int, epoch: int) -> tf.Tensor:
 class EpochData:
     """Training arrays kept as tensors, served epoch by epoch in variable-size batches."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, seed: int, shuffle: bool = True):
+    def __init__(self, x: np.ndarray, y: np.ndarray, seed: int, shuffle: bool = True,
+                 augment: bool = False):
         self.num_examples = len(y)
         self.seed = int(seed)
         self.shuffle = shuffle
+        self.augment = augment
         with tf.device("/cpu:0"):
             self._x = tf.constant(x)
             self._y = tf.constant(y)
@@ -68,10 +70,15 @@ class EpochData:
             order = tf.range(self.num_examples, dtype=tf.int64)
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         x, y = self._x, self._y
+        augment, seed = self.augment, self.seed
 
         def gather(start, size, *ratio):
             idx = order[start:start + size]
-            return (tf.gather(x, idx), tf.gather(y, idx)) + ratio
+            images = tf.gather(x, idx)
+            if augment:
+                images = shift_and_flip(images, tf.stack([tf.constant(seed, tf.int64) * 100003
+                                                          + epoch, start]))
+            return (images, tf.gather(y, idx)) + ratio
 
         columns = (starts, np.asarray(sizes, np.int64))
         if ratios is not None:
@@ -81,6 +88,26 @@ class EpochData:
         ds = tf.data.Dataset.from_tensor_slices(columns).skip(skip_batches)
         return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE,
                       deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def shift_and_flip(images, seed, pad: int = 4):
+    """The standard CIFAR augmentation, per example: zero-pad by ``pad`` pixels, crop back at
+    a random offset (a shift of up to ±pad) and flip horizontally with probability ½.
+
+    Stateless: the same ``seed`` (here: run seed, epoch and batch start) gives the same
+    augmentation, so a resumed epoch sees exactly the images it would have seen.
+    """
+    shape = tf.shape(images)
+    n, h, w = shape[0], shape[1], shape[2]
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    offsets = tf.random.stateless_uniform([n, 2], seed=seed, minval=0, maxval=2 * pad + 1,
+                                          dtype=tf.int32)
+    rows = offsets[:, :1] + tf.range(h)[None, :]
+    cols = offsets[:, 1:] + tf.range(w)[None, :]
+    out = tf.gather(padded, rows, axis=1, batch_dims=1)
+    out = tf.gather(out, cols, axis=2, batch_dims=1)
+    flip = tf.random.stateless_uniform([n], seed=seed + 1) < 0.5
+    return tf.where(flip[:, None, None, None], tf.reverse(out, axis=[2]), out)
 
 
 def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> tf.data.Dataset:

@@ -77,7 +77,8 @@ def plot_grid(rows, quantities, path: str, title: str) -> str:
     norm = plt.matplotlib.colors.LogNorm(vmin=min(batches), vmax=max(batches) + 1e-9)
     cols = 3
     nrows = math.ceil(len(quantities) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.8 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.8 * nrows), squeeze=False,
+                             layout="constrained")
     for ax, (q, label, logy) in zip(axes.flat, quantities):
         finite = [r for r in rows if r[q] is not None and math.isfinite(r[q])]
         for r in finite:

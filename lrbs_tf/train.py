@@ -192,7 +192,7 @@ def train(config: RunConfig, callbacks=(), model: keras.Model | None = None) -> 
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     data = load_dataset(config.dataset, data_dir=config.data_dir,
-                        validation_size=config.validation_size, train_size=config.train_size,
+                        validation_size=config.val_size, train_size=config.train_size,
                         seed=config.seed)
     run_dir, mode = _prepare_run_dir(config)
     if mode == "finished":
@@ -236,16 +236,17 @@ class _Run:
 
     def build(self):
         config, data = self.config, self.data
+        options = {"width": config.width} if config.model == "mlp" else {}
         model = self.given_model or build_model(config.model, data.train.x.shape[1:],
-                                                data.num_classes, seed=config.seed,
-                                                width=config.width)
+                                                data.num_classes, seed=config.seed, **options)
         compile_model(model, self.plans[0][1][0], config.momentum, self.jit, self.spe)
         self.val_ds = eval_dataset(data.validation.x, data.validation.y, config.eval_batch_size)
         self.test_ds = eval_dataset(data.test.x, data.test.y, config.eval_batch_size)
         build_metrics(model, self.val_ds)
         model.step_log = StepLog(max(len(sizes) for sizes, _ in self.plans))
         self.model = model
-        self.train_data = EpochData(data.train.x, data.train.y, seed=config.seed)
+        self.train_data = EpochData(data.train.x, data.train.y, seed=config.seed,
+                                    augment=config.augment)
 
     def callbacks(self):
         config, tb = self.config, os.path.join(self.run_dir, "tb")

@@ -26,7 +26,7 @@ import keras_tuner as kt
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from lrbs_tf.config import RunConfig
+from lrbs_tf.config import INPUT_SHAPES, RunConfig
 from lrbs_tf.models import build_model
 from lrbs_tf.train import train
 
@@ -78,8 +78,9 @@ class RatioHyperModel(kt.HyperModel):
 
     def build(self, hp):
         config = self.config_for(hp)
-        return build_model(config.model, _input_shape(config), 10, seed=config.seed,
-                           width=config.width)
+        options = {"width": config.width} if config.model == "mlp" else {}
+        return build_model(config.model, INPUT_SHAPES[config.dataset], 10, seed=config.seed,
+                           **options)
 
     def fit(self, hp, model, *args, callbacks=None, epochs=None, on_trial_end=None, **kwargs):
         config = self.config_for(hp, epochs).validate()
@@ -89,10 +90,6 @@ class RatioHyperModel(kt.HyperModel):
         if self.on_trial_end is not None:
             self.on_trial_end(config, results)
         return metrics
-
-
-def _input_shape(config: RunConfig):
-    return {"fashion_mnist": (28, 28, 1)}[config.dataset]
 
 
 def _usable(callbacks):
