@@ -13,7 +13,11 @@ around A and around B. ``--paper`` gives the paper's pairs: ResNet56 0.1/128 vs 
 0.01/128, and VGG11 with η = 0.1β, S = 50β for β = 0.25, 1, 4 (GPU-sized).
 
 Writes ``fig4.png`` (one panel per pair, like the paper's), ``fig4_plane.png`` and
-``fig4.json``. Measured on 2 CPU cores: about 3 minutes for the default.
+``fig4.json``. Measured on 2 CPU cores: 1.5 minutes for the default (8 epochs per run).
+Measured result: along A→B the train loss rises from 0.136 at A (α=0) to 0.169 at α=−0.5
+but from 0.220 at B (α=1) to 0.448 at α=1.5 — the low-ratio side is the sharp one, as in the
+paper; A→C looks the same (0.230 → 0.452), while B→C (equal η/S) stays between 0.221 and 0.236
+on both sides.
 """
 from __future__ import annotations
 

@@ -14,7 +14,11 @@ examples, β ∈ {1, 3, 5, 9, 15}, 8 epochs. ``--paper``: VGG11 on CIFAR-10 with
 
 Writes ``fig5.png`` (validation accuracy per epoch, one panel per training-set size, one curve
 per β), ``fig5.csv``/``fig5.json`` (final and best validation accuracy, mean ± std over seeds,
-diverged runs marked *). Measured on 2 CPU cores: about 8 minutes for the default.
+diverged runs marked *). Measured on 2 CPU cores: 3.5 minutes for the default. Measured result
+(one seed): on N = 50000 all five β reach 88.3-89.6 % best validation accuracy with matching
+curves; on N = 12000 β = 15 (S = 750) falls behind (82.8 % against 86.1-86.5 %); on N = 3000
+both β = 9 and β = 15 start far lower (47 % and 14 % after one epoch, against 77 %) and β = 15
+ends lowest (78.3 % against 80.2-82.1 %): the scaling breaks for large β, sooner on smaller sets.
 """
 from __future__ import annotations
 

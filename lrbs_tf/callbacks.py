@@ -3,10 +3,35 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 
 import keras
 import tensorflow as tf
 from tensorboard.plugins.scalar import metadata as scalar_metadata
+
+
+class WrittenMarks:
+    """The last step and epoch already written to a run's TensorBoard files (``tb/written.json``).
+
+    A run killed after writing summaries but before its next checkpoint replays those steps
+    when resumed; the marks make the replay skip what is already on disk, so every step and
+    epoch appears once (the replayed values are identical in ``--deterministic`` mode).
+    """
+
+    def __init__(self, path: str):
+        from lrbs_tf import runio
+
+        self.path = path
+        self.marks = runio.read_json(path) if os.path.exists(path) else {}
+
+    def get(self, key: str) -> int:
+        return int(self.marks.get(key, 0))
+
+    def set(self, key: str, value: int) -> None:
+        from lrbs_tf import runio
+
+        self.marks[key] = int(value)
+        runio.write_json(self.path, self.marks)
 
 
 class EpochProgbar(keras.callbacks.ProgbarLogger):
@@ -32,10 +57,11 @@ class StepScalars(keras.callbacks.Callback):
     step (1 = after the first update).
     """
 
-    def __init__(self, writer, step_log):
+    def __init__(self, writer, step_log, progress=None):
         super().__init__()
         self.writer = writer
         self.step_log = step_log
+        self.progress = progress  # a WrittenMarks: rows already written are not written again
         # One compiled writer loop per callback: a tf.function captures the default summary
         # writer when traced, so it must not outlive this callback's writer.
         self._write_rows = tf.function(_write_rows, reduce_retracing=True)
@@ -51,10 +77,15 @@ class StepScalars(keras.callbacks.Callback):
         if lost:
             logging.getLogger(__name__).warning(
                 "step log overflowed: %d steps were not written to TensorBoard", lost)
+        if self.progress is not None and len(steps):
+            keep = steps > self.progress.get("step")
+            steps, rows = steps[keep], rows[keep]
         if len(steps):
             with self.writer.as_default(), tf.summary.record_if(True):
                 self._write_rows(tf.constant(steps), tf.constant(rows))
             self.writer.flush()
+            if self.progress is not None:
+                self.progress.set("step", int(steps.max()))
 
 
 _SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)

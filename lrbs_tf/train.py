@@ -151,7 +151,9 @@ def _prepare_run_dir(config: RunConfig) -> tuple[str, str]:
     return run_dir, "fresh"
 
 
-def _epoch_summaries(writers: dict, epoch: int, record: dict) -> None:
+def _epoch_summaries(writers: dict, epoch: int, record: dict, marks) -> None:
+    if epoch + 1 <= marks.get("epoch"):
+        return  # written before a kill; this is the replay
     for split in ("train", "validation", "test"):
         with writers[split].as_default(step=epoch + 1), tf.summary.record_if(True):
             for metric in ("loss", "accuracy"):
@@ -159,6 +161,7 @@ def _epoch_summaries(writers: dict, epoch: int, record: dict) -> None:
                 if value is not None and math.isfinite(value):
                     tf.summary.scalar(f"epoch_{metric}", value)
         writers[split].flush()
+    marks.set("epoch", epoch + 1)
 
 
 def _summary(results: dict) -> dict:
@@ -254,7 +257,9 @@ class _Run:
         config, tb = self.config, os.path.join(self.run_dir, "tb")
         self.writers = {split: tf.summary.create_file_writer(os.path.join(tb, split))
                         for split in ("train", "validation", "test")}
-        self.step_scalars = cb.StepScalars(self.writers["train"], self.model.step_log)
+        self.marks = cb.WrittenMarks(os.path.join(tb, "written.json"))
+        self.step_scalars = cb.StepScalars(self.writers["train"], self.model.step_log,
+                                           self.marks)
         self.stop = cb.StopOnNonFinite()
         out = [cb.EpochProgbar(config.epochs), self.step_scalars, self.stop,
                *self.extra_callbacks]
@@ -318,6 +323,15 @@ class _Run:
         done = int(self.model.optimizer.iterations.numpy()) - before
         checkpoint.save(self.ckpt_dir, self.model, self.epoch, done, self.results)
 
+    def logs_from_checkpoint(self, metrics) -> dict:
+        """The epoch's logs when all its steps were done before the run stopped."""
+        checkpoint.restore_metrics(self.model, metrics)
+        logs = {k: float(v) for k, v in self.model.get_metrics_result().items()}
+        val = self.model.evaluate(self.val_ds, verbose=0, return_dict=True)
+        logs.update({f"val_{k}": float(v) for k, v in val.items()})
+        self.step_scalars.flush()
+        return logs
+
     def loop(self, start_epoch, start_batch, metrics, callbacks):
         config, results = self.config, self.results
         for epoch in range(start_epoch, config.epochs):
@@ -326,12 +340,15 @@ class _Run:
             skip = start_batch if epoch == start_epoch else 0
             extra = [cb.RestoreMetrics(metrics)] if skip and metrics else []
             tick = time.time()
-            history = self.model.fit(
-                self.train_data.dataset(sizes, epoch, skip_batches=skip, ratios=ratios),
-                validation_data=self.val_ds, initial_epoch=epoch, epochs=epoch + 1,
-                callbacks=callbacks + extra, verbose=1, shuffle=False)
+            if skip >= len(sizes):  # stopped after the epoch's last step, before its record
+                logs = self.logs_from_checkpoint(metrics)
+            else:
+                history = self.model.fit(
+                    self.train_data.dataset(sizes, epoch, skip_batches=skip, ratios=ratios),
+                    validation_data=self.val_ds, initial_epoch=epoch, epochs=epoch + 1,
+                    callbacks=callbacks + extra, verbose=1, shuffle=False)
+                logs = {k: float(v[-1]) for k, v in history.history.items()}
             results["train_time"] += time.time() - tick
-            logs = {k: float(v[-1]) for k, v in history.history.items()}
             record = {"epoch": epoch + 1, "steps": len(sizes),
                       "train_loss": logs.get("loss"), "train_accuracy": logs.get("accuracy")}
             diverged = self.stop.diverged_epoch is not None or not math.isfinite(
@@ -345,7 +362,7 @@ class _Run:
             record["wall_time"] = self.wall_time()
             results["epochs"].append(record)
             results["wall_time"] = record["wall_time"]
-            _epoch_summaries(self.writers, epoch, record)
+            _epoch_summaries(self.writers, epoch, record, self.marks)
             if diverged:
                 results.update(diverged=True, diverged_epoch=epoch + 1)
                 log.warning("loss became non-finite in epoch %d: stopping", epoch + 1)

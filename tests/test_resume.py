@@ -34,6 +34,7 @@ def reference(tmp_path_factory):
     (4, ["--kill-step", "14"]),          # inside epoch 2, resumed from the step-12 checkpoint
     (0, ["--kill-step", "14"]),          # inside epoch 2, resumed from the end of epoch 1
     (0, ["--kill-epoch-begin", "2"]),    # between epochs 2 and 3
+    (5, ["--kill-step", "10"]),          # after the last step of epoch 1, before its record
 ])
 def test_sigkill_then_resume_is_bitwise_identical(reference, tmp_path, checkpoint_steps, kill):
     killed = run_script(DRIVER, tmp_path, "run", checkpoint_steps, *kill, timeout=300)
@@ -92,7 +93,8 @@ def test_ctrl_c_saves_state_and_same_command_resumes(tmp_path):
 def test_damaged_checkpoint_is_refused(tmp_path):
     killed = run_script(DRIVER, tmp_path, "run", 4, "--kill-step", "14", timeout=300)
     assert killed.returncode == -signal.SIGKILL
-    weights = tmp_path / "run" / "ckpt" / "state.weights.h5"
+    state = json.load(open(tmp_path / "run" / "ckpt" / "state.json"))
+    weights = tmp_path / "run" / "ckpt" / state["weights_file"]
     weights.write_bytes(weights.read_bytes()[:-100])
     proc = run_script(DRIVER, tmp_path, "run", 4, timeout=300)
     assert proc.returncode != 0 and "damaged" in proc.stderr

@@ -73,7 +73,7 @@ def folder_consistent(run_dir) -> tuple[bool, str]:
         state_path = os.path.join(run_dir, "ckpt", checkpoint.STATE)
         if os.path.exists(state_path):
             state = runio.read_json(state_path)
-            weights = os.path.join(run_dir, "ckpt", checkpoint.WEIGHTS)
+            weights = os.path.join(run_dir, "ckpt", state["weights_file"])
             if checkpoint._sha1(weights) != state["weights_sha1"]:
                 return False, "checkpoint weights do not match state.json"
             return True, f"status {status}, checkpoint at epoch {state['epoch'] + 1} batch " \
