@@ -26,7 +26,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lrbs_tf.cli import (ArgumentParser, add_run_flags, fail, format_table,  # noqa: E402
-                         quiet_tensorflow, reported_errors, run_kwargs)
+                         percent, quiet_tensorflow, run_all, run_kwargs)
 from lrbs_tf.config import ConfigError, RunConfig  # noqa: E402
 from lrbs_tf.ratio import RatioError  # noqa: E402
 
@@ -64,15 +64,10 @@ def main(argv=None):
         fail(PROG, e)
     quiet_tensorflow()
     from lrbs_tf import runio
-    from lrbs_tf.experiment import curve_distance, run_or_reuse, sde_time
+    from lrbs_tf.experiment import curve_distance, sde_time
     from lrbs_tf.plots import learning_curve_panels
 
-    os.makedirs(args.logdir, exist_ok=True)
-    results = []
-    for i, (label, pair, config) in enumerate(runs):
-        print(f"[{i + 1}/{len(runs)}] {label}", flush=True)
-        with reported_errors(PROG, args.logdir):
-            results.append(run_or_reuse(config))
+    results = run_all(PROG, args.logdir, [(label, config) for label, _, config in runs])
     table = []
     for (label, pair, config), r in zip(runs, results):
         table.append({"setting": label, "pair": pair, "ratio_start": config.plan().ratio_at(0),
@@ -110,8 +105,8 @@ def main(argv=None):
 
     print()
     print(format_table(["setting", "η/S at start", "best test acc", "final test acc", "status"],
-                       [[r["setting"], f"{r['ratio_start']:.3g}", _pct(r["best_test_accuracy"]),
-                         _pct(r["final_test_accuracy"]), r["status"]] for r in table]))
+                       [[r["setting"], f"{r['ratio_start']:.3g}", percent(r["best_test_accuracy"]),
+                         percent(r["final_test_accuracy"]), r["status"]] for r in table]))
     print("\ncurve distance = mean |Δ test accuracy| over epochs")
     print(format_table(["pair of runs", "test", "train"],
                        [[k, f"{v:.4f}", f"{distances['train_accuracy'][k]:.4f}"]
@@ -121,10 +116,6 @@ def main(argv=None):
           f"{'each pair is closer to itself than to the other pair' if verdict else 'NOT every pair is closer to itself than across pairs'}")
     print(f"\nwrote {png}\n      {png_sde}\n      {os.path.join(args.logdir, 'fig1.csv')}")
     return 0
-
-
-def _pct(value):
-    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 if __name__ == "__main__":

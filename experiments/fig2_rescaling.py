@@ -30,7 +30,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lrbs_tf.cli import (ArgumentParser, add_run_flags, fail, format_table,  # noqa: E402
-                         quiet_tensorflow, reported_errors, run_kwargs)
+                         percent, quiet_tensorflow, run_all, run_kwargs)
 from lrbs_tf.config import ConfigError, RunConfig  # noqa: E402
 from lrbs_tf.ratio import RatioError, parse_ratio, rescale_lr  # noqa: E402
 
@@ -68,15 +68,10 @@ def main(argv=None):
         fail(PROG, e)
     quiet_tensorflow()
     from lrbs_tf import runio
-    from lrbs_tf.experiment import curve_distance, run_or_reuse
+    from lrbs_tf.experiment import curve_distance
     from lrbs_tf.plots import learning_curve_panels
 
-    os.makedirs(args.logdir, exist_ok=True)
-    results = []
-    for i, (label, config) in enumerate(runs):
-        print(f"[{i + 1}/{len(runs)}] {label}", flush=True)
-        with reported_errors(PROG, args.logdir):
-            results.append(run_or_reuse(config))
+    results = run_all(PROG, args.logdir, runs)
     table = []
     for (label, config), r in zip(runs, results):
         table.append({"setting": label, "lr": config.lr, "batch_size": config.batch_size,
@@ -101,16 +96,12 @@ def main(argv=None):
         ["setting", "η/S", "dist. to baseline (test)", "(train)", "best test", "final test",
          "status"],
         [[r["setting"], f"{r['ratio']:.3g}", f"{r['distance_to_baseline_test']:.4f}",
-          f"{r['distance_to_baseline_train']:.4f}", _pct(r["best_test_accuracy"]),
-          _pct(r["final_test_accuracy"]), r["status"]] for r in table]))
+          f"{r['distance_to_baseline_train']:.4f}", percent(r["best_test_accuracy"]),
+          percent(r["final_test_accuracy"]), r["status"]] for r in table]))
     print(f"\nclosest to the baseline: {closest['train']} (train accuracy curve), "
           f"{closest['test']} (test accuracy curve)")
     print(f"wrote {png}\n      {os.path.join(args.logdir, 'fig2.csv')}")
     return 0
-
-
-def _pct(value):
-    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 if __name__ == "__main__":

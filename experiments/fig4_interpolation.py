@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 from lrbs_tf.cli import (ArgumentParser, add_run_flags, fail, quiet_tensorflow,  # noqa: E402
-                         reported_errors, run_kwargs)
+                         reported_errors, run_all, run_kwargs)
 from lrbs_tf.config import ConfigError, RunConfig  # noqa: E402
 
 PROG = "fig4_interpolation.py"
@@ -71,21 +71,17 @@ def main(argv=None):
     quiet_tensorflow()
     import keras
 
-    import lrbs_tf.models  # noqa: F401  (custom layers for loading)
+    import lrbs_tf.models  # noqa: F401  (registers custom classes for loading)
     from lrbs_tf import landscape, runio
     from lrbs_tf.data import load_dataset
-    from lrbs_tf.experiment import run_or_reuse
     from lrbs_tf.plots import plt
 
     tick = time.time()
     os.makedirs(args.logdir, exist_ok=True)
-    models = {}
-    for i, (key, config) in enumerate(configs.items()):
-        print(f"[{i + 1}/{len(configs)}] run {key}: η/S = {config.lr:g}/{config.batch_size}",
-              flush=True)
-        with reported_errors(PROG, args.logdir):
-            run_or_reuse(config)
-        models[key] = keras.models.load_model(os.path.join(config.run_dir, "model.keras"))
+    run_all(PROG, args.logdir, [(f"run {key}: η/S = {c.lr:g}/{c.batch_size}", c)
+                                for key, c in configs.items()])
+    models = {key: keras.models.load_model(os.path.join(c.run_dir, "model.keras"))
+              for key, c in configs.items()}
     any_config = next(iter(configs.values()))
     with reported_errors(PROG, args.logdir):
         data = load_dataset(any_config.dataset, data_dir=any_config.data_dir,

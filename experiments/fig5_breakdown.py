@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 from lrbs_tf.cli import (ArgumentParser, add_run_flags, fail, format_table,  # noqa: E402
-                         quiet_tensorflow, reported_errors, run_kwargs)
+                         quiet_tensorflow, run_all, run_kwargs)
 from lrbs_tf.config import ConfigError, RunConfig  # noqa: E402
 from lrbs_tf.ratio import RatioError, parse_ratio  # noqa: E402
 
@@ -82,20 +82,13 @@ def main(argv=None):
         fail(PROG, e)
     quiet_tensorflow()
     from lrbs_tf import runio
-    from lrbs_tf.experiment import curve, run_or_reuse
+    from lrbs_tf.experiment import curve
     from lrbs_tf.plots import COLORS, plt
 
     tick = time.time()
-    os.makedirs(args.logdir, exist_ok=True)
-    results = []
-    for i, (size, beta, config) in enumerate(configs):
-        elapsed = time.time() - tick
-        eta = elapsed / i * (len(configs) - i) if i else float("nan")
-        print(f"[{i + 1}/{len(configs)}] N={size} β={beta} η/S={config.lr:g}/{config.batch_size}"
-              f" seed={config.seed} (elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min)",
-              flush=True)
-        with reported_errors(PROG, args.logdir):
-            results.append(run_or_reuse(config))
+    results = run_all(PROG, args.logdir, [
+        (f"N={size} β={beta} η/S={c.lr:g}/{c.batch_size} seed={c.seed}", c)
+        for size, beta, c in configs])
     rows = []
     fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4), squeeze=False,
                              sharey=True)

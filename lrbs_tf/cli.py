@@ -52,6 +52,11 @@ def run_kwargs(args) -> dict:
                 augment=args.augment)
 
 
+def percent(value) -> str:
+    """``0.8731`` → ``87.31%``; ``None`` → ``-``."""
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
 def format_table(header, rows) -> str:
     """A plain-text table with columns padded to their widest cell."""
     cells = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
@@ -82,3 +87,22 @@ def reported_errors(prog: str, logdir: str):
     except OSError as e:
         fail(prog, f"{e.strerror or e} ({e.filename or logdir}): check that {logdir} is "
                    "writable and has free space", status=1)
+
+
+def run_all(prog: str, logdir: str, labelled_configs) -> list[dict]:
+    """Train (or reuse, or resume) each ``(label, config)`` in turn, printing ``[i/n] label``
+    and an ETA; library failures become one-line messages (see :func:`reported_errors`)."""
+    import time
+
+    from lrbs_tf.experiment import run_or_reuse
+
+    os.makedirs(logdir, exist_ok=True)
+    results, tick = [], time.time()
+    for i, (label, config) in enumerate(labelled_configs):
+        elapsed = time.time() - tick
+        eta = f", ETA {elapsed / i * (len(labelled_configs) - i) / 60:.1f} min" if i else ""
+        print(f"[{i + 1}/{len(labelled_configs)}] {label} (elapsed {elapsed / 60:.1f} min{eta})",
+              flush=True)
+        with reported_errors(prog, logdir):
+            results.append(run_or_reuse(config))
+    return results

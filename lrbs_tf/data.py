@@ -144,6 +144,20 @@ def _load_fashion_mnist_tfds(data_dir: str | None) -> dict:
     return arrays
 
 
+def seeded_split(n_all: int, validation_size: int, train_size: int | None, seed: int):
+    """Indices ``(validation, train)``: a seeded permutation, validation first, then the
+    training examples (the first ``train_size`` of them when a subset is asked for)."""
+    if not 0 < validation_size < n_all:
+        raise DataError(f"validation size {validation_size} must be between 1 and {n_all - 1}")
+    order = np.random.default_rng(seed).permutation(n_all)
+    val_idx, train_idx = order[:validation_size], order[validation_size:]
+    if train_size is not None:
+        if not 0 < train_size <= len(train_idx):
+            raise DataError(f"train size {train_size} must be between 1 and {len(train_idx)}")
+        train_idx = train_idx[:train_size]
+    return val_idx, train_idx
+
+
 def _fingerprint(*arrays: np.ndarray) -> str:
     digest = hashlib.sha1()
     for a in arrays:
@@ -182,15 +196,7 @@ def load_fashion_mnist(data_dir: str | None = None, validation_size: int = 10000
             "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz in a "
             f"folder and pass --data-dir (or set ${ENV_DATA_DIR})")
     x_all, y_all = arrays["train_images"], arrays["train_labels"].astype(np.int32)
-    n_all = len(y_all)
-    if not 0 < validation_size < n_all:
-        raise DataError(f"validation size {validation_size} must be between 1 and {n_all - 1}")
-    order = np.random.default_rng(seed).permutation(n_all)
-    val_idx, train_idx = order[:validation_size], order[validation_size:]
-    if train_size is not None:
-        if not 0 < train_size <= len(train_idx):
-            raise DataError(f"train size {train_size} must be between 1 and {len(train_idx)}")
-        train_idx = train_idx[:train_size]
+    val_idx, train_idx = seeded_split(len(y_all), validation_size, train_size, seed)
 
     def split(x, y, idx=None):
         if idx is not None:
@@ -310,15 +316,7 @@ def load_cifar10(data_dir: str | None = None, validation_size: int = 5000,
     else:
         arrays, source = _load_cifar10_arrays(data_dir)
     x_all, y_all = arrays["train_images"], arrays["train_labels"]
-    n_all = len(y_all)
-    if not 0 < validation_size < n_all:
-        raise DataError(f"validation size {validation_size} must be between 1 and {n_all - 1}")
-    order = np.random.default_rng(seed).permutation(n_all)
-    val_idx, train_idx = order[:validation_size], order[validation_size:]
-    if train_size is not None:
-        if not 0 < train_size <= len(train_idx):
-            raise DataError(f"train size {train_size} must be between 1 and {len(train_idx)}")
-        train_idx = train_idx[:train_size]
+    val_idx, train_idx = seeded_split(len(y_all), validation_size, train_size, seed)
     x_train = x_all[train_idx].astype(np.float32) / 255.0
     mean = x_train.mean(axis=(0, 1, 2))
     std = x_train.std(axis=(0, 1, 2))

@@ -30,14 +30,13 @@ def _clean(obj):
     return obj
 
 
-def write_json(path: str, data) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
+def _atomic_write(path: str, text: str, suffix: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, fsync it, and rename it over."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_clean(data), f, indent=2, sort_keys=False)
-            f.write("\n")
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -45,6 +44,11 @@ def write_json(path: str, data) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json(path: str, data) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
+    _atomic_write(path, json.dumps(_clean(data), indent=2) + "\n", ".json")
 
 
 class RunFolderError(RuntimeError):
@@ -85,15 +89,4 @@ def write_csv(path: str, rows: list[dict], fields: list[str]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(_clean(rows))
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=directory)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic_write(path, buffer.getvalue(), ".csv")

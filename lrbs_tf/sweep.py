@@ -5,7 +5,6 @@ import dataclasses
 import math
 import os
 
-import numpy as np
 import scipy.stats
 
 from lrbs_tf import runio

@@ -1,5 +1,4 @@
 """CIFAR-10 models and data, augmentation, and the loss landscape between models."""
-import os
 import pickle
 
 import keras

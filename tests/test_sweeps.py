@@ -5,12 +5,11 @@ import os
 import subprocess
 import sys
 
-import keras_tuner as kt
 import numpy as np
 import pytest
 
 from conftest import ROOT, needs_fmnist, run_script
-from lrbs_tf.config import ProbeSettings, RunConfig
+from lrbs_tf.config import RunConfig
 from lrbs_tf.summaries import read_scalars
 
 pytestmark = needs_fmnist

@@ -54,7 +54,7 @@ def main(argv=None):
     quiet_tensorflow()
     import keras
 
-    import lrbs_tf.optimizers  # noqa: F401  (registers the custom classes for loading)
+    import lrbs_tf.models  # noqa: F401  (registers the custom classes for loading)
     from lrbs_tf.curvature import Prober
     from lrbs_tf.data import DataError, load_dataset
 
