@@ -4,11 +4,12 @@
 
 Both train the same MLP on the same Fashion-MNIST examples with the same batch size S, one
 epoch per round, alternating in one process (the machine is noisy: compare side by side). Plain
-fit: a Sequential MLP, ``SGD(η)``, numpy arrays with ``batch_size=S, shuffle=True`` and Keras'
-defaults (``jit_compile="auto"``, which is off on CPU). lrbs_tf: the loop of
-``experiments/run.py`` (per-epoch dataset, RatioScaledOptimizer, per-step TensorBoard
-scalars, non-finite check) with its default XLA setting. Prints, per S, the median examples/s
-of each and ``run_vs_plain_fit_throughput: <ratio>`` (>1: lrbs_tf is faster).
+fit: the same MLP as a plain functional model, ``SGD(η)``, numpy arrays with
+``batch_size=S, shuffle=True`` and Keras' defaults (``jit_compile="auto"``, which is off on
+CPU). lrbs_tf: the loop of ``experiments/run.py`` (per-epoch dataset, RatioScaledOptimizer,
+per-step TensorBoard scalars, non-finite check) with its default XLA and steps-per-execution
+settings. Prints, per S, the median examples/s of each and
+``run_vs_plain_fit_throughput: <ratio>`` (>1: lrbs_tf is faster).
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def main():
     p.add_argument("--train-size", type=int, default=20000)
     p.add_argument("--batch-sizes", default="25,128,1000")
     p.add_argument("--jit", default="auto", choices=("auto", "on", "off"))
-    p.add_argument("--steps-per-execution", type=int, default=1)
+    p.add_argument("--steps-per-execution", type=int,
+                   help="default: run.py's rule, about 512 examples per call (at most 32)")
     args = p.parse_args()
 
     import keras
@@ -54,8 +56,9 @@ def main():
         plain.compile(keras.optimizers.SGD(lr_per_example * batch_size),
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
+        spe = args.steps_per_execution or max(1, min(32, 512 // batch_size))
         ours = compile_model(build_model("mlp", x.shape[1:], 10, seed=0), lr_per_example,
-                             jit_compile=jit, steps_per_execution=args.steps_per_execution)
+                             jit_compile=jit, steps_per_execution=spe)
         train_data = EpochData(x, y, seed=0)
         ours.step_log = StepLog(len(y) // batch_size + 1)
         build_metrics(ours, eval_dataset(data.validation.x[:100], data.validation.y[:100]))
