@@ -44,3 +44,20 @@ def learning_curve_panels(panels, path: str, title: str, keys=("train_accuracy",
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def spectral_density_plot(density, path: str, title: str, points: int = 2000) -> str:
+    """The SLQ spectral density (:class:`lrbs_tf.spectral.SpectralDensity`) on a log scale."""
+    lo, hi = float(density.nodes.min()), float(density.nodes.max())
+    pad = 0.05 * (hi - lo or 1.0)
+    grid = np.linspace(lo - pad, hi + pad, points)
+    values = density.density(grid)
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.semilogy(grid, np.maximum(values, 1e-12))
+    ax.set(xlabel="eigenvalue", ylabel="density", title=title)
+    ax.set_ylim(bottom=max(values.max() * 1e-8, 1e-12))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

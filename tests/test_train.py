@@ -118,9 +118,13 @@ def test_probe_at_end_and_every_epoch(tmp_path):
 
     # tools/probe.py measures the saved model again, with the same subset and settings.
     proc = run_script("tools/probe.py", config.run_dir, "--examples", "300", "--noise-examples",
-                      "100", "--batch-size", "128", "--no-finite-difference", timeout=300)
+                      "100", "--batch-size", "128", "--no-finite-difference", "--density",
+                      "--compare-c", timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     again = json.load(open(os.path.join(config.run_dir, "probe.json")))
+    assert os.path.getsize(os.path.join(config.run_dir, "spectral_density.png")) > 5000
+    assert again["spectral_density"]["trace_estimate"] > 0
+    assert 0 < again["c_vs_h"]["top_k_overlap"] <= 1 and again["c_vs_h"]["trace_c_over_trace_h"] > 0
     assert again["lambda_max"] == pytest.approx(probe["lambda_max"], rel=1e-3)
     assert again["b_simple"] == pytest.approx(probe["b_simple"], rel=1e-4)
     assert "λ_max" in proc.stdout

@@ -31,6 +31,12 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-finite-difference", action="store_true")
+    p.add_argument("--density", action="store_true",
+                   help="also the spectral density by stochastic Lanczos quadrature "
+                        "(10 runs × 80 steps), plotted to <run>/spectral_density.png")
+    p.add_argument("--compare-c", action="store_true",
+                   help="also compare the gradient covariance C with H (Tr C/Tr H, overlap of "
+                        "their top-5 eigenvector subspaces)")
     p.add_argument("--json", action="store_true", help="print JSON only")
     args = p.parse_args(argv)
     from lrbs_tf import runio
@@ -73,6 +79,24 @@ def main(argv=None):
     prober = Prober(model, data.train.x, data.train.y, settings)
     lr = config["lr"]
     measured = dict(prober(lr=lr), settings=prober.describe())
+    if args.density:
+        from lrbs_tf import spectral
+        from lrbs_tf.plots import spectral_density_plot
+
+        density = spectral.slq_density(prober.op.matvec, prober.op.dim, runs=10, steps=80,
+                                       seed=args.seed)
+        measured["spectral_density"] = {"nodes": density.nodes.tolist(),
+                                        "weights": density.weights.tolist(),
+                                        "trace_estimate": density.trace(prober.op.dim)}
+        measured["spectral_density_png"] = spectral_density_plot(
+            density, os.path.join(args.run_dir, "spectral_density.png"),
+            f"Hessian spectral density (SLQ), η/S = {config['lr']:g}/{config['batch_size']}")
+    if args.compare_c:
+        from lrbs_tf.noise import compare_with_hessian
+
+        measured["c_vs_h"] = compare_with_hessian(prober.noise_op, k=5,
+                                                  max_examples=settings.noise_examples,
+                                                  trace_h=None, seed=args.seed)
     runio.write_json(os.path.join(args.run_dir, "probe.json"), measured)
     if args.json:
         print(json.dumps(runio._clean(measured), indent=2))
@@ -87,6 +111,12 @@ def main(argv=None):
                              f"(ε = {settings.fd_eps:g})" if "frobenius_fd" in measured else ""))
     print(f"noise       Tr C {measured['trace_c']:.5g}, |g|² {measured['grad_norm_sq']:.4g}, "
           f"B_simple {measured['b_simple']:.5g}")
+    if "c_vs_h" in measured:
+        c = measured["c_vs_h"]
+        print(f"C vs H      Tr C/Tr H = {c['trace_c_over_trace_h']:.3g}, top-{c['k']} subspace "
+              f"overlap {c['top_k_overlap']:.3g} (random: {c['random_overlap_baseline']:.1g})")
+    if "spectral_density_png" in measured:
+        print(f"density     {measured['spectral_density_png']}")
     print(f"settings    {settings.examples} examples, BN {settings.bn_mode}, {settings.dtype}; "
           f"{measured['seconds']:.1f} s")
     print(f"wrote       {os.path.join(args.run_dir, 'probe.json')}")
