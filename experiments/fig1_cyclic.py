@@ -67,7 +67,8 @@ def main(argv=None):
     from lrbs_tf.experiment import curve_distance, sde_time
     from lrbs_tf.plots import learning_curve_panels
 
-    results = run_all(PROG, args.logdir, [(label, config) for label, _, config in runs])
+    results = run_all(PROG, args.logdir, [(label, config) for label, _, config in runs],
+                      report=_say)
     table = []
     for (label, pair, config), r in zip(runs, results):
         table.append({"setting": label, "pair": pair, "ratio_start": config.plan().ratio_at(0),
@@ -116,6 +117,10 @@ def main(argv=None):
           f"{'each pair is closer to itself than to the other pair' if verdict else 'NOT every pair is closer to itself than across pairs'}")
     print(f"\nwrote {png}\n      {png_sde}\n      {os.path.join(args.logdir, 'fig1.csv')}")
     return 0
+
+
+def _say(message):
+    print(message, flush=True)
 
 
 if __name__ == "__main__":

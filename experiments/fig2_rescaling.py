@@ -71,7 +71,7 @@ def main(argv=None):
     from lrbs_tf.experiment import curve_distance
     from lrbs_tf.plots import learning_curve_panels
 
-    results = run_all(PROG, args.logdir, runs)
+    results = run_all(PROG, args.logdir, runs, report=_say)
     table = []
     for (label, config), r in zip(runs, results):
         table.append({"setting": label, "lr": config.lr, "batch_size": config.batch_size,
@@ -102,6 +102,10 @@ def main(argv=None):
           f"{closest['test']} (test accuracy curve)")
     print(f"wrote {png}\n      {os.path.join(args.logdir, 'fig2.csv')}")
     return 0
+
+
+def _say(message):
+    print(message, flush=True)
 
 
 if __name__ == "__main__":

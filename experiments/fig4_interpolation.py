@@ -79,7 +79,7 @@ def main(argv=None):
     tick = time.time()
     os.makedirs(args.logdir, exist_ok=True)
     run_all(PROG, args.logdir, [(f"run {key}: η/S = {c.lr:g}/{c.batch_size}", c)
-                                for key, c in configs.items()])
+                                for key, c in configs.items()], report=_say)
     models = {key: keras.models.load_model(os.path.join(c.run_dir, "model.keras"))
               for key, c in configs.items()}
     any_config = next(iter(configs.values()))
@@ -158,6 +158,10 @@ def main(argv=None):
     print(f"wrote {png}" + (f"\n      {png_plane}" if png_plane else "")
           + f"\ntime  {(time.time() - tick) / 60:.1f} min")
     return 0
+
+
+def _say(message):
+    print(message, flush=True)
 
 
 if __name__ == "__main__":

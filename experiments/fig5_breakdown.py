@@ -88,7 +88,7 @@ def main(argv=None):
     tick = time.time()
     results = run_all(PROG, args.logdir, [
         (f"N={size} β={beta} η/S={c.lr:g}/{c.batch_size} seed={c.seed}", c)
-        for size, beta, c in configs])
+        for size, beta, c in configs], report=_say)
     rows = []
     fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4), squeeze=False,
                              sharey=True)
@@ -142,6 +142,10 @@ def main(argv=None):
 
 def _ms(mean, std):
     return "-" if mean is None else f"{100 * mean:.2f} ± {100 * std:.2f}%"
+
+
+def _say(message):
+    print(message, flush=True)
 
 
 if __name__ == "__main__":

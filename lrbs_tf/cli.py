@@ -89,9 +89,10 @@ def reported_errors(prog: str, logdir: str):
                    "writable and has free space", status=1)
 
 
-def run_all(prog: str, logdir: str, labelled_configs) -> list[dict]:
-    """Train (or reuse, or resume) each ``(label, config)`` in turn, printing ``[i/n] label``
-    and an ETA; library failures become one-line messages (see :func:`reported_errors`)."""
+def run_all(prog: str, logdir: str, labelled_configs, report) -> list[dict]:
+    """Train (or reuse, or resume) each ``(label, config)`` in turn, passing ``[i/n] label``
+    with an ETA to ``report`` (the CLI's ``print``); library failures become one-line messages
+    (see :func:`reported_errors`)."""
     import time
 
     from lrbs_tf.experiment import run_or_reuse
@@ -101,8 +102,7 @@ def run_all(prog: str, logdir: str, labelled_configs) -> list[dict]:
     for i, (label, config) in enumerate(labelled_configs):
         elapsed = time.time() - tick
         eta = f", ETA {elapsed / i * (len(labelled_configs) - i) / 60:.1f} min" if i else ""
-        print(f"[{i + 1}/{len(labelled_configs)}] {label} (elapsed {elapsed / 60:.1f} min{eta})",
-              flush=True)
+        report(f"[{i + 1}/{len(labelled_configs)}] {label} (elapsed {elapsed / 60:.1f} min{eta})")
         with reported_errors(prog, logdir):
             results.append(run_or_reuse(config))
     return results
