@@ -95,7 +95,7 @@ def run_all(prog: str, logdir: str, labelled_configs, report) -> list[dict]:
     (see :func:`reported_errors`)."""
     import time
 
-    from lrbs_tf.experiment import run_or_reuse
+    from lrbs_tf.train import train  # reuses finished runs, resumes killed ones
 
     os.makedirs(logdir, exist_ok=True)
     results, tick = [], time.time()
@@ -104,5 +104,5 @@ def run_all(prog: str, logdir: str, labelled_configs, report) -> list[dict]:
         eta = f", ETA {elapsed / i * (len(labelled_configs) - i) / 60:.1f} min" if i else ""
         report(f"[{i + 1}/{len(labelled_configs)}] {label} (elapsed {elapsed / 60:.1f} min{eta})")
         with reported_errors(prog, logdir):
-            results.append(run_or_reuse(config))
+            results.append(train(config))
     return results

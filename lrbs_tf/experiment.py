@@ -1,21 +1,9 @@
-"""Running groups of runs for the figure scripts, and comparing their learning curves."""
+"""Comparing the learning curves of runs (figure scripts)."""
 from __future__ import annotations
-
-import logging
 
 import numpy as np
 
 from lrbs_tf.config import RunConfig
-
-log = logging.getLogger(__name__)
-
-
-def run_or_reuse(config: RunConfig) -> dict:
-    """Train ``config``; a finished run of the same config is reused and a killed one resumed
-    (see :func:`lrbs_tf.train.train`)."""
-    from lrbs_tf.train import train
-
-    return train(config)
 
 
 def curve(results: dict, key: str) -> np.ndarray:
