@@ -3,38 +3,13 @@
 An epoch is per data point: whatever the batch sizes, it visits each training example once, in a
 fresh order. The order of epoch ``e`` is a stateless permutation drawn from ``(seed, e)``, so it
 can be rebuilt exactly after a restart, and batches ``[k, ...)`` of an epoch can be skipped
-without replaying them. Batch sizes come from a function of training progress (in epochs) that
-is evaluated at the start of each batch; the last batch of an epoch holds what is left.
+without replaying them. The batch sizes of an epoch come from
+:func:`lrbs_tf.plan.epoch_batch_sizes`; the last batch holds what is left.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import tensorflow as tf
-
-SizeFn = Callable[[float], int]
-
-
-def epoch_batch_sizes(num_examples: int, size_at: SizeFn | int, epoch: int) -> list[int]:
-    """Batch sizes of epoch ``epoch`` (0-based): ``size_at(epoch + seen/num_examples)`` per batch.
-
-    >>> epoch_batch_sizes(10, 4, 0)
-    [4, 4, 2]
-    """
-    if isinstance(size_at, (int, np.integer)):
-        full, rest = divmod(num_examples, int(size_at))
-        return [int(size_at)] * full + ([rest] if rest else [])
-    sizes, seen = [], 0
-    while seen < num_examples:
-        size = int(size_at(epoch + seen / num_examples))
-        if size <= 0:
-            raise ValueError(f"batch size schedule gave {size} at epoch {epoch + seen / num_examples:g}")
-        size = min(size, num_examples - seen)
-        sizes.append(size)
-        seen += size
-    return sizes
-
 
 def epoch_permutation(num_examples: int, seed: int, epoch: int) -> tf.Tensor:
     """The example order of an epoch: a stateless shuffle keyed by ``(seed, epoch)``."""

@@ -13,9 +13,32 @@ batch keeps the scheduled ratio. Pure Python: usable for validation before Tenso
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Callable
 
 from lrbs_tf.schedules import Constant, ScheduleError, grow_batch_instead, parse_schedule
+
+
+def epoch_batch_sizes(num_examples: int, size_at: Callable[[float], int] | int,
+                      epoch: int) -> list[int]:
+    """Batch sizes of epoch ``epoch`` (0-based): ``size_at(epoch + seen/num_examples)`` per batch.
+
+    >>> epoch_batch_sizes(10, 4, 0)
+    [4, 4, 2]
+    """
+    if isinstance(size_at, int):
+        full, rest = divmod(num_examples, int(size_at))
+        return [int(size_at)] * full + ([rest] if rest else [])
+    sizes, seen = [], 0
+    while seen < num_examples:
+        size = int(size_at(epoch + seen / num_examples))
+        if size <= 0:
+            raise ValueError(f"batch size schedule gave {size} at epoch "
+                             f"{epoch + seen / num_examples:g}")
+        size = min(size, num_examples - seen)
+        sizes.append(size)
+        seen += size
+    return sizes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,14 +57,9 @@ class TrainingPlan:
 
     def epoch(self, num_examples: int, epoch: int) -> tuple[list[int], list[float]]:
         """Batch sizes and η/S of every step of ``epoch``, each evaluated at the batch's start."""
-        sizes, ratios, seen = [], [], 0
-        while seen < num_examples:
-            t = epoch + seen / num_examples
-            size = min(self.batch_at(t), num_examples - seen)
-            sizes.append(size)
-            ratios.append(self.ratio_at(t))
-            seen += size
-        return sizes, ratios
+        sizes = epoch_batch_sizes(num_examples, self.batch_at, epoch)
+        starts = [0] + list(itertools.accumulate(sizes))[:-1]
+        return sizes, [self.ratio_at(epoch + seen / num_examples) for seen in starts]
 
     def describe(self) -> dict:
         out = {"batch_schedule": getattr(self.batch, "spec", repr(self.batch))}

@@ -68,9 +68,12 @@ def build_metrics(model: keras.Model, eval_ds) -> None:
 
 
 def fit_epoch(model: keras.Model, train_data: EpochData, sizes: list[int], epoch: int,
-              callbacks=(), validation_data=None, verbose: int = 1, ratios=None):
-    """Train one epoch (0-based ``epoch``) with the given batch sizes (and per-step η/S)."""
-    return model.fit(train_data.dataset(sizes, epoch, ratios=ratios),
+              callbacks=(), validation_data=None, verbose: int = 1, ratios=None,
+              skip_batches: int = 0):
+    """Train one epoch (0-based ``epoch``) with the given batch sizes (and per-step η/S),
+    starting at batch ``skip_batches`` (a resumed epoch)."""
+    return model.fit(train_data.dataset(sizes, epoch, skip_batches=skip_batches,
+                                        ratios=ratios),
                      validation_data=validation_data,
                      initial_epoch=epoch, epochs=epoch + 1, callbacks=list(callbacks),
                      verbose=verbose, shuffle=False)
@@ -343,10 +346,9 @@ class _Run:
             if skip >= len(sizes):  # stopped after the epoch's last step, before its record
                 logs = self.logs_from_checkpoint(metrics)
             else:
-                history = self.model.fit(
-                    self.train_data.dataset(sizes, epoch, skip_batches=skip, ratios=ratios),
-                    validation_data=self.val_ds, initial_epoch=epoch, epochs=epoch + 1,
-                    callbacks=callbacks + extra, verbose=1, shuffle=False)
+                history = fit_epoch(self.model, self.train_data, sizes, epoch,
+                                    callbacks + extra, validation_data=self.val_ds,
+                                    ratios=ratios, skip_batches=skip)
                 logs = {k: float(v[-1]) for k, v in history.history.items()}
             results["train_time"] += time.time() - tick
             record = {"epoch": epoch + 1, "steps": len(sizes),

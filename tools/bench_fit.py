@@ -40,7 +40,8 @@ def main():
     from lrbs_tf import callbacks as cb
     from lrbs_tf.data import load_fashion_mnist
     from lrbs_tf.models import build_model
-    from lrbs_tf.pipeline import EpochData, epoch_batch_sizes, eval_dataset
+    from lrbs_tf.pipeline import EpochData, eval_dataset
+    from lrbs_tf.plan import epoch_batch_sizes
     from lrbs_tf.optimizers import StepLog
     from lrbs_tf.train import build_metrics, compile_model, fit_epoch
 
