@@ -32,7 +32,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from lrbs_tf.cli import ArgumentParser, fail, format_table, quiet_tensorflow, reported_errors  # noqa: E402,E501
+from lrbs_tf.cli import (ArgumentParser, add_distribute_flags, distribute_kwargs,  # noqa: E402
+                         fail, format_table, quiet_tensorflow, reported_errors)
 from lrbs_tf.config import ConfigError, ProbeSettings, RunConfig  # noqa: E402
 
 PROG = "fig3_grid.py"
@@ -68,6 +69,7 @@ def parse(argv):
     p.add_argument("--logdir", default=None, help="default: runs/fig3-<preset>")
     p.add_argument("--connect-timeout", type=float, default=60,
                    help="distributed workers: seconds to wait for the chief")
+    add_distribute_flags(p)
     args = p.parse_args(argv)
     preset = dict(PRESETS[args.preset])
     try:
@@ -99,7 +101,7 @@ def parse(argv):
                              train_size=args.train_size, validation_size=args.validation_size,
                              data_dir=args.data_dir, logdir=args.logdir, probe=probe,
                              loss_target=preset["loss_target"],
-                             deterministic=args.deterministic)
+                             deterministic=args.deterministic, **distribute_kwargs(args))
             bases.append(base.validate())
     except (ConfigError, ValueError) as e:
         fail(PROG, e)

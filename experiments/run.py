@@ -27,7 +27,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from lrbs_tf.cli import ArgumentParser, fail, quiet_tensorflow, reported_errors  # noqa: E402
+from lrbs_tf.cli import (ArgumentParser, add_distribute_flags, distribute_kwargs,  # noqa: E402
+                         fail, quiet_tensorflow, reported_errors)
 from lrbs_tf.config import ConfigError, ProbeSettings, RunConfig, base_ratio  # noqa: E402
 from lrbs_tf.ratio import RatioError  # noqa: E402
 
@@ -91,6 +92,7 @@ def parse_args(argv=None):
     p.add_argument("--steps-per-execution", type=int,
                    help="train steps per tf.function call (default: about 512 examples per "
                         "call, at most 32 steps)")
+    add_distribute_flags(p)
     args = p.parse_args(argv)
     try:
         ratio = base_ratio(args.ratio, args.lr, args.batch_size, args.rescale, args.base,
@@ -106,7 +108,8 @@ def parse_args(argv=None):
             keep_ratio=args.keep_ratio, grow_batch=args.grow_batch,
             probe=probe_settings(args), probe_every=args.probe_every,
             deterministic=args.deterministic, checkpoint_steps=args.checkpoint_steps,
-            resume=args.resume, loss_target=args.loss_target, augment=args.augment).validate()
+            resume=args.resume, loss_target=args.loss_target, augment=args.augment,
+            **distribute_kwargs(args)).validate()
     except (RatioError, ConfigError) as e:
         fail(PROG, e)
     return config
@@ -152,8 +155,16 @@ def summary(results: dict, config: RunConfig) -> str:
         lines.append(f"noise      Tr C {probe['trace_c']:.4g}, |g|² {probe['grad_norm_sq']:.3g}, "
                      f"B_simple {probe['b_simple']:.4g} (on {probe['noise_num_examples']} "
                      f"examples, {probe['seconds']:.0f} s)")
-    lines += [f"folder     {run_dir}",
-              f"view       tensorboard --logdir {os.path.join(run_dir, 'tb')}"]
+    where = results.get("distribute")
+    if where and where["replicas"] > 1:
+        lines.append(f"devices    {where['strategy']}, {where['replicas']} replicas"
+                     + (f", task {where['task']}" if "task" in where else "")
+                     + f"; weights sha1 {results['weights_sha1'][:16]}")
+    if results.get("chief", True):
+        lines += [f"folder     {run_dir}",
+                  f"view       tensorboard --logdir {os.path.join(run_dir, 'tb')}"]
+    else:
+        lines.append(f"folder     written by the chief: {config.run_dir}")
     return "\n".join(lines)
 
 

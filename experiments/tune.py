@@ -25,7 +25,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from lrbs_tf.cli import ArgumentParser, fail, format_table, quiet_tensorflow, reported_errors  # noqa: E402,E501
+from lrbs_tf.cli import (ArgumentParser, add_distribute_flags, distribute_kwargs,  # noqa: E402
+                         fail, format_table, quiet_tensorflow, reported_errors)
 from lrbs_tf.config import ConfigError, ProbeSettings, RunConfig  # noqa: E402
 
 PROG = "tune.py"
@@ -58,6 +59,7 @@ def main(argv=None):
     p.add_argument("--probe", action="store_true", help="record λ_max, ‖H‖_F, B_simple per trial")
     p.add_argument("--logdir", default="runs/tune")
     p.add_argument("--connect-timeout", type=float, default=60)
+    add_distribute_flags(p)
     args = p.parse_args(argv)
     ratio_range = _floats(args.ratio_range, "--ratio-range", 2)
     lr_range = _floats(args.lr_range, "--lr-range", 2)
@@ -70,7 +72,7 @@ def main(argv=None):
                          validation_size=args.validation_size, data_dir=args.data_dir,
                          logdir=args.logdir,
                          probe=ProbeSettings(examples=2000, noise_examples=500)
-                         if args.probe else None).validate()
+                         if args.probe else None, **distribute_kwargs(args)).validate()
     except (ConfigError, ValueError) as e:
         fail(PROG, e)
     quiet_tensorflow()

@@ -9,6 +9,8 @@ import keras
 import tensorflow as tf
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
+from lrbs_tf import distribute
+
 
 class WrittenMarks:
     """The last step and epoch already written to a run's TensorBoard files (``tb/written.json``).
@@ -184,3 +186,16 @@ class RestoreMetrics(keras.callbacks.Callback):
         from lrbs_tf.checkpoint import restore_metrics
 
         restore_metrics(self.model, self.values)
+
+
+class Heartbeat(keras.callbacks.Callback):
+    """Tells the multi-worker watchdog (:mod:`lrbs_tf.distribute`) that steps complete."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        distribute.heartbeat("training")
+
+    def on_test_batch_end(self, batch, logs=None):
+        distribute.heartbeat("evaluating")
+
+    def on_epoch_end(self, epoch, logs=None):
+        distribute.heartbeat("between epochs")

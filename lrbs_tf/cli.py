@@ -43,13 +43,40 @@ def add_run_flags(parser, epochs: int, logdir: str) -> None:
                         help="TensorFlow op determinism (bitwise-repeatable runs)")
 
 
+    add_distribute_flags(parser)
+
+
+def add_distribute_flags(parser) -> None:
+    """``--strategy``, ``--devices``, ``--cpu-devices``, ``--peer-timeout`` (see
+    :mod:`lrbs_tf.distribute`)."""
+    g = parser.add_argument_group("devices (tf.distribute)")
+    g.add_argument("--strategy", default="auto",
+                   choices=("auto", "none", "mirrored", "multiworker"),
+                   help="auto: MirroredStrategy when more than one GPU is visible, else none; "
+                        "multiworker: MultiWorkerMirroredStrategy from TF_CONFIG (see "
+                        "tools/launch_workers.py)")
+    g.add_argument("--devices", help="devices for MirroredStrategy, e.g. /gpu:0,/gpu:1 "
+                   "(default: all GPUs, else all logical CPUs)")
+    g.add_argument("--cpu-devices", type=int, default=0, metavar="N",
+                   help="split the CPU into N logical devices (try multi-device code without "
+                        "GPUs)")
+    g.add_argument("--peer-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="multiworker: give up after this long without progress (a dead peer)")
+
+
+def distribute_kwargs(args) -> dict:
+    """RunConfig keyword arguments from the flags of :func:`add_distribute_flags`."""
+    return dict(strategy=args.strategy, devices=args.devices, cpu_devices=args.cpu_devices,
+                peer_timeout=args.peer_timeout)
+
+
 def run_kwargs(args) -> dict:
     """RunConfig keyword arguments from the flags of :func:`add_run_flags`."""
     return dict(epochs=args.epochs, seed=args.seed, model=args.model, width=args.width,
                 dataset=args.dataset, data_dir=args.data_dir, train_size=args.train_size,
                 validation_size=args.validation_size, logdir=args.logdir,
                 overwrite=args.overwrite, deterministic=args.deterministic,
-                augment=args.augment)
+                augment=args.augment, **distribute_kwargs(args))
 
 
 def percent(value) -> str:
@@ -68,18 +95,32 @@ def format_table(header, rows) -> str:
 def reported_errors(prog: str, logdir: str):
     """Turn the library's expected failures into one-line messages and exit statuses.
 
-    Bad data, a run folder holding something else, or a damaged checkpoint: status 2.
+    Bad data, a run folder holding something else, a damaged checkpoint or a strategy that
+    cannot be set up: status 2. A multi-worker peer lost: status 3.
     Ctrl-C: status 130 (the run's state is saved when training had started). An unwritable
     or full log directory: status 1.
     """
+    import tensorflow as tf
+
     from lrbs_tf.data import DataError
+    from lrbs_tf.distribute import PEER_LOST_EXIT, DistributeError
     from lrbs_tf.runio import RunFolderError
     from lrbs_tf.train import RunExistsError, RunInterrupted
 
     try:
         yield
-    except (DataError, RunExistsError, RunFolderError) as e:
+    except (DataError, RunExistsError, RunFolderError, DistributeError) as e:
         fail(prog, e)
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+            tf.errors.CancelledError, tf.errors.AbortedError) as e:
+        # what a collective raises when another worker died or never answered
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        telling = [ln for ln in lines if any(w in ln for w in (
+            "unhealthy", "crashed", "Error reported", "Deadline", "onnect", "timed out"))]
+        reason = (telling or lines or [type(e).__name__])[0]
+        fail(prog, f"lost contact with another worker ({type(e).__name__}: {reason[:300]}); "
+                   "start all workers again to resume from the chief's last checkpoint",
+             status=PEER_LOST_EXIT)
     except RunInterrupted as e:
         fail(prog, e, status=130)
     except KeyboardInterrupt:

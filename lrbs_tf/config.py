@@ -94,6 +94,11 @@ class RunConfig:
     resume: bool = False  # require an existing checkpoint to resume from
     loss_target: float | None = None  # stop once the epoch's training loss is at most this
     augment: bool = False  # 4-pixel shifts and horizontal flips (image datasets)
+    # Where it runs (not part of what is computed: a run may be resumed on other hardware).
+    strategy: str = "auto"  # auto | none | mirrored | multiworker (see lrbs_tf.distribute)
+    devices: str | None = None  # MirroredStrategy devices, e.g. "/gpu:0,/gpu:1"
+    cpu_devices: int = 0  # split the CPU into this many logical devices (0: leave it)
+    peer_timeout: float = 300.0  # multi-worker: seconds without progress before giving up
 
     def plan(self) -> TrainingPlan:
         """η, S and η/S over training (constant η/S when no schedule is given)."""
@@ -182,6 +187,13 @@ class RunConfig:
             raise ConfigError("--probe-every needs probe settings (--probe)")
         if self.probe is not None:
             self.probe.validate(self.num_train)
+        if self.strategy not in ("auto", "none", "mirrored", "multiworker"):
+            raise ConfigError(f"--strategy must be auto, none, mirrored or multiworker, "
+                              f"got {self.strategy!r}")
+        if self.cpu_devices < 0:
+            raise ConfigError(f"--cpu-devices must be >= 0, got {self.cpu_devices}")
+        if not self.peer_timeout > 0:
+            raise ConfigError(f"--peer-timeout must be positive, got {self.peer_timeout}")
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9._=+-]+", self.name):
             raise ConfigError(f"--name may hold letters, digits and ._=+- only, got {self.name!r}")
         return self

@@ -15,6 +15,9 @@ training examples. The subset is processed in batches whose results are averaged
   ``tools/bench_probes.py``) or ``"fr"`` (forward-over-reverse with ``ForwardAccumulator``).
 * The HVP and gradient are ``tf.function``s traced once per operator (vectors are flat, of a
   fixed length); ``trace_counts()`` reports it.
+* Under a ``tf.distribute`` strategy (the model's own, by default) the copy is mirrored and
+  the probe batches are dealt out to the replicas, whose partial sums are all-reduced: the
+  operator, and everything measured with it, is the same with 1 or N replicas.
 
 :func:`probe` runs the estimators of :mod:`lrbs_tf.spectral` on the operator and returns a dict
 with every setting, ready for ``results.json``.
@@ -29,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lrbs_tf import spectral
+from lrbs_tf import distribute, spectral
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,22 @@ def sparse_softmax_cross_entropy(y, logits):
                                                           logits=logits)
 
 
+class _SumMomentsBatchNorm(keras.layers.BatchNormalization):
+    """BatchNormalization whose batch statistics are E[x] and E[x²] − E[x]² of the batch it is
+    given, instead of tf.nn.moments: that one's stop_gradient on the mean inside the variance
+    leaves first derivatives right but makes every second derivative through the batch
+    statistics wrong. Never all-reduced across replicas: under a strategy each replica probes
+    whole batches of its own."""
+
+    def _moments(self, inputs, mask):
+        if mask is not None:
+            return super()._moments(inputs, mask)
+        axes = self._reduction_axes
+        mean = tf.reduce_mean(inputs, axis=axes)
+        variance = tf.reduce_mean(tf.square(inputs), axis=axes) - tf.square(mean)
+        return mean, tf.maximum(variance, tf.zeros_like(variance))
+
+
 def _probe_copy(model: keras.Model, dtype: str) -> keras.Model:
     """A functional copy without Dropout, computing in ``dtype``, with the same weights."""
     def clone(layer):
@@ -50,10 +69,8 @@ def _probe_copy(model: keras.Model, dtype: str) -> keras.Model:
         config = layer.get_config()
         config["dtype"] = dtype
         if isinstance(layer, keras.layers.BatchNormalization):
-            # Batch statistics through sums (E[x²] − E[x]²) instead of tf.nn.moments, whose
-            # stop_gradient on the mean inside the variance leaves first derivatives right but
-            # makes every second derivative through the batch statistics wrong.
-            config["synchronized"] = True
+            config["synchronized"] = False
+            return _SumMomentsBatchNorm.from_config(config)
         return layer.__class__.from_config(config)
 
     try:
@@ -78,11 +95,13 @@ class HessianOperator:
         dtype: ``"float32"`` or ``"float64"``.
         method: ``"rr"`` or ``"fr"``.
         loss: per-example loss ``fn(y, outputs)``; default softmax cross-entropy on logits.
+        strategy: a ``tf.distribute`` strategy, None for one device, or ``"auto"``: the
+            model's (the strategy in whose scope it was built).
     """
 
     def __init__(self, model: keras.Model, x, y, batch_size: int = 1000,
                  bn_mode: str = "inference", dtype: str = "float32", method: str = "rr",
-                 loss=None):
+                 loss=None, strategy="auto"):
         if bn_mode not in BN_MODES:
             raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
         if dtype not in ("float32", "float64"):
@@ -98,7 +117,9 @@ class HessianOperator:
         self.batch_size = int(batch_size)
         self.loss = loss or sparse_softmax_cross_entropy
         self.num_examples = len(x)
-        self.copy = _probe_copy(model, dtype)
+        self.strategy = distribute.model_strategy(model) if strategy == "auto" else strategy
+        with distribute.scope(self.strategy):
+            self.copy = _probe_copy(model, dtype)
         self.refresh()
         self.params = [v.value for v in self.copy.trainable_variables]
         self.state = [v.value for v in self.copy.non_trainable_variables]
@@ -124,6 +145,7 @@ class HessianOperator:
         return {"num_examples": self.num_examples, "batch_size": self.batch_size,
                 "bn_mode": self.bn_mode, "dtype": self.dtype, "method": self.method,
                 "num_parameters": self.dim, "dropout": "off",
+                "replicas": distribute.replicas(self.strategy),
                 "loss": getattr(self.loss, "__name__", repr(self.loss))}
 
     def refresh(self) -> None:
@@ -158,12 +180,33 @@ class HessianOperator:
 
     def _weighted_sum(self, per_batch):
         """Σ_b (n_b / N) · per_batch(x_b, y_b) for functions returning a list of tensors."""
-        total = [tf.zeros(s, self.dtype) for s in self.shapes]
-        for i in tf.range(tf.size(self.batch_starts)):
-            x, y, size = self._batch(i)
-            weight = tf.cast(size, self.dtype) / self.num_examples
-            total = [t + weight * r for t, r in zip(total, per_batch(x, y))]
-        return total
+        def partial(replica, replicas):
+            total = [tf.zeros(s, self.dtype) for s in self.shapes]
+            for i in tf.range(replica, tf.size(self.batch_starts), replicas):
+                x, y, size = self._batch(i)
+                weight = tf.cast(size, self.dtype) / self.num_examples
+                total = [t + weight * r for t, r in zip(total, per_batch(x, y))]
+            return total
+
+        return self.replica_sum(partial)
+
+    def replica_sum(self, partial):
+        """``partial(replica, replicas)`` summed over the replicas (in a ``tf.function``).
+
+        ``partial`` returns a list of tensors for its share of the work (e.g. batches
+        ``replica, replica + replicas, …``); without a strategy it is ``partial(0, 1)``.
+        """
+        if self.strategy is None:
+            return partial(0, 1)
+
+        def on_replica():
+            ctx = tf.distribute.get_replica_context()
+            share = partial(tf.cast(ctx.replica_id_in_sync_group, tf.int32),
+                            ctx.num_replicas_in_sync)
+            return ctx.all_reduce(tf.distribute.ReduceOp.SUM, share)
+
+        out = self.strategy.run(on_replica)
+        return [self.strategy.experimental_local_results(t)[0] for t in out]
 
     def _hvp_impl(self, flat_v):
         v = self._split(flat_v)
@@ -187,9 +230,10 @@ class HessianOperator:
         return self._flat(self._weighted_sum(rr if self.method == "rr" else fr))
 
     def _grad_impl(self, flat_delta):
-        shifted = [p + d for p, d in zip(self.params, self._split(flat_delta))]
+        delta = self._split(flat_delta)
 
         def grad(x, y):
+            shifted = [p + d for p, d in zip(self.params, delta)]  # this replica's copy
             with tf.GradientTape() as tape:
                 tape.watch(shifted)
                 loss = self._batch_loss(shifted, x, y)
@@ -201,11 +245,13 @@ class HessianOperator:
     def matvec(self, v: np.ndarray) -> np.ndarray:
         """H v for a flat numpy vector (float64 out)."""
         self.matvecs += 1
+        distribute.heartbeat("computing Hessian-vector products")
         return self._hvp(tf.constant(v, self.dtype)).numpy().astype(np.float64)
 
     def gradient(self, delta: np.ndarray | None = None) -> np.ndarray:
         """∇L at θ + delta (flat, float64); θ itself when ``delta`` is None."""
         delta = np.zeros(self.dim) if delta is None else delta
+        distribute.heartbeat("computing gradients for the probes")
         return self._grad(tf.constant(delta, self.dtype)).numpy().astype(np.float64)
 
     def loss_value(self) -> float:

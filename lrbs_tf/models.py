@@ -29,13 +29,23 @@ def register_model(name: str):
 
 
 def build_model(name: str, input_shape, num_classes: int, seed: int | None = None,
-                **options) -> keras.Model:
-    """Build registered model ``name``; ``seed`` makes the initial weights reproducible."""
+                synchronized_bn: bool = False, **options) -> keras.Model:
+    """Build registered model ``name``; ``seed`` makes the initial weights reproducible.
+
+    ``synchronized_bn`` makes every BatchNormalization layer compute its batch statistics over
+    the global batch under a ``tf.distribute`` strategy (as one device would), instead of per
+    replica.
+    """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    return MODELS[name](tuple(input_shape), num_classes, **options)
+    model = MODELS[name](tuple(input_shape), num_classes, **options)
+    if synchronized_bn:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True
+    return model
 
 
 @register_model("mlp")

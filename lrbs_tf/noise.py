@@ -37,9 +37,14 @@ class PerExampleGradients:
         if op.num_examples < 2 * self.microbatch:
             raise ValueError(f"need at least two micro-batches of {self.microbatch} examples, "
                              f"have {op.num_examples} examples")
-        spec_x = tf.TensorSpec([None, self.microbatch] + list(op.x.shape[1:]), op.x.dtype)
-        spec_y = tf.TensorSpec([None, self.microbatch] + list(op.y.shape[1:]), op.y.dtype)
+        m = self.microbatch
+        self.count = op.num_examples // m  # micro-batches used (a partial one is dropped)
+        self.xs = tf.reshape(op.x[:self.count * m], [-1, m] + list(op.x.shape[1:]))
+        self.ys = tf.reshape(op.y[:self.count * m], [-1, m] + list(op.y.shape[1:]))
+        spec_x = tf.TensorSpec([None, m] + list(op.x.shape[1:]), op.x.dtype)
+        spec_y = tf.TensorSpec([None, m] + list(op.y.shape[1:]), op.y.dtype)
         self._fn = tf.function(self._grads, input_signature=[spec_x, spec_y])
+        self._moments = tf.function(self._moments_impl)
 
     def _grads(self, xs, ys):
         op = self.op
@@ -54,27 +59,38 @@ class PerExampleGradients:
 
         return tf.vectorized_map(one, (xs, ys))
 
+    def _moments_impl(self):
+        chunk, chunks = self.chunk, -(-self.count // self.chunk)
+
+        def partial(replica, replicas):
+            total = tf.zeros([self.op.dim], tf.float64)
+            sq = tf.zeros([], tf.float64)
+            for c in tf.range(replica, chunks, replicas):
+                g = tf.cast(self._grads(self.xs[c * chunk:(c + 1) * chunk],
+                                        self.ys[c * chunk:(c + 1) * chunk]), tf.float64)
+                total += tf.reduce_sum(g, axis=0)
+                sq += tf.reduce_sum(g * g)
+            return [total, sq]
+
+        return self.op.replica_sum(partial)
+
+    def moments(self) -> tuple[np.ndarray, float]:
+        """``(Σ g_i, Σ ‖g_i‖²)`` over the micro-batches in float64, split over the replicas."""
+        total, sq = self._moments()
+        return total.numpy(), float(sq)
+
     def batches(self):
         """Yield arrays of flat gradients (micro-batches × parameters), ``chunk`` at a time."""
-        op, m = self.op, self.microbatch
-        usable = (op.num_examples // m) * m
-        x = tf.reshape(op.x[:usable], [-1, m] + list(op.x.shape[1:]))
-        y = tf.reshape(op.y[:usable], [-1, m] + list(op.y.shape[1:]))
-        for start in range(0, int(x.shape[0]), self.chunk):
-            yield self._fn(x[start:start + self.chunk], y[start:start + self.chunk]).numpy()
+        for start in range(0, self.count, self.chunk):
+            yield self._fn(self.xs[start:start + self.chunk],
+                           self.ys[start:start + self.chunk]).numpy()
 
 
 def gradient_noise(op: HessianOperator, microbatch: int = 1, chunk: int = 64) -> dict:
     """Tr C, ‖g‖² and B_simple from per-example gradients over the operator's examples."""
     per = PerExampleGradients(op, microbatch, chunk)
-    total = np.zeros(op.dim)
-    sq_norms = 0.0
-    count = 0
-    for grads in per.batches():
-        grads = grads.astype(np.float64)
-        total += grads.sum(axis=0)
-        sq_norms += float(np.sum(grads ** 2))
-        count += len(grads)
+    total, sq_norms = per.moments()
+    count = per.count
     mean = total / count
     mean_sq = float(mean @ mean)
     cov_trace = (sq_norms / count - mean_sq) * microbatch  # per-example C

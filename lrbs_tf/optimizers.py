@@ -7,17 +7,21 @@ exact for every batch, including a ragged last batch, a scheduled batch size, or
 unevenly over replicas (the batch size is all-reduced, see :func:`global_batch_size`).
 
 The batch size must be fed every step by the model's ``train_step``: :class:`RatioModel` (or the
-:class:`RatioTrainStep` mixin for subclassed models) does that and also puts ``lr``,
-``batch_size`` and ``ratio`` into the step logs. Compiling the optimizer into a model that does
-not feed it raises a clear error when the train step is traced.
+:class:`RatioTrainStep` mixin for subclassed models) does that, reduces the loss exactly over
+replicas, and records ``lr``, ``batch_size`` and ``ratio`` of every step in a :class:`StepLog`.
+Compiling the optimizer into a model that does not feed it raises a clear error when the train
+step is traced.
 """
 from __future__ import annotations
 
+import threading
+
 import keras
 import tensorflow as tf
+from keras.src.losses.loss import unscale_loss_for_distribution
 
 __all__ = ["RatioScaledOptimizer", "RatioModel", "RatioTrainStep", "StepLog",
-           "global_batch_size", "as_ratio_model"]
+           "global_batch_size", "as_ratio_model", "split_step_ratio", "RATIO_KEY"]
 
 
 def global_batch_size(x) -> tf.Tensor:
@@ -63,7 +67,8 @@ class RatioScaledOptimizer(keras.optimizers.Optimizer):
         super().__init__(learning_rate=0.0, name=name)
         self.inner_optimizer = inner_optimizer
         self.initial_ratio = float(ratio)
-        self._step_fed = False
+        # Per thread: under a strategy each replica's step is traced in its own thread.
+        self._fed = threading.local()
 
     def build(self, var_list):
         if self.built:
@@ -86,19 +91,19 @@ class RatioScaledOptimizer(keras.optimizers.Optimizer):
         self.batch_size.assign(tf.cast(batch_size, tf.float32))
         if ratio is not None:
             self.ratio.assign(tf.cast(ratio, tf.float32))
-        self._step_fed = True
+        self._fed.step = True
 
     def apply(self, grads, trainable_variables=None):
         if not self.built:
             with keras.name_scope(self.name, caller=self):
                 self.build(trainable_variables)
             self.built = True
-        if not self._step_fed:
+        if not getattr(self._fed, "step", False):
             raise ValueError(
                 "RatioScaledOptimizer needs the global batch size of every step: train with "
                 "lrbs_tf.optimizers.RatioModel (as_ratio_model(model)) or the RatioTrainStep "
                 "mixin, or call optimizer.set_step(batch_size) before apply()")
-        self._step_fed = False
+        self._fed.step = False
         self.inner_optimizer.learning_rate.assign(self.ratio * self.batch_size)
         return self.inner_optimizer.apply(grads, trainable_variables)
 
@@ -139,25 +144,36 @@ class StepLog:
     The train step writes row ``count % capacity`` of a variable, so nothing leaves the graph
     per step (Keras stays asynchronous, and it works with XLA and ``steps_per_execution``);
     :class:`lrbs_tf.callbacks.StepScalars` drains it to TensorBoard at the end of each epoch.
-    Not a Keras weight: it is not saved with the model.
+    Not a Keras weight: it is not saved with the model. Create it inside the strategy's scope
+    when training under one; the first replica's row is kept (all replicas record the same,
+    all-reduced values).
     """
 
     FIELDS = ("loss", "batch_size", "lr", "ratio")
 
     def __init__(self, capacity: int):
         self.capacity = int(capacity)
+        self.distributed = tf.distribute.has_strategy()
+        kwargs = dict(trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         with tf.init_scope():
-            self.rows = tf.Variable(tf.zeros([self.capacity, len(self.FIELDS)]), trainable=False,
-                                    name="step_log_rows")
-            self.steps = tf.Variable(tf.zeros([self.capacity], tf.int64), trainable=False,
-                                     name="step_log_steps")
-            self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_log_count")
+            self.rows = tf.Variable(tf.zeros([self.capacity, len(self.FIELDS)]),
+                                    name="step_log_rows", **kwargs)
+            self.steps = tf.Variable(tf.zeros([self.capacity], tf.int64), name="step_log_steps",
+                                     **kwargs)
+            self.count = tf.Variable(tf.constant(0, tf.int64), name="step_log_count", **kwargs)
 
     def record(self, step, values) -> None:
         i = self.count % self.capacity
-        self.rows.scatter_nd_update([[i]], [tf.stack([tf.cast(v, tf.float32) for v in values])])
-        self.steps.scatter_nd_update([[i]], [tf.cast(step, tf.int64)])
-        self.count.assign_add(1)
+        row = tf.stack([tf.cast(v, tf.float32) for v in values])
+        step = tf.cast(step, tf.int64)
+        if self.distributed:  # mirrored variables take assign, not scatter, in a replica
+            self.rows.assign(tf.tensor_scatter_nd_update(self.rows, [[i]], [row]))
+            self.steps.assign(tf.tensor_scatter_nd_update(self.steps, [[i]], [step]))
+            self.count.assign(self.count + 1)
+        else:
+            self.rows.scatter_nd_update([[i]], [row])
+            self.steps.scatter_nd_update([[i]], [step])
+            self.count.assign_add(1)
 
     def drain(self):
         """Return ``(steps, rows, lost)`` recorded since the last drain and reset the log."""
@@ -172,28 +188,49 @@ class StepLog:
         return steps[:kept], rows[:kept], n - kept
 
 
-class RatioTrainStep:
-    """Mixin for ``keras.Model`` subclasses: feeds the global batch size to the optimizer.
+RATIO_KEY = "lrbs_ratio"
 
-    A dataset element may carry a third item, a scalar η/S for that step (how ratio schedules
-    reach the optimizer exactly, whatever ``steps_per_execution``); sample weights are then not
-    supported. Logs gain ``lr`` (applied η), ``batch_size`` (global S) and ``ratio``. With a
-    :class:`StepLog` attached (``model.step_log = StepLog(n)``) every step is also recorded.
+
+def split_step_ratio(data):
+    """``(data, ratio)``: a dataset element without its per-step η/S, and that η/S (or None).
+
+    The η/S of a step rides as a third item, either a scalar or ``{RATIO_KEY: vector}`` with one
+    copy per example (the form a ``tf.distribute`` strategy can split across replicas).
+    """
+    if isinstance(data, tuple) and len(data) == 3:
+        extra = data[2]
+        if isinstance(extra, dict) and set(extra) == {RATIO_KEY}:
+            return data[:2], extra[RATIO_KEY]
+        if getattr(getattr(extra, "shape", None), "rank", None) == 0:
+            return data[:2], extra
+    return data, None
+
+
+class RatioTrainStep:
+    """Mixin for ``keras.Model`` subclasses: the ratio-aware, replica-exact train step.
+
+    Every step it feeds the global batch size (summed over replicas) and, if the dataset carries
+    it (:func:`split_step_ratio`), the step's η/S to the :class:`RatioScaledOptimizer`; sample
+    weights are then not supported. The loss differentiated is Σ(per-example loss) / global
+    batch on every replica count (Keras' own step averages per-replica means, which is not the
+    same when a batch splits unevenly, 65 + 64). The returned logs are the compiled metrics, so
+    Keras' epoch logs are read from the metric variables across all replicas. With a
+    :class:`StepLog` attached (``model.step_log = StepLog(n)``) every step's loss (over the
+    global batch), S, η and η/S are recorded.
     """
 
     step_log = None
 
-    def compute_loss(self, *args, **kwargs):
-        loss = super().compute_loss(*args, **kwargs)
-        self._lrbs_batch_loss = loss  # the loss of this batch, read back by train_step
-        return loss
-
     def train_step(self, data):
-        step_ratio = None
-        if isinstance(data, tuple) and len(data) == 3 and data[2].shape.rank == 0:
-            data, step_ratio = data[:2], data[2]
-        x = keras.utils.unpack_x_y_sample_weight(data)[0]
+        data, step_ratio = split_step_ratio(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+        local = tf.shape(tf.nest.flatten(x)[0])[0]
         batch = global_batch_size(x)
+        if step_ratio is not None and step_ratio.shape.rank:
+            # One copy per example; every replica holds at least one (see plan.epoch_batch_sizes)
+            step_ratio = tf.reduce_max(step_ratio)
         optimizer = self.optimizer
         if isinstance(optimizer, RatioScaledOptimizer):
             if not optimizer.built:  # building here costs a second trace: pre-build to avoid it
@@ -201,15 +238,52 @@ class RatioTrainStep:
             optimizer.set_step(batch, step_ratio)
         elif step_ratio is not None:
             raise ValueError("a per-step ratio needs a RatioScaledOptimizer")
-        logs = super().train_step(data)
-        lr = tf.convert_to_tensor(optimizer.learning_rate)
-        ratio = (tf.convert_to_tensor(optimizer.ratio)
-                 if isinstance(optimizer, RatioScaledOptimizer) else lr / batch)
-        logs.update(lr=lr, batch_size=batch, ratio=ratio)
+
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True) if self._call_has_training_arg else self(x)
+            loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                      training=True)
+            local_loss = unscale_loss_for_distribution(loss)  # mean over this replica's batch
+            self._loss_tracker.update_state(local_loss, sample_weight=local)
+            if replicas > 1:  # this replica's share of Σ(per-example loss) / global batch
+                loss = local_loss * tf.cast(tf.cast(local, tf.float32) / batch, loss.dtype)
+            loss = optimizer.scale_loss(loss)
+        weights = self.trainable_weights
+        optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         if self.step_log is not None:
-            self.step_log.record(optimizer.iterations,
-                                 (self._lrbs_batch_loss, batch, lr, ratio))
+            batch_loss = tf.cast(local_loss, tf.float32)
+            if replicas > 1:
+                batch_loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                                            batch_loss * tf.cast(local, tf.float32)) / batch
+            lr = tf.convert_to_tensor(optimizer.learning_rate)
+            ratio = (tf.convert_to_tensor(optimizer.ratio)
+                     if isinstance(optimizer, RatioScaledOptimizer) else lr / batch)
+            self.step_log.record(optimizer.iterations, (batch_loss, batch, lr, ratio))
         return logs
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras builds the model from the first batch before ``fit``/``evaluate`` under a
+        strategy, averaging that batch over the replicas, which fails when it splits unevenly
+        (keras-team/keras#19246) or across workers (keras-team/keras#20585). The first
+        replica's part has the same shapes and dtypes: build from it instead."""
+        strategy = getattr(self, "_distribute_strategy", None)
+        if strategy is None:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = next(it)
+                break
+
+        def first_replica(value):
+            if isinstance(value, tf.distribute.DistributedValues):
+                return strategy.experimental_local_results(value)[0]
+            return value
+
+        if data_batch is not None:
+            data_batch = split_step_ratio(tf.nest.map_structure(first_replica, data_batch))[0]
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
 
 
 @keras.saving.register_keras_serializable(package="lrbs_tf")

@@ -11,6 +11,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from lrbs_tf.distribute import data_options
+from lrbs_tf.optimizers import RATIO_KEY
+
+
 def epoch_permutation(num_examples: int, seed: int, epoch: int) -> tf.Tensor:
     """The example order of an epoch: a stateless shuffle keyed by ``(seed, epoch)``."""
     return tf.random.experimental.stateless_shuffle(
@@ -34,8 +38,10 @@ class EpochData:
                 ratios: list[float] | None = None) -> tf.data.Dataset:
         """Batches of epoch ``epoch`` with the given sizes, starting at batch ``skip_batches``.
 
-        With ``ratios`` (one η/S per batch) elements are ``(x, y, ratio)``: the model's train
-        step hands the ratio to the :class:`~lrbs_tf.optimizers.RatioScaledOptimizer`.
+        With ``ratios`` (one η/S per batch) elements are ``(x, y, {RATIO_KEY: ratios})``, the
+        step's η/S repeated per example so that a ``tf.distribute`` strategy can split it with
+        the batch; the model's train step hands it to the
+        :class:`~lrbs_tf.optimizers.RatioScaledOptimizer`.
         """
         if sum(sizes) != self.num_examples:
             raise ValueError(f"batch sizes sum to {sum(sizes)}, not {self.num_examples}")
@@ -53,7 +59,9 @@ class EpochData:
             if augment:
                 images = shift_and_flip(images, tf.stack([tf.constant(seed, tf.int64) * 100003
                                                           + epoch, start]))
-            return (images, tf.gather(y, idx)) + ratio
+            if ratio:
+                return images, tf.gather(y, idx), {RATIO_KEY: tf.fill([size], ratio[0])}
+            return images, tf.gather(y, idx)
 
         columns = (starts, np.asarray(sizes, np.int64))
         if ratios is not None:
@@ -61,8 +69,8 @@ class EpochData:
                 raise ValueError(f"{len(ratios)} ratios for {len(sizes)} batches")
             columns += (np.asarray(ratios, np.float32),)
         ds = tf.data.Dataset.from_tensor_slices(columns).skip(skip_batches)
-        return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE,
-                      deterministic=True).prefetch(tf.data.AUTOTUNE)
+        ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.prefetch(tf.data.AUTOTUNE).with_options(data_options())
 
 
 def shift_and_flip(images, seed, pad: int = 4):
@@ -87,4 +95,5 @@ def shift_and_flip(images, seed, pad: int = 4):
 
 def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> tf.data.Dataset:
     """Fixed-order, fixed-size batches for evaluation."""
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(data_options())

@@ -20,12 +20,25 @@ from lrbs_tf.schedules import Constant, ScheduleError, grow_batch_instead, parse
 
 
 def epoch_batch_sizes(num_examples: int, size_at: Callable[[float], int] | int,
-                      epoch: int) -> list[int]:
+                      epoch: int, min_batch: int = 1) -> list[int]:
     """Batch sizes of epoch ``epoch`` (0-based): ``size_at(epoch + seen/num_examples)`` per batch.
+
+    A last batch smaller than ``min_batch`` joins the one before it (under a ``tf.distribute``
+    strategy every replica needs at least one example: an empty replica batch gives
+    BatchNormalization NaNs).
 
     >>> epoch_batch_sizes(10, 4, 0)
     [4, 4, 2]
+    >>> epoch_batch_sizes(9, 4, 0, min_batch=2)
+    [4, 5]
     """
+    sizes = _raw_sizes(num_examples, size_at, epoch)
+    if len(sizes) > 1 and sizes[-1] < min_batch:
+        sizes[-2:] = [sizes[-2] + sizes[-1]]
+    return sizes
+
+
+def _raw_sizes(num_examples, size_at, epoch) -> list[int]:
     if isinstance(size_at, int):
         full, rest = divmod(num_examples, int(size_at))
         return [int(size_at)] * full + ([rest] if rest else [])
@@ -55,9 +68,11 @@ class TrainingPlan:
             return float(self.ratio(t))
         return float(self.lr(t)) / self.batch_at(t)
 
-    def epoch(self, num_examples: int, epoch: int) -> tuple[list[int], list[float]]:
-        """Batch sizes and η/S of every step of ``epoch``, each evaluated at the batch's start."""
-        sizes = epoch_batch_sizes(num_examples, self.batch_at, epoch)
+    def epoch(self, num_examples: int, epoch: int,
+              min_batch: int = 1) -> tuple[list[int], list[float]]:
+        """Batch sizes and η/S of every step of ``epoch``, each evaluated at the batch's start;
+        a last batch under ``min_batch`` examples joins the one before it."""
+        sizes = epoch_batch_sizes(num_examples, self.batch_at, epoch, min_batch)
         starts = [0] + list(itertools.accumulate(sizes))[:-1]
         return sizes, [self.ratio_at(epoch + seen / num_examples) for seen in starts]
 

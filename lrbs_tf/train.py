@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 import time
 
 import keras
@@ -24,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from lrbs_tf import callbacks as cb
-from lrbs_tf import checkpoint, runio
+from lrbs_tf import checkpoint, distribute, runio
 from lrbs_tf.config import RunConfig
 from lrbs_tf.data import load_dataset
 from lrbs_tf.models import build_model
@@ -109,7 +110,8 @@ def _steps_per_execution(config: RunConfig, plans) -> int:
 def _same_settings(saved: dict, config: RunConfig) -> bool:
     """Does a saved ``config.json`` describe ``config``? Settings added to RunConfig after the
     run was saved count as equal when they hold their default value."""
-    skip = {"overwrite", "resume", "logdir"}
+    skip = {"overwrite", "resume", "logdir", "strategy", "devices", "cpu_devices",
+            "peer_timeout"}
     now = runio._clean(config.to_dict())
     defaults = runio._clean(dataclasses.asdict(RunConfig(lr=1.0, batch_size=1)))
     for key, value in now.items():
@@ -121,6 +123,22 @@ def _same_settings(saved: dict, config: RunConfig) -> bool:
         elif key not in defaults or defaults[key] != value:
             return False
     return True
+
+
+def _peek_run_dir(config: RunConfig) -> str:
+    """What a multi-worker non-chief finds in the chief's run folder, without touching it:
+    ``fresh``, ``resume`` or ``finished`` (the chief makes the same decision)."""
+    run_dir = config.run_dir
+    config_path = os.path.join(run_dir, "config.json")
+    if config.overwrite or not os.path.exists(config_path):
+        return "fresh"
+    if not _same_settings(runio.read_json(config_path).get("config", {}), config):
+        raise RunExistsError(f"{run_dir} holds a run with other settings")
+    results_path = os.path.join(run_dir, "results.json")
+    status = runio.read_json(results_path).get("status") if os.path.exists(results_path) else None
+    if status in ("finished", "diverged"):
+        return "finished"
+    return "resume" if os.path.exists(os.path.join(run_dir, "ckpt", checkpoint.STATE)) else "fresh"
 
 
 def _prepare_run_dir(config: RunConfig) -> tuple[str, str]:
@@ -196,30 +214,58 @@ def train(config: RunConfig, callbacks=(), model: keras.Model | None = None) -> 
     name it, since resuming and probing a saved run rebuild from the config.
     """
     config.validate()
+    if config.cpu_devices:
+        distribute.split_cpu(config.cpu_devices)
+    strategy = distribute.make_strategy(config.strategy, config.devices, config.peer_timeout)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     data = load_dataset(config.dataset, data_dir=config.data_dir,
                         validation_size=config.val_size, train_size=config.train_size,
                         seed=config.seed)
-    run_dir, mode = _prepare_run_dir(config)
+    if distribute.is_chief(strategy):
+        run_dir, mode = _prepare_run_dir(config)
+        load_dir = run_dir
+    else:  # same steps (collectives must match) but writes go to a scratch folder
+        mode, load_dir = _peek_run_dir(config), config.run_dir
+        run_dir = tempfile.mkdtemp(prefix="lrbs-worker-")
     if mode == "finished":
-        log.info("%s is already finished", run_dir)
-        return runio.read_json(os.path.join(run_dir, "results.json"))
-    return _Run(config, data, run_dir, list(callbacks), model).go(resume=mode == "resume")
+        log.info("%s is already finished", config.run_dir)
+        return runio.read_json(os.path.join(config.run_dir, "results.json"))
+    run = _Run(config, data, run_dir, list(callbacks), model, strategy)
+    try:
+        results = run.go(resume=mode == "resume", load_dir=load_dir)
+        return results if run.chief else dict(results, chief=False)
+    finally:
+        if not run.chief:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 class _Run:
     """One run between epochs: model, data, writers, results so far (see :func:`train`)."""
 
-    def __init__(self, config: RunConfig, data, run_dir: str, extra_callbacks=(), model=None):
+    def __init__(self, config: RunConfig, data, run_dir: str, extra_callbacks=(), model=None,
+                 strategy=None):
         self.config, self.data, self.run_dir = config, data, run_dir
         self.given_model = model
         self.extra_callbacks = list(extra_callbacks)
+        self.strategy = strategy
+        self.chief = distribute.is_chief(strategy)
+        replicas = distribute.replicas(strategy)
         self.plan = config.plan()
-        self.plans = [self.plan.epoch(len(data.train), e) for e in range(config.epochs)]
+        self.plans = [self.plan.epoch(len(data.train), e, min_batch=replicas)
+                      for e in range(config.epochs)]
+        smallest = min(min(sizes) for sizes, _ in self.plans)
+        if smallest < replicas:
+            raise ValueError(f"the batch-size schedule reaches {smallest}, fewer examples than "
+                             f"the {replicas} replicas: every replica needs at least one")
         self.jit = _use_jit(config, self.plans) and not config.deterministic
         self.spe = _steps_per_execution(config, self.plans)
+        if strategy is not None:  # both fail under a strategy in Keras 3 (keras#19246)
+            if config.jit_compile == "on" or (config.steps_per_execution or 1) > 1:
+                log.warning("XLA and steps_per_execution > 1 are off under %s",
+                            type(strategy).__name__)
+            self.jit, self.spe = False, 1
         self.results_path = os.path.join(run_dir, "results.json")
         self.ckpt_dir = os.path.join(run_dir, "ckpt")
         self.epoch = 0
@@ -239,19 +285,30 @@ class _Run:
                 "not deterministic: TensorFlow may choose non-deterministic kernels; use "
                 "--deterministic for bitwise-repeatable runs"),
             "data": self.data.info,
+            "distribute": distribute.describe(self.strategy),
             "versions": runio.versions(),
         })
 
     def build(self):
         config, data = self.config, self.data
         options = {"width": config.width} if config.model == "mlp" else {}
-        model = self.given_model or build_model(config.model, data.train.x.shape[1:],
-                                                data.num_classes, seed=config.seed, **options)
-        compile_model(model, self.plans[0][1][0], config.momentum, self.jit, self.spe)
-        self.val_ds = eval_dataset(data.validation.x, data.validation.y, config.eval_batch_size)
-        self.test_ds = eval_dataset(data.test.x, data.test.y, config.eval_batch_size)
-        build_metrics(model, self.val_ds)
-        model.step_log = StepLog(max(len(sizes) for sizes, _ in self.plans))
+        if self.strategy is not None:
+            options["synchronized_bn"] = True  # batch statistics over the global batch
+            if self.given_model is not None and (distribute.model_strategy(self.given_model)
+                                                 is not self.strategy):
+                raise ValueError(f"the model was not built in the scope of the run's "
+                                 f"{type(self.strategy).__name__}: build it inside "
+                                 "lrbs_tf.distribute.make_strategy(...).scope()")
+        with distribute.scope(self.strategy):
+            model = self.given_model or build_model(config.model, data.train.x.shape[1:],
+                                                    data.num_classes, seed=config.seed,
+                                                    **options)
+            compile_model(model, self.plans[0][1][0], config.momentum, self.jit, self.spe)
+            self.val_ds = eval_dataset(data.validation.x, data.validation.y,
+                                       config.eval_batch_size)
+            self.test_ds = eval_dataset(data.test.x, data.test.y, config.eval_batch_size)
+            build_metrics(model, self.val_ds)
+            model.step_log = StepLog(max(len(sizes) for sizes, _ in self.plans))
         self.model = model
         self.train_data = EpochData(data.train.x, data.train.y, seed=config.seed,
                                     augment=config.augment)
@@ -266,6 +323,8 @@ class _Run:
         self.stop = cb.StopOnNonFinite()
         out = [cb.EpochProgbar(config.epochs), self.step_scalars, self.stop,
                *self.extra_callbacks]
+        if distribute.is_multiworker(self.strategy):
+            out.append(cb.Heartbeat())
         if config.checkpoint_steps:
             out.append(cb.CheckpointEvery(config.checkpoint_steps, self.save_position))
         self.prober = None
@@ -281,20 +340,35 @@ class _Run:
                 out.append(every)
         return out
 
-    def go(self, resume: bool) -> dict:
+    def go(self, resume: bool, load_dir: str | None = None) -> dict:
+        try:
+            distribute.heartbeat("building the model")
+            return self._go(resume, load_dir)
+        finally:
+            distribute.pause_watchdog()
+
+    def _go(self, resume: bool, load_dir: str | None) -> dict:
         self.build()
-        state = checkpoint.load(self.ckpt_dir, self.model) if resume else None
+        load_from = os.path.join(load_dir or self.run_dir, "ckpt")
+        state = checkpoint.load(load_from, self.model) if resume else None
         if state is None:
             self.write_config()
             self.results = {"status": "running", "run_dir": os.path.abspath(self.run_dir),
+                            "distribute": distribute.describe(self.strategy),
                             "epochs": [], "diverged": False, "diverged_epoch": None,
                             "train_time": 0.0, "resumed": 0}
             epoch, batch, metrics = 0, 0, None
         else:
-            self.results = dict(state["results"], status="running")
+            self.results = dict(state["results"], status="running",
+                                distribute=distribute.describe(self.strategy))
             self.results["resumed"] = self.results.get("resumed", 0) + 1
             epoch, batch, metrics = state["epoch"], state["batch"], state["metrics"]
             log.info("resuming %s at epoch %d, batch %d", self.run_dir, epoch + 1, batch)
+        if distribute.is_multiworker(self.strategy):
+            distribute.check_workers_agree(
+                self.strategy, [epoch, batch, sum(float(np.sum(w.numpy(), dtype=np.float64))
+                                                  for w in self.model.weights)],
+                "where the run starts (epoch, step and weights)")
         self.wall_before = self.results.get("wall_time", 0.0)
         runio.write_json(self.results_path, self.results)
         callbacks = self.callbacks()

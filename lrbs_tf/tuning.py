@@ -26,6 +26,7 @@ import keras_tuner as kt
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
+from lrbs_tf import distribute
 from lrbs_tf.config import INPUT_SHAPES, RunConfig
 from lrbs_tf.models import build_model
 from lrbs_tf.train import train
@@ -79,8 +80,13 @@ class RatioHyperModel(kt.HyperModel):
     def build(self, hp):
         config = self.config_for(hp)
         options = {"width": config.width} if config.model == "mlp" else {}
-        return build_model(config.model, INPUT_SHAPES[config.dataset], 10, seed=config.seed,
-                           **options)
+        if config.cpu_devices:
+            distribute.split_cpu(config.cpu_devices)
+        strategy = distribute.make_strategy(config.strategy, config.devices, config.peer_timeout)
+        with distribute.scope(strategy):  # train() then runs the trial on all its replicas
+            return build_model(config.model, INPUT_SHAPES[config.dataset], 10,
+                               seed=config.seed, synchronized_bn=strategy is not None,
+                               **options)
 
     def fit(self, hp, model, *args, callbacks=None, epochs=None, on_trial_end=None, **kwargs):
         config = self.config_for(hp, epochs).validate()
