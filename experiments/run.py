@@ -6,11 +6,14 @@
     python experiments/run.py --rescale linear --base 0.1/50 --batch-size 400   # η = 0.8
     python experiments/run.py --lr 0.005 --bs-schedule cyclic:640,128:4 --epochs 16
     python experiments/run.py --batch-size 128 --lr-schedule cyclic:0.001,0.005:4 --epochs 16
+    python experiments/run.py --ratio 0.005/640 --strategy mirrored --devices /gpu:0,/gpu:1
+    python tools/launch_workers.py -n 2 -- experiments/run.py --ratio 0.005/640
 
 Schedules (``--lr-schedule``, ``--bs-schedule``, ``--ratio-schedule``) are written in epochs;
 see ``lrbs_tf/schedules.py`` for the syntax. A batch-size schedule keeps η fixed unless
 ``--keep-ratio`` (then η = (η0/S0)·S(t)); ``--grow-batch`` turns a decaying η schedule into a
-growing S with the same η/S.
+growing S with the same η/S. Under ``--strategy mirrored|multiworker`` S is the global batch
+(summed over replicas and workers); see the README's "Several devices and machines".
 
 Default: the paper's 4-layer batch-normalised MLP on Fashion-MNIST (50000 train / 10000
 validation / 10000 test), 3 epochs. Repeating a command resumes a stopped run from its last

@@ -9,6 +9,11 @@ asked) the weights, optimizer state and position are checkpointed (:mod:`lrbs_tf
 the same command resumes from there, on the same data order, schedule position, η/S wrapper
 state and TensorBoard step numbers. With ``deterministic=True`` a resumed run ends with the same
 weights, bit for bit, as one never interrupted (tested in ``tests/test_resume.py``).
+
+Under a ``tf.distribute`` strategy (``config.strategy``, see :mod:`lrbs_tf.distribute`) the
+model, optimizer and metrics live in the strategy's scope, S is the global batch, and with
+several workers only the chief writes the run folder: the others run the same steps (their
+collectives must match) writing into a scratch folder, and resume from the chief's checkpoint.
 """
 from __future__ import annotations
 
