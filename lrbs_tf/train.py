@@ -130,36 +130,14 @@ def _same_settings(saved: dict, config: RunConfig) -> bool:
     return True
 
 
-def _peek_run_dir(config: RunConfig) -> str:
-    """What a multi-worker non-chief finds in the chief's run folder, without touching it:
-    ``fresh``, ``resume`` or ``finished`` (the chief makes the same decision)."""
+def _saved_run(config: RunConfig) -> str | None:
+    """What the run folder holds, without touching it: None (no run), ``finished``,
+    ``resume`` (a checkpoint of the same settings) or ``unstarted`` (stopped before its first
+    checkpoint). A run with other settings raises :class:`RunExistsError`."""
     run_dir = config.run_dir
     config_path = os.path.join(run_dir, "config.json")
-    if config.overwrite or not os.path.exists(config_path):
-        return "fresh"
-    if not _same_settings(runio.read_json(config_path).get("config", {}), config):
-        raise RunExistsError(f"{run_dir} holds a run with other settings")
-    results_path = os.path.join(run_dir, "results.json")
-    status = runio.read_json(results_path).get("status") if os.path.exists(results_path) else None
-    if status in ("finished", "diverged"):
-        return "finished"
-    return "resume" if os.path.exists(os.path.join(run_dir, "ckpt", checkpoint.STATE)) else "fresh"
-
-
-def _prepare_run_dir(config: RunConfig) -> tuple[str, str]:
-    """Create or inspect the run folder; returns ``(run_dir, mode)`` with mode ``fresh``,
-    ``resume`` (a checkpoint of the same config exists) or ``finished``."""
-    run_dir = config.run_dir
-    config_path = os.path.join(run_dir, "config.json")
-    if config.overwrite and os.path.exists(run_dir):
-        shutil.rmtree(run_dir)
     if not os.path.exists(config_path):
-        if config.resume:
-            raise RunExistsError(f"nothing to resume in {run_dir}")
-        if os.path.isdir(run_dir) and os.listdir(run_dir):
-            shutil.rmtree(run_dir)  # a run killed before it wrote its config
-        os.makedirs(run_dir, exist_ok=True)
-        return run_dir, "fresh"
+        return None
     saved = runio.read_json(config_path)
     if not _same_settings(saved.get("config", {}), config):
         raise RunExistsError(f"{run_dir} holds a run with other settings; pass --overwrite to "
@@ -167,12 +145,33 @@ def _prepare_run_dir(config: RunConfig) -> tuple[str, str]:
     results_path = os.path.join(run_dir, "results.json")
     status = runio.read_json(results_path).get("status") if os.path.exists(results_path) else None
     if status in ("finished", "diverged"):
-        return run_dir, "finished"
+        return "finished"
     if os.path.exists(os.path.join(run_dir, "ckpt", checkpoint.STATE)):
-        return run_dir, "resume"
+        return "resume"
+    return "unstarted"
+
+
+def _peek_run_dir(config: RunConfig) -> str:
+    """The mode a multi-worker non-chief finds in the chief's run folder (the chief makes the
+    same decision in :func:`_prepare_run_dir`): ``fresh``, ``resume`` or ``finished``."""
+    saved = None if config.overwrite else _saved_run(config)
+    return saved if saved in ("resume", "finished") else "fresh"
+
+
+def _prepare_run_dir(config: RunConfig) -> tuple[str, str]:
+    """Create or inspect the run folder; returns ``(run_dir, mode)`` with mode ``fresh``,
+    ``resume`` (a checkpoint of the same config exists) or ``finished``."""
+    run_dir = config.run_dir
+    if config.overwrite and os.path.exists(run_dir):
+        shutil.rmtree(run_dir)
+    saved = _saved_run(config)
+    if saved in ("resume", "finished"):
+        return run_dir, saved
     if config.resume:
-        raise RunExistsError(f"{run_dir} has no checkpoint to resume from; pass --overwrite")
-    shutil.rmtree(run_dir)  # stopped before its first checkpoint: start again
+        raise RunExistsError(f"nothing to resume in {run_dir}" if saved is None else
+                             f"{run_dir} has no checkpoint to resume from; pass --overwrite")
+    if os.path.isdir(run_dir):
+        shutil.rmtree(run_dir)  # killed before its config or its first checkpoint: start again
     os.makedirs(run_dir)
     return run_dir, "fresh"
 
@@ -262,7 +261,7 @@ class _Run:
                       for e in range(config.epochs)]
         smallest = min(min(sizes) for sizes, _ in self.plans)
         if smallest < replicas:
-            raise ValueError(f"the batch-size schedule reaches {smallest}, fewer examples than "
+            raise distribute.DistributeError(f"the batch-size schedule reaches {smallest}, fewer examples than "
                              f"the {replicas} replicas: every replica needs at least one")
         self.jit = _use_jit(config, self.plans) and not config.deterministic
         self.spe = _steps_per_execution(config, self.plans)
@@ -301,9 +300,10 @@ class _Run:
             options["synchronized_bn"] = True  # batch statistics over the global batch
             if self.given_model is not None and (distribute.model_strategy(self.given_model)
                                                  is not self.strategy):
-                raise ValueError(f"the model was not built in the scope of the run's "
-                                 f"{type(self.strategy).__name__}: build it inside "
-                                 "lrbs_tf.distribute.make_strategy(...).scope()")
+                raise distribute.DistributeError(
+                    f"the model was not built in the scope of the run's "
+                    f"{type(self.strategy).__name__}: build it inside "
+                    "lrbs_tf.distribute.make_strategy(...).scope()")
         with distribute.scope(self.strategy):
             model = self.given_model or build_model(config.model, data.train.x.shape[1:],
                                                     data.num_classes, seed=config.seed,
