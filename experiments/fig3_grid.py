@@ -33,7 +33,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lrbs_tf.cli import (ArgumentParser, add_distribute_flags, distribute_kwargs,  # noqa: E402
-                         fail, format_table, quiet_tensorflow, reported_errors)
+                         fail, format_table, quiet_tensorflow, reported_errors,
+                         split_cpu_now)
 from lrbs_tf.config import ConfigError, ProbeSettings, RunConfig  # noqa: E402
 
 PROG = "fig3_grid.py"
@@ -111,6 +112,7 @@ def parse(argv):
 def main(argv=None):
     args, preset, bases = parse(argv)
     quiet_tensorflow()
+    split_cpu_now(PROG, args)
     from lrbs_tf import runio, tuning
     from lrbs_tf.sweep import grid_table, plot_grid, spearman
 

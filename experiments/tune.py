@@ -26,7 +26,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lrbs_tf.cli import (ArgumentParser, add_distribute_flags, distribute_kwargs,  # noqa: E402
-                         fail, format_table, quiet_tensorflow, reported_errors)
+                         fail, format_table, quiet_tensorflow, reported_errors,
+                         split_cpu_now)
 from lrbs_tf.config import ConfigError, ProbeSettings, RunConfig  # noqa: E402
 
 PROG = "tune.py"
@@ -76,6 +77,7 @@ def main(argv=None):
     except (ConfigError, ValueError) as e:
         fail(PROG, e)
     quiet_tensorflow()
+    split_cpu_now(PROG, args)
     from lrbs_tf import runio, tuning
     from lrbs_tf.sweep import row_of
 

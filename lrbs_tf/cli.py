@@ -64,6 +64,18 @@ def add_distribute_flags(parser) -> None:
                    help="multiworker: give up after this long without progress (a dead peer)")
 
 
+def split_cpu_now(prog: str, args) -> None:
+    """``--cpu-devices N``: split the CPU before anything starts TensorFlow (keras-tuner does
+    before the first run; :func:`lrbs_tf.train.train` splits it too, for the other scripts)."""
+    if args.cpu_devices:
+        from lrbs_tf.distribute import DistributeError, split_cpu
+
+        try:
+            split_cpu(args.cpu_devices)
+        except DistributeError as e:
+            fail(prog, e)
+
+
 def distribute_kwargs(args) -> dict:
     """RunConfig keyword arguments from the flags of :func:`add_distribute_flags`."""
     return dict(strategy=args.strategy, devices=args.devices, cpu_devices=args.cpu_devices,

@@ -106,3 +106,24 @@ def test_worker_without_chief_fails_clearly(tmp_path):
     proc = run_script("experiments/fig3_grid.py", *TINY, "--connect-timeout", "2", "--logdir",
                       tmp_path, env=env, timeout=120)
     assert proc.returncode == 2 and "cannot reach the keras-tuner chief" in proc.stderr
+
+
+def test_tune_cli_trials_run_under_mirrored_strategy(tmp_path):
+    """tune.py --strategy mirrored --cpu-devices 2: every trial runs on both logical CPUs with
+    η = (η/S)·S for the global S (the model is built in the strategy's scope)."""
+    proc = run_script("experiments/tune.py", "--trials", "2", "--epochs", "1", "--train-size",
+                      "600", "--validation-size", "500", "--width", "32", "--batch-sizes", "61",
+                      "--logdir", tmp_path, "--strategy", "mirrored", "--cpu-devices", "2",
+                      timeout=400)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = [d for d in os.listdir(tmp_path) if os.path.exists(tmp_path / d / "config.json")]
+    assert len(runs) == 2
+    for name in runs:
+        config = json.load(open(tmp_path / name / "config.json"))
+        assert config["distribute"]["replicas"] == 2
+        steps = read_scalars(str(tmp_path / name / "tb" / "train"))
+        sizes = [v for _, v in steps["step/batch_size"]]
+        assert sizes == [61.0] * 9 + [51.0]  # the global batch (31 + 30 per replica)
+        ratio = np.float32(config["config"]["ratio"])
+        lrs = [v for _, v in steps["step/lr"]]
+        np.testing.assert_array_equal(np.float32(lrs), ratio * np.float32(sizes))
