@@ -72,6 +72,10 @@ def parse(argv):
                    help="distributed workers: seconds to wait for the chief")
     add_distribute_flags(p)
     args = p.parse_args(argv)
+    if args.strategy == "multiworker":
+        fail(PROG, "--strategy multiworker is not supported by keras-tuner sweeps: spread the "
+                   "trials over machines with keras-tuner's distributed mode "
+                   "(tools/launch_tuner.py) and use --strategy mirrored for each machine's GPUs")
     preset = dict(PRESETS[args.preset])
     try:
         if args.lrs:

@@ -62,6 +62,10 @@ def main(argv=None):
     p.add_argument("--connect-timeout", type=float, default=60)
     add_distribute_flags(p)
     args = p.parse_args(argv)
+    if args.strategy == "multiworker":
+        fail(PROG, "--strategy multiworker is not supported by keras-tuner sweeps: spread the "
+                   "trials over machines with keras-tuner's distributed mode "
+                   "(tools/launch_tuner.py) and use --strategy mirrored for each machine's GPUs")
     ratio_range = _floats(args.ratio_range, "--ratio-range", 2)
     lr_range = _floats(args.lr_range, "--lr-range", 2)
     batch_sizes = tuple(int(b) for b in _floats(args.batch_sizes, "--batch-sizes"))

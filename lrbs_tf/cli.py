@@ -145,12 +145,18 @@ def reported_errors(prog: str, logdir: str):
 def run_all(prog: str, logdir: str, labelled_configs, report) -> list[dict]:
     """Train (or reuse, or resume) each ``(label, config)`` in turn, passing ``[i/n] label``
     with an ETA to ``report`` (the CLI's ``print``); library failures become one-line messages
-    (see :func:`reported_errors`)."""
+    (see :func:`reported_errors`). Under ``--strategy multiworker`` a worker other than the
+    chief exits (status 0) once the runs are done: the chief writes the figure's outputs."""
     import time
 
+    from lrbs_tf import distribute
     from lrbs_tf.train import train  # reuses finished runs, resumes killed ones
 
-    os.makedirs(logdir, exist_ok=True)
+    with reported_errors(prog, logdir):
+        chief = (not any(c.strategy == "multiworker" for _, c in labelled_configs)
+                 or distribute.chief_task())
+    if chief:
+        os.makedirs(logdir, exist_ok=True)
     results, tick = [], time.time()
     for i, (label, config) in enumerate(labelled_configs):
         elapsed = time.time() - tick
@@ -158,4 +164,7 @@ def run_all(prog: str, logdir: str, labelled_configs, report) -> list[dict]:
         report(f"[{i + 1}/{len(labelled_configs)}] {label} (elapsed {elapsed / 60:.1f} min{eta})")
         with reported_errors(prog, logdir):
             results.append(train(config))
+    if not chief:  # multi-worker: the chief alone writes the tables and figures
+        report("this worker's part is done; the chief (worker 0) writes the tables and figures")
+        sys.exit(0)
     return results

@@ -186,6 +186,15 @@ def _multiworker(peer_timeout):
     return strategy
 
 
+def chief_task() -> bool:
+    """Is this process the chief of the ``TF_CONFIG`` cluster (True without one)? Readable
+    before any strategy exists, for a CLI's own outputs (tables, figures)."""
+    if not os.environ.get("TF_CONFIG"):
+        return True
+    cluster = cluster_from_env()
+    return cluster["type"] == "chief" or (cluster["index"] == 0 and not cluster["chief"])
+
+
 def is_multiworker(strategy) -> bool:
     import tensorflow as tf
 

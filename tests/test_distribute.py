@@ -281,3 +281,20 @@ def test_killing_a_worker_stops_the_other_then_both_resume(tmp_path):
     state = json.loads(results.read_text())
     assert state["status"] == "finished" and state["resumed"] == 1
     assert [e["epoch"] for e in state["epochs"]] == [1, 2, 3, 4]
+
+
+@needs_fmnist
+@pytest.mark.slow
+def test_figure_script_under_two_workers_writes_its_outputs_once(tmp_path):
+    """fig2 under two workers: four runs in one cluster, the chief alone writes the figure."""
+    logs = tmp_path / "logs"
+    proc = run_script("tools/launch_workers.py", "-n", "2", "--timeout", "500", "--log-dir",
+                      logs, "--", "experiments/fig2_rescaling.py", "--epochs", "1",
+                      "--train-size", "2000", "--validation-size", "1000",
+                      "--logdir", tmp_path / "fig2", timeout=560)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "wrote" in (logs / "worker-0.log").read_text()
+    assert "the chief (worker 0) writes" in (logs / "worker-1.log").read_text()
+    outputs = sorted(os.listdir(tmp_path / "fig2"))
+    assert [o for o in outputs if o.startswith("fig2.")] == ["fig2.csv", "fig2.json", "fig2.png"]
+    assert len([o for o in outputs if o.startswith("fig2-")]) == 4
