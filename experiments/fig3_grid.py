@@ -33,8 +33,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lrbs_tf.cli import (ArgumentParser, add_distribute_flags, distribute_kwargs,  # noqa: E402
-                         fail, format_table, quiet_tensorflow, reported_errors,
-                         split_cpu_now)
+                         fail, format_table, quiet_tensorflow, refuse_multiworker_sweep,
+                         reported_errors, split_cpu_now)
 from lrbs_tf.config import ConfigError, ProbeSettings, RunConfig  # noqa: E402
 
 PROG = "fig3_grid.py"
@@ -72,10 +72,7 @@ def parse(argv):
                    help="distributed workers: seconds to wait for the chief")
     add_distribute_flags(p)
     args = p.parse_args(argv)
-    if args.strategy == "multiworker":
-        fail(PROG, "--strategy multiworker is not supported by keras-tuner sweeps: spread the "
-                   "trials over machines with keras-tuner's distributed mode "
-                   "(tools/launch_tuner.py) and use --strategy mirrored for each machine's GPUs")
+    refuse_multiworker_sweep(PROG, args)
     preset = dict(PRESETS[args.preset])
     try:
         if args.lrs:

@@ -49,9 +49,10 @@ def add_run_flags(parser, epochs: int, logdir: str) -> None:
 def add_distribute_flags(parser) -> None:
     """``--strategy``, ``--devices``, ``--cpu-devices``, ``--peer-timeout`` (see
     :mod:`lrbs_tf.distribute`)."""
+    from lrbs_tf.distribute import STRATEGIES
+
     g = parser.add_argument_group("devices (tf.distribute)")
-    g.add_argument("--strategy", default="auto",
-                   choices=("auto", "none", "mirrored", "multiworker"),
+    g.add_argument("--strategy", default="auto", choices=STRATEGIES,
                    help="auto: MirroredStrategy when more than one GPU is visible, else none; "
                         "multiworker: MultiWorkerMirroredStrategy from TF_CONFIG (see "
                         "tools/launch_workers.py)")
@@ -74,6 +75,14 @@ def split_cpu_now(prog: str, args) -> None:
             split_cpu(args.cpu_devices)
         except DistributeError as e:
             fail(prog, e)
+
+
+def refuse_multiworker_sweep(prog: str, args) -> None:
+    """keras-tuner sweeps run their trials with ``--strategy mirrored`` at most."""
+    if args.strategy == "multiworker":
+        fail(prog, "--strategy multiworker is not supported by keras-tuner sweeps: spread the "
+                   "trials over machines with keras-tuner's distributed mode "
+                   "(tools/launch_tuner.py) and use --strategy mirrored for each machine's GPUs")
 
 
 def distribute_kwargs(args) -> dict:

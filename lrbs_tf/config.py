@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 
+from lrbs_tf.distribute import STRATEGIES
 from lrbs_tf.plan import TrainingPlan, make_plan
 from lrbs_tf.ratio import Ratio, RatioError, parse_ratio, rescale_lr, resolve_ratio
 from lrbs_tf.schedules import ScheduleError, parse_schedule
@@ -187,8 +188,8 @@ class RunConfig:
             raise ConfigError("--probe-every needs probe settings (--probe)")
         if self.probe is not None:
             self.probe.validate(self.num_train)
-        if self.strategy not in ("auto", "none", "mirrored", "multiworker"):
-            raise ConfigError(f"--strategy must be auto, none, mirrored or multiworker, "
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, "
                               f"got {self.strategy!r}")
         if self.cpu_devices < 0:
             raise ConfigError(f"--cpu-devices must be >= 0, got {self.cpu_devices}")

@@ -203,14 +203,8 @@ def is_multiworker(strategy) -> bool:
 
 def is_chief(strategy) -> bool:
     """True where results are written: always without a multi-worker strategy; otherwise the
-    task ``chief:0``, or ``worker:0`` when the cluster has no chief."""
-    if strategy is None or not is_multiworker(strategy):
-        return True
-    resolver = strategy.cluster_resolver
-    kind, index = resolver.task_type, resolver.task_id
-    if kind == "chief":
-        return True
-    return kind == "worker" and index == 0 and "chief" not in resolver.cluster_spec().as_dict()
+    task ``chief:0``, or ``worker:0`` when the cluster has no chief (:func:`chief_task`)."""
+    return strategy is None or not is_multiworker(strategy) or chief_task()
 
 
 def model_strategy(model):
