@@ -31,8 +31,8 @@ class EpochData:
         self.shuffle = shuffle
         self.augment = augment
         with tf.device("/cpu:0"):
-            self._x = tf.constant(x)
-            self._y = tf.constant(y)
+            self.x = tf.constant(x)  # read by the training-set evaluation too (one copy)
+            self.y = tf.constant(y)
 
     def dataset(self, sizes: list[int], epoch: int, skip_batches: int = 0,
                 ratios: list[float] | None = None) -> tf.data.Dataset:
@@ -50,7 +50,7 @@ class EpochData:
         else:
             order = tf.range(self.num_examples, dtype=tf.int64)
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        x, y = self._x, self._y
+        x, y = self.x, self.y
         augment, seed = self.augment, self.seed
 
         def gather(start, size, *ratio):

@@ -185,6 +185,11 @@ def _epoch_summaries(writers: dict, epoch: int, record: dict, marks) -> None:
                 value = record.get(f"{split}_{metric}")
                 if value is not None and math.isfinite(value):
                     tf.summary.scalar(f"epoch_{metric}", value)
+            if split == "train":  # the whole training set at the epoch's final weights
+                for metric in ("loss", "accuracy"):
+                    value = record.get(f"weights_{metric}")
+                    if value is not None:
+                        tf.summary.scalar(f"epoch_{metric}_at_weights", value)
         writers[split].flush()
     marks.set("epoch", epoch + 1)
 
@@ -274,6 +279,7 @@ class _Run:
         self.ckpt_dir = os.path.join(run_dir, "ckpt")
         self.epoch = 0
         self.session_start = time.time()
+        self._train_set_loss = None
 
     def write_config(self):
         deterministic = self.config.deterministic
@@ -394,6 +400,16 @@ class _Run:
             for writer in self.writers.values():
                 writer.close()
 
+    def train_set_loss(self) -> dict:
+        """Loss and accuracy over the whole training set at the current weights, BatchNorm in
+        inference mode (as the probes see the model); one compiled pass."""
+        if self._train_set_loss is None:
+            from lrbs_tf.evaluation import DatasetLoss
+
+            self._train_set_loss = DatasetLoss(self.model, self.train_data.x, self.train_data.y)
+        with distribute.scope(self.strategy):
+            return self._train_set_loss()
+
     def wall_time(self) -> float:
         """Seconds spent on this run, over all sessions if it was resumed."""
         return self.wall_before + time.time() - self.session_start
@@ -440,6 +456,11 @@ class _Run:
                               validation_accuracy=logs.get("val_accuracy"),
                               test_loss=float(test["loss"]),
                               test_accuracy=float(test["accuracy"]))
+            target = config.loss_target
+            if target is not None and not diverged:  # the stop test reads the saved weights
+                at_weights = self.train_set_loss()
+                record.update(weights_loss=at_weights["loss"],
+                              weights_accuracy=at_weights["accuracy"])
             record["wall_time"] = self.wall_time()
             results["epochs"].append(record)
             results["wall_time"] = record["wall_time"]
@@ -449,11 +470,10 @@ class _Run:
                 log.warning("loss became non-finite in epoch %d: stopping", epoch + 1)
                 break
             self.epoch = epoch + 1
-            target = config.loss_target
-            if target is not None and record["train_loss"] <= target:
+            if target is not None and record["weights_loss"] <= target:
                 results.update(loss_target_reached=True, loss_target_epoch=epoch + 1)
-                log.info("training loss %.4g reached the target %g in epoch %d",
-                         record["train_loss"], target, epoch + 1)
+                log.info("training-set loss %.4g at the weights reached the target %g in "
+                         "epoch %d", record["weights_loss"], target, epoch + 1)
                 break
             checkpoint.save(self.ckpt_dir, self.model, epoch + 1, 0, results)
             runio.write_json(self.results_path, results)
@@ -461,11 +481,16 @@ class _Run:
     def finish(self) -> dict:
         results, config = self.results, self.config
         results.update(_summary(results))
+        if not results["diverged"] and results["epochs"]:
+            last = results["epochs"][-1]
+            at_weights = ({"loss": last["weights_loss"], "accuracy": last["weights_accuracy"]}
+                          if "weights_loss" in last else self.train_set_loss())
+            results.update(final_weights_loss=at_weights["loss"],
+                           final_weights_accuracy=at_weights["accuracy"])
         if config.loss_target is not None:
             results.setdefault("loss_target_reached", False)
             results["loss_target"] = config.loss_target
-            results["loss_reached"] = (results["epochs"][-1]["train_loss"] if results["epochs"]
-                                       else None)
+            results["loss_reached"] = results.get("final_weights_loss")
         if self.prober is not None and not results["diverged"]:
             log.info("probing curvature and gradient noise on %d examples",
                      config.probe.examples)

@@ -1,0 +1,82 @@
+"""The equal-loss rule of Fig. 3: the training-set loss at the weights (BatchNorm in inference
+mode), the stop at the first check that reaches the target, and capped runs in the tables."""
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import needs_fmnist
+from lrbs_tf.config import RunConfig
+from lrbs_tf.evaluation import DatasetLoss
+from lrbs_tf.models import build_model
+from lrbs_tf.train import compile_model
+
+
+def test_dataset_loss_equals_keras_evaluate_in_inference_mode():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1234, 6, 6, 1)).astype(np.float32)
+    y = rng.integers(0, 10, 1234).astype(np.int32)
+    model = build_model("mlp", (6, 6, 1), 10, seed=1, width=16)
+    compile_model(model, ratio=0.5 / 64)
+    model.fit(x, y, batch_size=64, epochs=2, verbose=0)  # BatchNorm moving stats move off init
+    evaluator = DatasetLoss(model, x, y, chunk=500)  # 3 chunks, the last one ragged
+    got = evaluator()
+    want = model.evaluate(x, y, batch_size=97, verbose=0, return_dict=True)
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+    assert got["accuracy"] == pytest.approx(want["accuracy"], abs=1e-7)
+    logits = model.predict(x, verbose=0)  # inference mode, independently of both
+    direct = keras.ops.convert_to_numpy(keras.losses.sparse_categorical_crossentropy(
+        y, logits, from_logits=True)).mean()
+    assert got["loss"] == pytest.approx(float(direct), rel=1e-5)
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    assert evaluator()["loss"] != got["loss"]  # reads the current weights
+    assert evaluator.trace_count() == 1  # one compiled pass, traced once
+
+
+def _config(tmp_path, **overrides):
+    settings = dict(lr=0.05, batch_size=64, epochs=4, train_size=1000, validation_size=500,
+                    width=32, logdir=str(tmp_path), eval_batch_size=500, jit_compile="off",
+                    deterministic=True)
+    settings.update(overrides)
+    return RunConfig(**settings)
+
+
+@needs_fmnist
+def test_a_run_stops_at_the_first_check_that_reaches_the_target(tmp_path):
+    from lrbs_tf.evaluation import DatasetLoss
+    from lrbs_tf.data import load_dataset
+    from lrbs_tf.train import train
+
+    capped = train(_config(tmp_path, name="capped", loss_target=1e-9))
+    losses = [e["weights_loss"] for e in capped["epochs"]]
+    assert len(losses) == 4 and capped["loss_target_reached"] is False
+    assert capped["final_weights_loss"] == losses[-1]
+    # A target between the losses after epochs 1 and 2 stops the same run after epoch 2.
+    assert losses[1] < losses[0]
+    target = (losses[0] + losses[1]) / 2
+    stopped = train(_config(tmp_path, name="stopped", loss_target=target))
+    assert stopped["loss_target_reached"] is True and stopped["loss_target_epoch"] == 2
+    assert len(stopped["epochs"]) == 2
+    assert stopped["final_weights_loss"] == pytest.approx(losses[1], rel=1e-6)
+    assert stopped["final_weights_loss"] == stopped["loss_reached"] <= target
+    # The recorded loss is the loss of the saved model over the training set.
+    run_dir = os.path.join(str(tmp_path), "stopped")
+    model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
+    data = load_dataset("fashion_mnist", validation_size=500, train_size=1000, seed=0)
+    again = DatasetLoss(model, data.train.x, data.train.y)()
+    assert again["loss"] == pytest.approx(stopped["final_weights_loss"], rel=1e-5)
+    assert again["accuracy"] == pytest.approx(stopped["final_weights_accuracy"])
+    saved = json.load(open(os.path.join(run_dir, "results.json")))
+    assert saved["final_weights_loss"] == stopped["final_weights_loss"]
+
+
+@needs_fmnist
+def test_every_finished_run_records_its_final_weights_loss(tmp_path):
+    from lrbs_tf.train import train
+
+    results = train(_config(tmp_path, epochs=1, deterministic=False))
+    assert "weights_loss" not in results["epochs"][0]  # only a loss target checks each epoch
+    assert 0 < results["final_weights_loss"] < 2.5
+    assert 0 < results["final_weights_accuracy"] <= 1
