@@ -1,110 +1,117 @@
-"""Paper Fig. 3: a grid of η × S on the Fashion-MNIST MLP, with curvature at every point.
+"""Paper Fig. 3: η/S against the curvature and accuracy of the minima SGD reaches (MLP, Fashion-MNIST).
 
-    python experiments/fig3_grid.py --preset quick      # 3 η × 3 S, loss target, 2 cores
-    python experiments/fig3_grid.py --preset paper      # 7 η × 9 S, 200 epochs, 3 seeds
+    python experiments/fig3_grid.py --preset quick       # PRESET_QUICK
+    python experiments/fig3_grid.py --preset standard    # PRESET_STANDARD
+    python experiments/fig3_grid.py --preset paper --max-minutes 120   # in sittings
 
-The grid runs as a keras-tuner GridSearch over :class:`lrbs_tf.tuning.RatioHyperModel`; every
-point is an ordinary run folder under ``--logdir``. At the end of every run: λ_max (Lanczos),
-‖H‖_F (Hutchinson, and the paper's finite-difference estimator), Tr H, B_simple, validation and
-test accuracy, training loss. With ``--loss-target`` a run stops at the first epoch whose mean
-training loss is at most the target (capped at ``--epochs``), so minima of equal training loss
-are compared, as the paper's argument needs; runs that missed the target are drawn hollow.
+Every (η, S) point trains the paper's 4-layer batch-normalised ReLU MLP (width 256, plain SGD)
+until the loss over the whole training set at its weights (BatchNorm in inference mode, as the
+probes see the model) is at most the loss target, checked after every epoch; a run that reaches
+the epoch cap first is "capped" (hollow in the figure, not in the correlations). Then, at the
+saved weights: λ_max (Lanczos), ‖H‖_F (Hutchinson; the paper's finite-difference estimate is
+in the table with its ε), Tr H, B_simple, validation and test accuracy.
 
-Outputs in ``--logdir``: ``fig3.csv``/``fig3.json`` (one row per run), ``fig3.png`` (each
-quantity against η/S, log axes, colour = S), Spearman correlations with η/S (printed and in
-``fig3.json``), and the TensorBoard HParams dashboard (``tensorboard --logdir <logdir>``).
-Rerunning the same command reuses finished runs and resumes killed ones. In keras-tuner's
-distributed mode (``KERASTUNER_*`` variables; see ``tools/launch_tuner.py``) the chief hands
-out grid points and writes the table; the workers train.
+Outputs in ``--logdir`` (default ``runs/fig3-<preset>``): ``fig3.csv``/``fig3.json`` (one row
+per run, Spearman correlations with η/S, the decades λ_max spans, the spread of the final
+losses), ``fig3.png`` and the TensorBoard HParams dashboard. A repeated command reuses finished
+runs and resumes a killed one; ``--max-minutes M`` stops at the first run boundary after M
+minutes, and the same command continues. In keras-tuner's distributed mode
+(``tools/launch_tuner.py``) the chief hands out the points and writes the report.
 
-Quick preset (η ∈ {0.01, 0.03, 0.1} × S ∈ {50, 250, 1000}, loss target 0.35, at most 40
-epochs, probes on 2000 examples), measured on 2 CPU cores: 6.5 minutes; every run reached the
-target (2-22 epochs). Spearman correlation with η/S: λ_max −0.77, ‖H‖_F −0.92 (finite
-differences −0.88), Tr H −0.98, validation accuracy +0.70, test accuracy +0.65 — the paper's
-trend: higher η/S, wider minima, better generalisation. The paper preset (63 runs × 3 seeds ×
-200 epochs) is GPU-sized.
+RESULTS
 """
 from __future__ import annotations
 
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lrbs_tf.cli import (ArgumentParser, add_distribute_flags, distribute_kwargs,  # noqa: E402
                          fail, format_table, quiet_tensorflow, refuse_multiworker_sweep,
                          reported_errors, split_cpu_now)
-from lrbs_tf.config import ConfigError, ProbeSettings, RunConfig  # noqa: E402
+from lrbs_tf.config import ConfigError  # noqa: E402
+from lrbs_tf.fig3 import PRESETS, QUANTITIES, grid  # noqa: E402
 
 PROG = "fig3_grid.py"
-PRESETS = {
-    "quick": dict(lrs=(0.01, 0.03, 0.1), batches=(50, 250, 1000), epochs=40, loss_target=0.35,
-                  seeds=(0,), probe_examples=2000, noise_examples=500),
-    "paper": dict(lrs=(0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.1),
-                  batches=(25, 50, 100, 250, 400, 500, 700, 800, 1000), epochs=200,
-                  loss_target=None, seeds=(0, 1, 2), probe_examples=5000, noise_examples=1000),
-}
-QUANTITIES = [("lambda_max", "λ_max", True), ("frobenius", "‖H‖_F (Hutchinson)", True),
-              ("frobenius_fd", "‖H‖_F (finite differences)", True), ("trace", "Tr H", True),
-              ("validation_accuracy", "validation accuracy", False),
-              ("test_accuracy", "test accuracy", False)]
+
+
+def _numbers(text: str, flag: str, kind=float) -> tuple:
+    """A comma-separated list of positive numbers (non-negative whole numbers for seeds)."""
+    import math
+
+    items = [v.strip() for v in text.split(",")]
+    if not text.strip() or not all(items):
+        fail(PROG, f"{flag} needs a comma-separated list of numbers, got {text!r}")
+    try:
+        values = tuple(kind(v) for v in items)
+    except ValueError:
+        fail(PROG, f"{flag}: {text!r} is not a list of {'whole ' if kind is int else ''}numbers")
+    low = 0 if flag == "--seeds" else 1e-300
+    if not all(math.isfinite(v) and v >= low for v in values):
+        fail(PROG, f"{flag} values must be finite and {'>= 0' if low == 0 else 'positive'}, "
+                   f"got {text!r}")
+    if flag == "--seeds" and max(values) >= 2 ** 31:
+        fail(PROG, f"--seeds must be below 2^31, got {text!r}")
+    return values
 
 
 def parse(argv):
+    import dataclasses
+
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    p.add_argument("--lrs", help="comma-separated η values (override the preset)")
-    p.add_argument("--batch-sizes", help="comma-separated S values (override the preset)")
-    p.add_argument("--epochs", type=int, help="epochs, the cap with --loss-target")
-    p.add_argument("--loss-target", type=float, help="stop runs at this training loss")
-    p.add_argument("--no-loss-target", action="store_true")
+    p.add_argument("--lrs", help="comma-separated η values: the grid η × --batch-sizes "
+                   "replaces the preset's points")
+    p.add_argument("--batch-sizes", help="comma-separated S values (with --lrs)")
+    p.add_argument("--epochs", type=int, help="the epoch cap (every epoch without a target)")
+    p.add_argument("--loss-target", type=float,
+                   help="stop a run when its training-set loss at the weights is at most this")
+    p.add_argument("--no-loss-target", action="store_true", help="train every run --epochs")
     p.add_argument("--seeds", help="comma-separated seeds")
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--train-size", type=int)
-    p.add_argument("--validation-size", type=int, help="held out of the training set (default: 10000 Fashion-MNIST, 5000 CIFAR-10)")
+    p.add_argument("--validation-size", type=int, help="held out of the training set "
+                   "(default: 10000)")
     p.add_argument("--data-dir")
     p.add_argument("--probe-examples", type=int)
     p.add_argument("--probe-noise-examples", type=int)
     p.add_argument("--deterministic", action="store_true")
+    p.add_argument("--max-minutes", type=float, help="stop at the first run boundary after "
+                   "this many minutes; the same command continues")
     p.add_argument("--logdir", default=None, help="default: runs/fig3-<preset>")
     p.add_argument("--connect-timeout", type=float, default=60,
                    help="distributed workers: seconds to wait for the chief")
     add_distribute_flags(p)
     args = p.parse_args(argv)
     refuse_multiworker_sweep(PROG, args)
-    preset = dict(PRESETS[args.preset])
-    try:
-        if args.lrs:
-            preset["lrs"] = tuple(float(v) for v in args.lrs.split(","))
-        if args.batch_sizes:
-            preset["batches"] = tuple(int(v) for v in args.batch_sizes.split(","))
-        if args.seeds:
-            preset["seeds"] = tuple(int(v) for v in args.seeds.split(","))
-    except ValueError as e:
-        fail(PROG, f"bad list: {e}")
-    for key in ("epochs", "loss_target", "probe_examples"):
-        if getattr(args, key) is not None:
-            preset[key] = getattr(args, key)
-    if args.probe_noise_examples is not None:
-        preset["noise_examples"] = args.probe_noise_examples
+    preset = PRESETS[args.preset]
+    changes = {}
+    if (args.lrs is None) != (args.batch_sizes is None):
+        fail(PROG, "--lrs and --batch-sizes go together (their grid replaces the preset's "
+                   "points)")
+    if args.lrs is not None:
+        changes["points"] = grid(_numbers(args.lrs, "--lrs"),
+                                 _numbers(args.batch_sizes, "--batch-sizes", int))
+    if args.seeds is not None:
+        changes["seeds"] = _numbers(args.seeds, "--seeds", int)
+    for flag, key in (("epochs", "epochs"), ("loss_target", "loss_target"),
+                      ("train_size", "train_size"), ("probe_examples", "probe_examples"),
+                      ("probe_noise_examples", "noise_examples")):
+        if getattr(args, flag) is not None:
+            changes[key] = getattr(args, flag)
     if args.no_loss_target:
-        preset["loss_target"] = None
+        changes["loss_target"] = None
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        fail(PROG, f"--max-minutes must be positive, got {args.max_minutes}")
+    preset = dataclasses.replace(preset, **changes)
     args.logdir = args.logdir or f"runs/fig3-{args.preset}"
+    from lrbs_tf.fig3 import bases_for
+
     try:
-        if min(preset["lrs"]) <= 0 or min(preset["batches"]) <= 0:
-            raise ConfigError("η and S values must be positive")
-        probe = ProbeSettings(examples=preset["probe_examples"],
-                              noise_examples=preset["noise_examples"])
-        bases = []
-        for seed in preset["seeds"]:
-            base = RunConfig(lr=preset["lrs"][0], batch_size=max(preset["batches"]),
-                             epochs=preset["epochs"], seed=seed, width=args.width,
-                             train_size=args.train_size, validation_size=args.validation_size,
-                             data_dir=args.data_dir, logdir=args.logdir, probe=probe,
-                             loss_target=preset["loss_target"],
-                             deterministic=args.deterministic, **distribute_kwargs(args))
-            bases.append(base.validate())
+        bases = bases_for(preset, args.logdir, width=args.width,
+                          validation_size=args.validation_size, data_dir=args.data_dir,
+                          deterministic=args.deterministic, **distribute_kwargs(args))
     except (ConfigError, ValueError) as e:
         fail(PROG, e)
     return args, preset, bases
@@ -114,78 +121,62 @@ def main(argv=None):
     args, preset, bases = parse(argv)
     quiet_tensorflow()
     split_cpu_now(PROG, args)
-    from lrbs_tf import runio, tuning
-    from lrbs_tf.sweep import grid_table, plot_grid, spearman
+    from lrbs_tf import fig3, tuning
 
     os.makedirs(args.logdir, exist_ok=True)
-    role = tuning.distributed_role()
-    if role not in (None, "chief"):
+    if tuning.distributed_role() not in (None, "chief"):
         with reported_errors(PROG, args.logdir):
             try:
                 tuning.wait_for_chief(args.connect_timeout)
             except ConnectionError as e:
                 fail(PROG, e)
-    total = len(preset["lrs"]) * len(preset["batches"]) * len(bases)
-    tick, done = time.time(), [0]
-
-    def progress(config, results):
-        done[0] += 1
-        elapsed = time.time() - tick
-        eta = elapsed / done[0] * (total - done[0])
-        status = results["status"] + ("" if config.loss_target is None else
-                                      f", target {'reached' if results.get('loss_target_reached') else 'missed'}")
-        print(f"[grid {done[0]}/{total}] η={config.lr:g} S={config.batch_size} seed={config.seed}: "
-              f"{status}, val acc {results.get('final_validation_accuracy', float('nan')):.4f}; "
-              f"elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min", flush=True)
-
-    tuning.write_hparams_config(args.logdir)
-    for base in bases:
-        hypermodel = tuning.RatioHyperModel(base, space="grid", lrs=preset["lrs"],
-                                            batch_sizes=preset["batches"],
-                                            name_prefix="fig3", on_trial_end=progress)
-        tuner = tuning.make_tuner(hypermodel, "grid", os.path.join(args.logdir, "keras_tuner"),
-                                  f"seed{base.seed}",
-                                  max_trials=len(preset["lrs"]) * len(preset["batches"]))
-        with reported_errors(PROG, args.logdir):
-            tuner.search(verbose=0)
-    if role not in (None, "chief"):
-        print(f"worker {role} done")
+    with reported_errors(PROG, args.logdir):
+        out = fig3.run(preset, bases, args.logdir, say=lambda line: print(line, flush=True),
+                       max_minutes=args.max_minutes)
+    if out is None:
         return 0
-    rows = grid_table(bases, preset["lrs"], preset["batches"])
-    correlations = spearman(rows, [q for q, _, _ in QUANTITIES])
-    png = plot_grid(rows, QUANTITIES, os.path.join(args.logdir, "fig3.png"),
-                    title=f"Fig. 3 — MLP on Fashion-MNIST, {args.preset} preset"
-                          + (f", loss target {preset['loss_target']}" if preset["loss_target"]
-                             else ""))
-    runio.write_csv(os.path.join(args.logdir, "fig3.csv"), rows, list(rows[0]))
-    runio.write_json(os.path.join(args.logdir, "fig3.json"), {
-        "preset": args.preset, "settings": {k: v for k, v in preset.items()},
-        "runs": rows, "spearman_vs_ratio": correlations, "wall_time": time.time() - tick})
     print()
-    print(format_table(["η", "S", "η/S", "seed", "status", "epochs", "train loss", "val acc",
-                        "λ_max", "‖H‖_F", "‖H‖_F fd", "Tr H"],
-                       [[r["lr"], r["batch_size"], f"{r['ratio']:.2e}", r["seed"],
-                         r["status"] + ("" if r["reached_target"] in (None, True) else "*"),
-                         r["epochs"], _f(r["train_loss"]), _f(r["validation_accuracy"]),
-                         _f(r["lambda_max"], 4), _f(r["frobenius"], 4), _f(r["frobenius_fd"], 4),
-                         _f(r["trace"], 4)] for r in rows]))
-    if any(r["reached_target"] is False for r in rows):
-        print("* did not reach the training-loss target")
-    print("\nSpearman correlation with η/S (all finished runs | runs at the loss target):")
-    for q, label, _ in QUANTITIES:
-        c = correlations[q]
-        print(f"  {label:30s} {_f(c['all']['rho'], 3):>7} (p {_f(c['all']['p'], 2)}, "
-              f"n {c['all']['n']}) | {_f(c['at_target']['rho'], 3):>7} (n {c['at_target']['n']})")
-    print(f"\nwrote {png}\n      {os.path.join(args.logdir, 'fig3.csv')}\n"
-          f"view  tensorboard --logdir {args.logdir}   (HParams tab)\n"
-          f"time  {(time.time() - tick) / 60:.1f} min")
+    print(summary(out))
     return 0
 
 
+def summary(out: dict) -> str:
+    """The table, the correlations and the headline numbers, as printed."""
+    target = out["loss_target"]
+    lines = [format_table(
+        ["η", "S", "η/S", "seed", "status", "epochs", "loss@w", "acc@w", "val acc", "λ_max",
+         "‖H‖_F", "Tr H", "‖H‖_F fd (ε)"],
+        [[f"{r['lr']:g}", r["batch_size"], f"{r['ratio']:.2e}", r["seed"],
+          r["status"] + ("" if r["converged"] is not False else " (capped)"), r["epochs"],
+          _f(r["final_weights_loss"], 3), _f(r["final_weights_accuracy"], 4),
+          _f(r["validation_accuracy"], 4), _f(r["lambda_max"], 4), _f(r["frobenius"], 4),
+          _f(r["trace"], 4),
+          "-" if r["frobenius_fd"] is None else f"{r['frobenius_fd']:.4g} ({r['fd_eps']:g})"]
+         for r in out["runs"]])]
+    counts = out["counts"]
+    lines.append("")
+    if target is not None:
+        lines.append(f"runs: {counts['runs']}; at the loss target {target:g}: "
+                     f"{counts['counted']}; capped (hollow, not in ρ): {counts['capped']}; "
+                     f"diverged: {counts['diverged']}; missing: {counts['missing']}")
+    else:
+        lines.append(f"runs: {counts['runs']} (no loss target: every finished run counts); "
+                     f"diverged: {counts['diverged']}; missing: {counts['missing']}")
+    lines.append("Spearman correlation with η/S over the counted runs:")
+    for key, label in QUANTITIES + (("final_weights_loss", "training-set loss at weights"),):
+        c = out["spearman_vs_ratio"][key]
+        lines.append(f"  {label:30s} {_f(c['rho'], 2):>6} (p {_f(c['p'], 2)}, n {c['n']})")
+    lines.append(f"λ_max spans {_f(out['lambda_max_decades'], 2)} decades over "
+                 f"{_f(out['ratio_decades'], 2)} decades of η/S; final-weights losses within "
+                 f"a factor {_f(out['final_weights_loss_spread'], 3)}")
+    lines += [f"wrote {out['png']}", f"      {out['csv']}",
+              f"view  tensorboard --logdir {os.path.dirname(out['png'])}   (HParams tab)",
+              f"time  {out['wall_time'] / 60:.1f} min"]
+    return "\n".join(lines)
+
+
 def _f(value, digits=4):
-    if value is None:
-        return "-"
-    return f"{value:.{digits}g}"
+    return "-" if value is None else f"{value:.{digits}g}"
 
 
 if __name__ == "__main__":

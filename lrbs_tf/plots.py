@@ -4,6 +4,8 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
+import math  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -60,4 +62,78 @@ def spectral_density_plot(density, path: str, title: str, points: int = 2000) ->
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return path
+
+
+FIG3_PANELS = (("lambda_max", "λ_max (largest Hessian eigenvalue)", "log"),
+               ("frobenius", "‖H‖_F (Hutchinson)", "log"),
+               ("validation_accuracy", "validation accuracy (%)", "percent"),
+               ("final_weights_loss", "training-set loss at the final weights", "log"))
+
+
+def fig3_plot(rows, correlations: dict, path: str, title: str,
+              loss_target: float | None = None) -> str:
+    """Paper Fig. 3 from sweep rows (:mod:`lrbs_tf.sweep`): λ_max, ‖H‖_F, validation accuracy
+    and the final training-set loss against η/S on log axes spanning whole decades; one marker
+    per (η, S) at the mean over seeds with min–max bars, colour = S (labelled colour bar),
+    hollow = capped before the loss target (not in ρ), red × = diverged."""
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import LogLocator
+
+    from lrbs_tf.sweep import points
+
+    batches = sorted({r["batch_size"] for r in rows})
+    norm = LogNorm(vmin=min(batches), vmax=max(max(batches), min(batches) * 1.01))
+    fig = Figure(figsize=(11, 8.2), layout="constrained")
+    axes = fig.subplots(2, 2)
+    cmap = matplotlib.colormaps["viridis"]
+    for ax, (q, label, scale) in zip(axes.flat, FIG3_PANELS):
+        factor = 100.0 if scale == "percent" else 1.0
+        pts = [p for p in points(rows, q) if p["mean"] is not None]
+        for p in pts:
+            color = cmap(norm(p["batch_size"]))
+            y = p["mean"] * factor
+            err = [[y - p["low"] * factor], [p["high"] * factor - y]]
+            ax.errorbar(p["ratio"], y, yerr=err if p["seeds"] > 1 else None, fmt="none",
+                        ecolor=color, elinewidth=1.2, capsize=2)
+            ax.scatter(p["ratio"], y, s=46, facecolors="none" if p["hollow"] else color,
+                       edgecolors=color, linewidths=1.6, zorder=3)
+        diverged = [p for p in points(rows, "ratio") if p["diverged"]]
+        if diverged and pts:
+            low = min(p["low"] for p in pts) * factor
+            ax.scatter([p["ratio"] for p in diverged], [low] * len(diverged), marker="x",
+                       color="red", label="diverged", zorder=3)
+            ax.legend(fontsize=8, loc="best")
+        if q == "final_weights_loss" and loss_target:
+            ax.axhline(loss_target, color="gray", linestyle="--", linewidth=1)
+            ax.annotate(f"target {loss_target:g}", (0.02, loss_target), fontsize=8,
+                        xycoords=("axes fraction", "data"), va="bottom", color="gray")
+        ax.set_xscale("log")
+        values = [v * factor for p in pts for v in (p["low"], p["high"])]
+        if q == "final_weights_loss" and loss_target:
+            values.append(loss_target)
+        if scale == "log" and values and min(values) > 0:
+            ax.set_yscale("log")
+            lo, hi = math.floor(math.log10(min(values))), math.ceil(math.log10(max(values)))
+            ax.set_ylim(10 ** lo, 10 ** max(hi, lo + 1))
+            ax.yaxis.set_major_locator(LogLocator(base=10))
+        ratios = [p["ratio"] for p in points(rows, "ratio")]
+        if ratios:
+            ax.set_xlim(10 ** math.floor(math.log10(min(ratios))),
+                        10 ** math.ceil(math.log10(max(ratios))))
+        c = correlations.get(q) or {}
+        if c.get("rho") is not None:
+            ax.text(0.98, 0.04 if q != "validation_accuracy" else 0.9,
+                    f"Spearman ρ = {c['rho']:+.2f} (n = {c['n']})", transform=ax.transAxes,
+                    ha="right", fontsize=9, bbox=dict(facecolor="white", alpha=0.8, lw=0))
+        ax.set(xlabel="η / S", ylabel=label)
+        ax.grid(alpha=0.3, which="both")
+    mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
+    bar = fig.colorbar(mappable, ax=axes, label="batch size S", shrink=0.7)
+    bar.minorticks_off()
+    bar.set_ticks(batches)
+    bar.set_ticklabels([str(b) for b in batches])
+    fig.suptitle(title, fontsize=11)
+    fig.savefig(path, dpi=110)
     return path

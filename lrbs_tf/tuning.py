@@ -37,6 +37,11 @@ SPACES = ("ratio", "lr_batch", "grid")
 PROBE_METRICS = ("lambda_max", "trace", "frobenius", "frobenius_fd", "b_simple")
 
 
+class SweepPaused(kt.errors.FatalError):
+    """Raised instead of starting a trial once a sweep's time budget is spent; the same
+    command continues the sweep (finished runs are reused)."""
+
+
 class RatioHyperModel(kt.HyperModel):
     """Search over η/S; every trial is ``train(config)`` with η and S taken from ``hp``.
 
@@ -45,25 +50,31 @@ class RatioHyperModel(kt.HyperModel):
             its ``lr``/``batch_size`` are replaced per trial.
         space: ``"ratio"`` (η/S log-uniform in ``ratio_range``, S from ``batch_sizes``),
             ``"lr_batch"`` (η log-uniform in ``lr_range``, S from ``batch_sizes``) or
-            ``"grid"`` (η from ``lrs`` × S from ``batch_sizes``, for ``kt.GridSearch``).
+            ``"grid"`` (the ``(η, S)`` pairs of ``points``, in order, for ``kt.GridSearch``).
+        on_trial_end: called with ``(config, results)`` after every trial.
+        before_run: called with ``config`` before a trial that has to train (not one whose
+            run folder is finished); it may raise :class:`SweepPaused` to stop the sweep.
     """
 
     def __init__(self, base: RunConfig, space: str = "ratio", ratio_range=(1e-6, 1e-2),
-                 lr_range=(1e-3, 0.3), lrs=(0.01, 0.1), batch_sizes=(32, 128, 512),
-                 name_prefix: str = "trial", on_trial_end=None, **kwargs):
+                 lr_range=(1e-3, 0.3), batch_sizes=(32, 128, 512), points=(),
+                 name_prefix: str = "trial", on_trial_end=None, before_run=None, **kwargs):
         super().__init__(**kwargs)
-        self.on_trial_end = on_trial_end  # called with (config, results) after every trial
+        self.on_trial_end, self.before_run = on_trial_end, before_run
         if space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}, got {space!r}")
+        if space == "grid" and not points:
+            raise ValueError("a grid needs its (η, S) points")
         self.base, self.space = base, space
         self.ratio_range, self.lr_range = ratio_range, lr_range
-        self.lrs, self.batch_sizes = list(lrs), list(batch_sizes)
+        self.batch_sizes = list(batch_sizes)
+        self.points = {point_label(lr, batch): (float(lr), int(batch)) for lr, batch in points}
         self.name_prefix = name_prefix
 
     def lr_and_batch(self, hp) -> tuple[float, int]:
-        batch = hp.Choice("batch_size", self.batch_sizes)
         if self.space == "grid":
-            return hp.Choice("lr", self.lrs), batch
+            return self.points[hp.Choice("point", list(self.points))]
+        batch = hp.Choice("batch_size", self.batch_sizes)
         if self.space == "lr_batch":
             return hp.Float("lr", *self.lr_range, sampling="log"), batch
         ratio = hp.Float("ratio", *self.ratio_range, sampling="log")
@@ -90,12 +101,30 @@ class RatioHyperModel(kt.HyperModel):
 
     def fit(self, hp, model, *args, callbacks=None, epochs=None, on_trial_end=None, **kwargs):
         config = self.config_for(hp, epochs).validate()
+        if self.before_run is not None and not finished(config):
+            self.before_run(config)
         results = train(config, callbacks=_usable(callbacks), model=model)
         write_hparams_session(config)
         metrics = trial_metrics(results)
         if self.on_trial_end is not None:
             self.on_trial_end(config, results)
         return metrics
+
+
+def point_label(lr: float, batch: int) -> str:
+    """A grid point as keras-tuner shows it: ``"0.1/50"``."""
+    return f"{float(lr):.6g}/{int(batch)}"
+
+
+def finished(config: RunConfig) -> bool:
+    """Is the run folder of ``config`` finished (or diverged), so that a trial only reads it?"""
+    from lrbs_tf import runio
+
+    try:
+        results = runio.read_json(os.path.join(config.run_dir, "results.json"))
+    except runio.RunFolderError:
+        return False
+    return isinstance(results, dict) and results.get("status") in ("finished", "diverged")
 
 
 def _usable(callbacks):
