@@ -87,12 +87,14 @@ def parse(argv):
     refuse_multiworker_sweep(PROG, args)
     preset = PRESETS[args.preset]
     changes = {}
-    if (args.lrs is None) != (args.batch_sizes is None):
+    lrs = None if args.lrs is None else _numbers(args.lrs, "--lrs")
+    batches = None if args.batch_sizes is None else _numbers(args.batch_sizes, "--batch-sizes",
+                                                             int)
+    if (lrs is None) != (batches is None):
         fail(PROG, "--lrs and --batch-sizes go together (their grid replaces the preset's "
                    "points)")
-    if args.lrs is not None:
-        changes["points"] = grid(_numbers(args.lrs, "--lrs"),
-                                 _numbers(args.batch_sizes, "--batch-sizes", int))
+    if lrs is not None:
+        changes["points"] = grid(lrs, batches)
     if args.seeds is not None:
         changes["seeds"] = _numbers(args.seeds, "--seeds", int)
     for flag, key in (("epochs", "epochs"), ("loss_target", "loss_target"),

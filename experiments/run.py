@@ -126,6 +126,12 @@ def probe_settings(args):
                          dtype=args.probe_dtype, seed=args.probe_seed)
 
 
+def _chief() -> bool:
+    from lrbs_tf.distribute import chief_task
+
+    return chief_task()
+
+
 def summary(results: dict, config: RunConfig) -> str:
     run_dir = results["run_dir"]
     lines = [
@@ -173,6 +179,16 @@ def summary(results: dict, config: RunConfig) -> str:
 
 def main(argv=None) -> int:
     config = parse_args(argv)
+    from lrbs_tf import runfolder
+
+    with reported_errors(PROG, config.logdir):
+        # The run folder is checked and locked before TensorFlow loads, so that a busy,
+        # damaged or foreign folder is refused at once (train() takes the same lock again).
+        chief = config.strategy != "multiworker" or _chief()
+        if chief:
+            runfolder.claim(config)
+        else:
+            runfolder.inspect(config)
     quiet_tensorflow()
     from lrbs_tf.train import train
 

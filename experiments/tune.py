@@ -34,12 +34,17 @@ PROG = "tune.py"
 
 
 def _floats(text, what, count=None):
+    """Comma-separated positive finite numbers (``count`` of them, increasing, for a range)."""
+    import math
+
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         fail(PROG, f"{what} must be comma-separated numbers, got {text!r}")
-    if count and len(values) != count or min(values) <= 0:
-        fail(PROG, f"{what} must be {count or 'some'} positive numbers, got {text!r}")
+    if (count and len(values) != count) or not all(0 < v < math.inf for v in values):
+        fail(PROG, f"{what} must be {count or 'some'} positive finite numbers, got {text!r}")
+    if count == 2 and not values[0] < values[1]:
+        fail(PROG, f"{what} must be LOW,HIGH with LOW < HIGH, got {text!r}")
     return values
 
 
@@ -65,7 +70,10 @@ def main(argv=None):
     refuse_multiworker_sweep(PROG, args)
     ratio_range = _floats(args.ratio_range, "--ratio-range", 2)
     lr_range = _floats(args.lr_range, "--lr-range", 2)
-    batch_sizes = tuple(int(b) for b in _floats(args.batch_sizes, "--batch-sizes"))
+    batch_sizes = _floats(args.batch_sizes, "--batch-sizes")
+    if any(b != int(b) for b in batch_sizes):
+        fail(PROG, f"--batch-sizes must be whole numbers, got {args.batch_sizes!r}")
+    batch_sizes = tuple(int(b) for b in batch_sizes)
     if args.trials < 1:
         fail(PROG, f"--trials must be at least 1, got {args.trials}")
     try:

@@ -1,37 +1,35 @@
 """Checkpoints of a run: weights + optimizer state + where in the epoch we are.
 
-A checkpoint is ``ckpt/step-<iterations>.weights.h5`` (``model.save_weights``: layer weights,
-BatchNorm statistics and every optimizer variable, including ``iterations``, the η/S wrapper's
-ratio and batch size, and momentum slots) plus ``ckpt/state.json``: the name of that weights
-file, the next epoch, the number of its batches already done, the values of Keras' running
-metrics (so the epoch's mean loss and accuracy continue exactly) and the results recorded so
-far. A new checkpoint writes a new weights file (under a temporary name, then renamed), then
-replaces ``state.json`` atomically, and only then deletes the previous weights file: a kill at
-any moment leaves ``state.json`` pointing at a complete weights file (whose size and SHA-1 it
-records). ``tools/chaos.py`` found the earlier single-file version wanting.
+A checkpoint is ``ckpt/step-<iterations>.weights.npz`` — every model weight (BatchNorm
+statistics included) and every optimizer variable (``iterations``, the η/S wrapper's ratio and
+batch size, momentum slots), in order, as a NumPy archive built in memory and written
+atomically — plus ``ckpt/state.json``: the name, size and SHA-1 of that file, the next epoch,
+the number of its batches already done, the values of Keras' running metrics (so the epoch's
+mean loss and accuracy continue exactly) and the results recorded so far. A new checkpoint
+writes a new weights file, then replaces ``state.json`` atomically, and only then deletes the
+previous weights file: a kill at any moment leaves ``state.json`` pointing at a complete file.
+Nothing is written through HDF5 on the run's disk: h5py crashed the process (SIGSEGV) when
+the disk filled up, while a plain write fails with a clean ``OSError``.
 
 Together with the stateless data order (:mod:`lrbs_tf.pipeline`) and schedules that are pure
 functions of progress, this is everything a resumed run needs to continue where it stopped.
 """
 from __future__ import annotations
 
-import hashlib
+import io
 import os
 
 import keras
 import numpy as np
 
 from lrbs_tf import runio
+from lrbs_tf.runfolder import sha1_of
 
 STATE = "state.json"
 
 
-def _sha1(path: str) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _variables(model: keras.Model) -> list:
+    return list(model.weights) + list(model.optimizer.variables)
 
 
 def save(directory: str, model: keras.Model, epoch: int, batch: int, results: dict) -> None:
@@ -39,19 +37,19 @@ def save(directory: str, model: keras.Model, epoch: int, batch: int, results: di
     epoch to run and how many of its batches are done)."""
     os.makedirs(directory, exist_ok=True)
     iterations = int(model.optimizer.iterations.numpy())
-    name = f"step-{iterations:010d}.weights.h5"
-    tmp = os.path.join(directory, "tmp-" + name)
-    model.save_weights(tmp)
+    name = f"step-{iterations:010d}.weights.npz"
+    buffer = io.BytesIO()
+    np.savez(buffer, *[np.asarray(v.numpy()) for v in _variables(model)])
     final = os.path.join(directory, name)
-    os.replace(tmp, final)
+    runio.write_bytes(final, buffer.getvalue())
     runio.write_json(os.path.join(directory, STATE), {
         "epoch": epoch, "batch": batch, "iterations": iterations,
         "metrics": [[float(x) for x in np.ravel(v.numpy())] for v in model.metrics_variables],
         "results": results, "weights_file": name,
-        "weights_size": os.path.getsize(final), "weights_sha1": _sha1(final),
+        "weights_size": os.path.getsize(final), "weights_sha1": sha1_of(final),
     })
     for other in os.listdir(directory):  # older checkpoints and leftovers of killed saves
-        if other.endswith(".weights.h5") and other != name:
+        if other.startswith("step-") and other != name:
             os.remove(os.path.join(directory, other))
 
 
@@ -66,10 +64,22 @@ def load(directory: str, model: keras.Model) -> dict | None:
     state = runio.read_json(state_path)
     weights = os.path.join(directory, state.get("weights_file", "missing"))
     if (not os.path.exists(weights) or os.path.getsize(weights) != state.get("weights_size")
-            or _sha1(weights) != state.get("weights_sha1")):
+            or sha1_of(weights) != state.get("weights_sha1")):
         raise runio.RunFolderError(f"checkpoint in {directory} is damaged (weights file does "
                                    "not match state.json); rerun with --overwrite")
-    model.load_weights(weights)
+    if weights.endswith(".h5"):  # written by lrbs_tf 0.1 with model.save_weights
+        model.load_weights(weights)
+    else:
+        variables = _variables(model)
+        with np.load(weights) as archive:
+            values = [archive[f"arr_{i}"] for i in range(len(archive.files))]
+        if len(values) != len(variables) or any(
+                tuple(v.shape) != a.shape for v, a in zip(variables, values)):
+            raise runio.RunFolderError(f"checkpoint in {directory} does not fit this model "
+                                       f"({len(values)} arrays for {len(variables)} "
+                                       "variables); rerun with --overwrite")
+        for variable, value in zip(variables, values):
+            variable.assign(value)
     if int(model.optimizer.iterations.numpy()) != state["iterations"]:
         raise runio.RunFolderError(f"checkpoint in {directory} is inconsistent")
     return state

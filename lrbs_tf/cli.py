@@ -112,28 +112,62 @@ def format_table(header, rows) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
 
 
+# Exit statuses of the command-line tools (also in the README).
+EXIT_BAD_INPUT = 2  # a bad flag, bad data, a damaged run folder or one holding something else
+EXIT_DISK_FULL = 74  # sysexits' EX_IOERR: the run is marked failed and resumes with space
+EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: another process holds the run folder
+EXIT_INTERRUPTED = 130
+
+
 @contextlib.contextmanager
 def reported_errors(prog: str, logdir: str):
     """Turn the library's expected failures into one-line messages and exit statuses.
 
-    Bad data, a run folder holding something else, a damaged checkpoint or a strategy that
-    cannot be set up: status 2. A multi-worker peer lost: status 3.
-    Ctrl-C: status 130 (the run's state is saved when training had started). An unwritable
-    or full log directory: status 1.
+    Bad data, a run folder holding something else or damaged, a damaged checkpoint or a
+    strategy that cannot be set up: status 2. Another process using the run folder: 75. A full
+    disk: 74. A multi-worker peer lost: 3. Ctrl-C: 130 (the run's state is saved when training
+    had started). An unwritable log directory: 1. Usable before TensorFlow is imported.
     """
-    import tensorflow as tf
-
     from lrbs_tf.data import DataError
-    from lrbs_tf.distribute import PEER_LOST_EXIT, DistributeError
-    from lrbs_tf.runio import RunFolderError
-    from lrbs_tf.train import RunExistsError, RunInterrupted
+    from lrbs_tf.distribute import DistributeError
+    from lrbs_tf.runfolder import RunBusyError
+    from lrbs_tf.runio import DiskFullError, RunFolderError, disk_full
 
     try:
         yield
-    except (DataError, RunExistsError, RunFolderError, DistributeError) as e:
+    except RunBusyError as e:
+        fail(prog, e, status=EXIT_BUSY)
+    except (DataError, RunFolderError, DistributeError) as e:
         fail(prog, e)
-    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
-            tf.errors.CancelledError, tf.errors.AbortedError) as e:
+    except KeyboardInterrupt:
+        fail(prog, "interrupted before training started; nothing to resume",
+             status=EXIT_INTERRUPTED)
+    except DiskFullError as e:
+        fail(prog, e.strerror or e, status=EXIT_DISK_FULL)
+    except OSError as e:
+        if disk_full(e):
+            fail(prog, f"the disk of {logdir} is full ({e.strerror or e}); free some space "
+                       "and run the same command again", status=EXIT_DISK_FULL)
+        fail(prog, f"{e.strerror or e} ({e.filename or logdir}): check that {logdir} is "
+                   "writable", status=1)
+    except Exception as e:
+        if "tensorflow" not in sys.modules:
+            raise
+        _tensorflow_error(prog, e)
+        raise
+
+
+def _tensorflow_error(prog: str, e: Exception) -> None:
+    """Interruptions and lost peers, which are raised once TensorFlow is running."""
+    import tensorflow as tf
+
+    from lrbs_tf.distribute import PEER_LOST_EXIT
+    from lrbs_tf.train import RunInterrupted
+
+    if isinstance(e, RunInterrupted):
+        fail(prog, e, status=EXIT_INTERRUPTED)
+    if isinstance(e, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                      tf.errors.CancelledError, tf.errors.AbortedError)):
         # what a collective raises when another worker died or never answered
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         telling = [ln for ln in lines if any(w in ln for w in (
@@ -142,13 +176,6 @@ def reported_errors(prog: str, logdir: str):
         fail(prog, f"lost contact with another worker ({type(e).__name__}: {reason[:300]}); "
                    "start all workers again to resume from the chief's last checkpoint",
              status=PEER_LOST_EXIT)
-    except RunInterrupted as e:
-        fail(prog, e, status=130)
-    except KeyboardInterrupt:
-        fail(prog, "interrupted before training started; nothing to resume", status=130)
-    except OSError as e:
-        fail(prog, f"{e.strerror or e} ({e.filename or logdir}): check that {logdir} is "
-                   "writable and has free space", status=1)
 
 
 def run_all(prog: str, logdir: str, labelled_configs, report) -> list[dict]:

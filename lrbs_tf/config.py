@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
-import re
 
 from lrbs_tf.distribute import STRATEGIES
 from lrbs_tf.plan import TrainingPlan, make_plan
 from lrbs_tf.ratio import Ratio, RatioError, parse_ratio, rescale_lr, resolve_ratio
+from lrbs_tf.runfolder import check_name
 from lrbs_tf.schedules import ScheduleError, parse_schedule
 
 # Examples available for training + validation, per dataset (the rest is the test set), and
@@ -18,6 +19,7 @@ DEFAULT_VALIDATION = {"fashion_mnist": 10000, "cifar10": 5000, "cifar10_syntheti
 INPUT_SHAPES = {"fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3),
                 "cifar10_synthetic": (32, 32, 3)}
 MODEL_NAMES = ("mlp", "vgg11", "resnet56")
+MAX_EPOCHS = 100_000
 
 
 class ConfigError(ValueError):
@@ -158,19 +160,13 @@ class RunConfig:
         if self.batch_size > self.num_train:
             raise ConfigError(f"batch size {self.batch_size} is larger than the training set "
                               f"({self.num_train} examples)")
-        plan = self.plan()
-        for i in range(20 * self.epochs):
-            t = i / 20
-            size = plan.batch_at(t)
-            if size > self.num_train:
-                raise ConfigError(f"the batch-size schedule reaches {size} at epoch {t:g}, more "
-                                  f"than the training set ({self.num_train} examples)")
-            if not plan.ratio_at(t) > 0:
-                raise ConfigError(f"the schedules give a non-positive η/S at epoch {t:g}")
-        for field, low in (("epochs", 1), ("width", 1), ("eval_batch_size", 1)):
-            if getattr(self, field) < low:
-                raise ConfigError(f"--{field.replace('_', '-')} must be at least {low}, "
-                                  f"got {getattr(self, field)}")
+        for field, low, high in (("epochs", 1, MAX_EPOCHS), ("width", 1, 1 << 16),
+                                 ("eval_batch_size", 1, 1 << 20), ("seed", 0, 2 ** 31 - 1)):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ConfigError(f"--{field.replace('_', '-')} must be a whole number from "
+                                  f"{low} to {high}, got {value!r}")
+        self._check_schedules()
         if self.steps_per_execution is not None and self.steps_per_execution < 1:
             raise ConfigError(f"--steps-per-execution must be at least 1, "
                               f"got {self.steps_per_execution}")
@@ -178,8 +174,8 @@ class RunConfig:
             raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
         if self.jit_compile not in ("auto", "on", "off"):
             raise ConfigError(f"--jit must be auto, on or off, got {self.jit_compile!r}")
-        if self.loss_target is not None and not self.loss_target > 0:
-            raise ConfigError(f"--loss-target must be positive, got {self.loss_target}")
+        if self.loss_target is not None and not 0 < self.loss_target < math.inf:
+            raise ConfigError(f"--loss-target must be a positive number, got {self.loss_target}")
         if self.checkpoint_steps < 0:
             raise ConfigError(f"--checkpoint-steps must be >= 0, got {self.checkpoint_steps}")
         if self.probe_every < 0:
@@ -195,9 +191,46 @@ class RunConfig:
             raise ConfigError(f"--cpu-devices must be >= 0, got {self.cpu_devices}")
         if not self.peer_timeout > 0:
             raise ConfigError(f"--peer-timeout must be positive, got {self.peer_timeout}")
-        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9._=+-]+", self.name):
-            raise ConfigError(f"--name may hold letters, digits and ._=+- only, got {self.name!r}")
+        if self.name is not None:
+            try:
+                check_name(self.name)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        if self.data_dir is not None:
+            from lrbs_tf.data import DataError, check_data_dir
+
+            try:
+                check_data_dir(self.dataset, self.data_dir)
+            except DataError as e:
+                raise ConfigError(str(e)) from None
         return self
+
+    def _check_schedules(self) -> None:
+        """Evaluate the schedules at 20 points per epoch (at most 20000): finite, η/S > 0,
+        batch sizes from 1 to the training set."""
+        plan = self.plan()
+        points = min(20 * self.epochs, 20000)
+        t = 0.0
+        try:
+            for i in range(points):
+                t = self.epochs * i / points
+                raw = float(plan.batch(t))
+                if not math.isfinite(raw) or raw < 1:
+                    raise ConfigError(f"the batch-size schedule gives {raw:g} at epoch {t:g}: "
+                                      "a batch size must be at least 1")
+                size = plan.batch_at(t)
+                if size > self.num_train:
+                    raise ConfigError(f"the batch-size schedule reaches {size} at epoch {t:g}, "
+                                      f"more than the training set ({self.num_train} examples)")
+                ratio = plan.ratio_at(t)
+                if not 0 < ratio < math.inf or not ratio * size < math.inf:
+                    raise ConfigError(f"the schedules give η/S = {ratio:g} at epoch {t:g}: it "
+                                      "must be positive and finite")
+        except (OverflowError, ZeroDivisionError, ValueError) as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"the schedules cannot be evaluated at epoch {t:g} ({e}): "
+                              "a value overflows") from None
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)

@@ -92,13 +92,27 @@ def _find_file(directory: str, stem: str) -> str | None:
 
 
 def _candidate_dirs(data_dir: str | None) -> list[tuple[str, str]]:
-    places = []
+    """Where to look: an explicit folder (``--data-dir``, else ``$LRBS_DATA_DIR``) alone — it is
+    used or refused, never skipped — otherwise the Debian package's folder."""
     if data_dir:
-        places.append(("--data-dir", data_dir))
+        return [("--data-dir", data_dir)]
     if os.environ.get(ENV_DATA_DIR):
-        places.append((f"${ENV_DATA_DIR}", os.environ[ENV_DATA_DIR]))
-    places.append(("Debian package dataset-fashion-mnist", DEBIAN_FASHION_MNIST))
-    return places
+        return [(f"${ENV_DATA_DIR}", os.environ[ENV_DATA_DIR])]
+    return [("Debian package dataset-fashion-mnist", DEBIAN_FASHION_MNIST)]
+
+
+def check_data_dir(dataset: str, data_dir: str, label: str = "--data-dir") -> None:
+    """Refuse an explicit data folder that cannot be what it is given for (before TensorFlow
+    loads): it must be a folder; for Fashion-MNIST it holds all four idx files or none of them
+    (then tensorflow-datasets reads or downloads its own copy there)."""
+    if not os.path.isdir(data_dir):
+        raise DataError(f"{label} {data_dir} is not a folder")
+    if dataset == "fashion_mnist":
+        missing = [stem + ".gz" for stem in FASHION_MNIST_FILES.values()
+                   if _find_file(data_dir, stem) is None]
+        if 0 < len(missing) < len(FASHION_MNIST_FILES):
+            raise DataError(f"{label} {data_dir} lacks {', '.join(missing)} of the four "
+                            "Fashion-MNIST idx files")
 
 
 _IDX_CACHE: dict = {}
@@ -181,10 +195,14 @@ def load_fashion_mnist(data_dir: str | None = None, validation_size: int = 10000
         if arrays is not None:
             source = f"idx files in {os.path.abspath(directory)} ({label})"
             break
+    explicit = data_dir or os.environ.get(ENV_DATA_DIR) or None
+    if explicit:
+        check_data_dir("fashion_mnist", explicit, _candidate_dirs(data_dir)[0][0])
     if arrays is None and allow_download:
-        searched.append("tensorflow-datasets 'fashion_mnist' (download)")
+        searched.append("tensorflow-datasets 'fashion_mnist'"
+                        + (f" in {explicit}" if explicit else " (download)"))
         try:
-            arrays = _load_fashion_mnist_tfds(data_dir)
+            arrays = _load_fashion_mnist_tfds(explicit)
             source = "tensorflow-datasets fashion_mnist"
         except Exception as e:  # tfds raises many types when offline; report them all the same way
             log.debug("tensorflow-datasets failed", exc_info=True)

@@ -137,4 +137,11 @@ def rescale_lr(base: Ratio, batch_size: int, rule: str = "linear") -> Ratio:
     """
     batch = _batch_size(batch_size)
     p = rescale_exponent(rule)
-    return Ratio(base.lr * (batch / base.batch_size) ** p, batch)
+    try:
+        lr = base.lr * (batch / base.batch_size) ** p
+    except OverflowError:
+        lr = math.inf
+    if not 0 < lr < math.inf:
+        raise RatioError(f"rescaling {base} to batch {batch} with power {p:g} gives η = {lr:g}: "
+                         "out of range")
+    return Ratio(lr, batch)

@@ -180,8 +180,13 @@ def _num(text: str, what: str, base: float | None = None) -> float:
     return value
 
 
-def parse_schedule(spec: str, base: float | None = None):
+MAX_NESTING = 8
+
+
+def parse_schedule(spec: str, base: float | None = None, _depth: int = 0):
     """Parse a schedule spec (see the module docstring); ``base`` fills an empty BASE."""
+    if _depth > MAX_NESTING:
+        raise ScheduleError(f"schedules nest at most {MAX_NESTING} deep (warmup:E:...)")
     spec = str(spec).strip()
     kind, _, rest = spec.partition(":")
     try:
@@ -218,7 +223,8 @@ def parse_schedule(spec: str, base: float | None = None):
             epochs, _, inner = rest.partition(":")
             if not inner:
                 raise ScheduleError(f"warmup needs EPOCHS:INNER_SCHEDULE, got {spec!r}")
-            return Warmup(_num(epochs, "warm-up epochs"), parse_schedule(inner, base))
+            return Warmup(_num(epochs, "warm-up epochs"),
+                          parse_schedule(inner, base, _depth + 1))
     except ScheduleError:
         raise
     raise ScheduleError(f"unknown schedule {kind!r} in {spec!r}; use const, cyclic, tri, "

@@ -30,18 +30,15 @@ import numpy as np
 import tensorflow as tf
 
 from lrbs_tf import callbacks as cb
-from lrbs_tf import checkpoint, distribute, runio
+from lrbs_tf import checkpoint, distribute, runfolder, runio
 from lrbs_tf.config import RunConfig
 from lrbs_tf.data import load_dataset
 from lrbs_tf.models import build_model
 from lrbs_tf.optimizers import RatioScaledOptimizer, StepLog
 from lrbs_tf.pipeline import EpochData, eval_dataset
+from lrbs_tf.runfolder import RunExistsError  # noqa: F401 (part of this module's interface)
 
 log = logging.getLogger(__name__)
-
-
-class RunExistsError(RuntimeError):
-    """The run folder holds another run (or nothing to resume)."""
 
 
 class RunInterrupted(RuntimeError):
@@ -112,70 +109,6 @@ def _steps_per_execution(config: RunConfig, plans) -> int:
 
 
 
-def _same_settings(saved: dict, config: RunConfig) -> bool:
-    """Does a saved ``config.json`` describe ``config``? Settings added to RunConfig after the
-    run was saved count as equal when they hold their default value."""
-    skip = {"overwrite", "resume", "logdir", "strategy", "devices", "cpu_devices",
-            "peer_timeout"}
-    now = runio._clean(config.to_dict())
-    defaults = runio._clean(dataclasses.asdict(RunConfig(lr=1.0, batch_size=1)))
-    for key, value in now.items():
-        if key in skip:
-            continue
-        if key in saved:
-            if saved[key] != value:
-                return False
-        elif key not in defaults or defaults[key] != value:
-            return False
-    return True
-
-
-def _saved_run(config: RunConfig) -> str | None:
-    """What the run folder holds, without touching it: None (no run), ``finished``,
-    ``resume`` (a checkpoint of the same settings) or ``unstarted`` (stopped before its first
-    checkpoint). A run with other settings raises :class:`RunExistsError`."""
-    run_dir = config.run_dir
-    config_path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(config_path):
-        return None
-    saved = runio.read_json(config_path)
-    if not _same_settings(saved.get("config", {}), config):
-        raise RunExistsError(f"{run_dir} holds a run with other settings; pass --overwrite to "
-                             "replace it or --name to choose another folder")
-    results_path = os.path.join(run_dir, "results.json")
-    status = runio.read_json(results_path).get("status") if os.path.exists(results_path) else None
-    if status in ("finished", "diverged"):
-        return "finished"
-    if os.path.exists(os.path.join(run_dir, "ckpt", checkpoint.STATE)):
-        return "resume"
-    return "unstarted"
-
-
-def _peek_run_dir(config: RunConfig) -> str:
-    """The mode a multi-worker non-chief finds in the chief's run folder (the chief makes the
-    same decision in :func:`_prepare_run_dir`): ``fresh``, ``resume`` or ``finished``."""
-    saved = None if config.overwrite else _saved_run(config)
-    return saved if saved in ("resume", "finished") else "fresh"
-
-
-def _prepare_run_dir(config: RunConfig) -> tuple[str, str]:
-    """Create or inspect the run folder; returns ``(run_dir, mode)`` with mode ``fresh``,
-    ``resume`` (a checkpoint of the same config exists) or ``finished``."""
-    run_dir = config.run_dir
-    if config.overwrite and os.path.exists(run_dir):
-        shutil.rmtree(run_dir)
-    saved = _saved_run(config)
-    if saved in ("resume", "finished"):
-        return run_dir, saved
-    if config.resume:
-        raise RunExistsError(f"nothing to resume in {run_dir}" if saved is None else
-                             f"{run_dir} has no checkpoint to resume from; pass --overwrite")
-    if os.path.isdir(run_dir):
-        shutil.rmtree(run_dir)  # killed before its config or its first checkpoint: start again
-    os.makedirs(run_dir)
-    return run_dir, "fresh"
-
-
 def _epoch_summaries(writers: dict, epoch: int, record: dict, marks) -> None:
     if epoch + 1 <= marks.get("epoch"):
         return  # written before a kill; this is the replay
@@ -223,31 +156,68 @@ def train(config: RunConfig, callbacks=(), model: keras.Model | None = None) -> 
     name it, since resuming and probing a saved run rebuild from the config.
     """
     config.validate()
-    if config.cpu_devices:
-        distribute.split_cpu(config.cpu_devices)
-    strategy = distribute.make_strategy(config.strategy, config.devices, config.peer_timeout)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(config.seed)
-    data = load_dataset(config.dataset, data_dir=config.data_dir,
-                        validation_size=config.val_size, train_size=config.train_size,
-                        seed=config.seed)
-    if distribute.is_chief(strategy):
-        run_dir, mode = _prepare_run_dir(config)
-        load_dir = run_dir
-    else:  # same steps (collectives must match) but writes go to a scratch folder
-        mode, load_dir = _peek_run_dir(config), config.run_dir
-        run_dir = tempfile.mkdtemp(prefix="lrbs-worker-")
-    if mode == "finished":
-        log.info("%s is already finished", config.run_dir)
-        return runio.read_json(os.path.join(config.run_dir, "results.json"))
-    run = _Run(config, data, run_dir, list(callbacks), model, strategy)
+    chief = distribute.chief_task() if config.strategy == "multiworker" else True
+    found = _claim(config) if chief else runfolder.inspect(config)
     try:
-        results = run.go(resume=mode == "resume", load_dir=load_dir)
-        return results if run.chief else dict(results, chief=False)
+        if found.mode == "finished":
+            log.info("%s is already finished", config.run_dir)
+            if found.results.get("model_sha1") is None:
+                _check_legacy_model(config.run_dir, found.results)
+            return found.results
+        if config.resume and found.mode != "resume":
+            raise RunExistsError(f"nothing to resume in {config.run_dir}")
+        if config.cpu_devices:
+            distribute.split_cpu(config.cpu_devices)
+        strategy = distribute.make_strategy(config.strategy, config.devices,
+                                            config.peer_timeout)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(config.seed)
+        data = load_dataset(config.dataset, data_dir=config.data_dir,
+                            validation_size=config.val_size, train_size=config.train_size,
+                            seed=config.seed)
+        if chief:
+            run_dir = load_dir = config.run_dir
+        else:  # same steps (collectives must match) but writes go to a scratch folder
+            load_dir, run_dir = config.run_dir, tempfile.mkdtemp(prefix="lrbs-worker-")
+        run = _Run(config, data, run_dir, list(callbacks), model, strategy)
+        try:
+            results = run.go(resume=found.mode == "resume", load_dir=load_dir)
+            return results if chief else dict(results, chief=False)
+        finally:
+            if not chief:
+                shutil.rmtree(run_dir, ignore_errors=True)
     finally:
-        if not run.chief:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if chief:
+            runfolder.release(config.run_dir)
+
+
+def _claim(config: RunConfig):
+    """Lock and inspect (or create) the run folder; see :mod:`lrbs_tf.runfolder`."""
+    found = runfolder.claim(config)
+    if found.mode != "finished":
+        try:
+            runio.reserve(config.run_dir)
+        except BaseException:
+            runfolder.release(config.run_dir)
+            raise
+    return found
+
+
+def _check_legacy_model(run_dir: str, results: dict) -> None:
+    """A finished run saved before model digests were recorded: compare the weights of its
+    model.keras with the recorded weights digest."""
+    path = os.path.join(run_dir, "model.keras")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as e:  # a truncated zip or h5 raises many types
+        raise runfolder.RunDamagedError(
+            f"{run_dir} is damaged: model.keras cannot be loaded ({type(e).__name__})"
+            + runfolder.OVERWRITE_NOTE) from None
+    if results.get("weights_sha1") not in (None, _weights_digest(model)):
+        raise runfolder.RunDamagedError(
+            f"{run_dir} is damaged: the weights in model.keras do not match the digest in "
+            "results.json" + runfolder.OVERWRITE_NOTE)
 
 
 class _Run:
@@ -381,6 +351,7 @@ class _Run:
                                                   for w in self.model.weights)],
                 "where the run starts (epoch, step and weights)")
         self.wall_before = self.results.get("wall_time", 0.0)
+        self.checkpointed = len(self.results["epochs"])  # epochs the last checkpoint holds
         runio.write_json(self.results_path, self.results)
         callbacks = self.callbacks()
         try:
@@ -393,12 +364,30 @@ class _Run:
             raise RunInterrupted(f"interrupted: state saved in {self.run_dir}; run the same "
                                  "command to resume") from None
         except BaseException as e:
-            self.results.update(status="failed", error=f"{type(e).__name__}: {e}"[:2000])
-            runio.write_json(self.results_path, self.results)
+            self.record_failure(e)
+            if runio.disk_full(e):
+                raise runio.DiskFullError(
+                    28, f"the disk of {self.run_dir} is full "
+                        f"({getattr(e, 'strerror', None) or type(e).__name__}); the run is "
+                        "marked failed and the same command resumes it from its last "
+                        "checkpoint once there is space") from None
             raise
         finally:
             for writer in self.writers.values():
                 writer.close()
+
+    def record_failure(self, error: BaseException) -> None:
+        """Mark the run ``failed`` with the reason; the epochs recorded are those of the last
+        checkpoint, so that the folder stays resumable. On a full disk the reserve is freed
+        first, to make room for this last write."""
+        if runio.disk_full(error):
+            runio.free_reserve(self.run_dir)
+        failed = dict(self.results, status="failed", epochs=self.results["epochs"][
+            :self.checkpointed], error=f"{type(error).__name__}: {error}"[:2000])
+        try:
+            runio.write_json(self.results_path, failed)
+        except OSError as e:
+            log.error("could not record the failure in %s: %s", self.results_path, e)
 
     def train_set_loss(self) -> dict:
         """Loss and accuracy over the whole training set at the current weights, BatchNorm in
@@ -420,6 +409,7 @@ class _Run:
         before = sum(len(sizes) for sizes, _ in self.plans[:self.epoch])
         done = int(self.model.optimizer.iterations.numpy()) - before
         checkpoint.save(self.ckpt_dir, self.model, self.epoch, done, self.results)
+        self.checkpointed = len(self.results["epochs"])
 
     def logs_from_checkpoint(self, metrics) -> dict:
         """The epoch's logs when all its steps were done before the run stopped."""
@@ -476,6 +466,7 @@ class _Run:
                          "epoch %d", record["weights_loss"], target, epoch + 1)
                 break
             checkpoint.save(self.ckpt_dir, self.model, epoch + 1, 0, results)
+            self.checkpointed = len(results["epochs"])
             runio.write_json(self.results_path, results)
 
     def finish(self) -> dict:
@@ -505,10 +496,26 @@ class _Run:
             weights_sha1=_weights_digest(self.model),
             wall_time=self.wall_time(),
         )
-        self.model.save(os.path.join(self.run_dir, "model.keras"))
+        results.update(_save_model(self.model, os.path.join(self.run_dir, "model.keras")))
         runio.write_json(self.results_path, results)
         shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+        runio.free_reserve(self.run_dir)
         return results
+
+
+def _save_model(model: keras.Model, path: str) -> dict:
+    """``model.save`` to a temporary file beside ``path``, fsync, rename; returns the file's
+    size and SHA-1 (recorded in results.json and checked whenever the run is reused)."""
+    tmp = os.path.join(os.path.dirname(path), ".tmp-model.keras")
+    try:
+        model.save(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return {"model_bytes": os.path.getsize(path), "model_sha1": runfolder.sha1_of(path)}
 
 
 def _lr_at(plan, t: float) -> float:

@@ -220,8 +220,10 @@ def make_tuner(hypermodel: RatioHyperModel, algorithm: str, directory: str, proj
     """A keras-tuner tuner over ``hypermodel``; only the chief (or a lone process) may wipe
     the oracle's state, workers never do."""
     role = distributed_role()
+    # keras-tuner reads seed 0 as "no seed" (a random one): pass seed + 1, so that the same
+    # command proposes the same trials and a rerun reuses or resumes their run folders.
     common = dict(objective=kt.Objective("val_accuracy", "max"), directory=directory,
-                  project_name=project, overwrite=role in (None, "chief"), seed=seed)
+                  project_name=project, overwrite=role in (None, "chief"), seed=seed + 1)
     if algorithm == "grid":
         return kt.GridSearch(hypermodel, max_trials=max_trials, **common)
     if algorithm == "random":

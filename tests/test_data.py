@@ -1,5 +1,6 @@
 """Fashion-MNIST idx loading: search order, splits, and clear errors for bad files."""
 import gzip
+import re
 import os
 import struct
 
@@ -81,15 +82,39 @@ def test_search_order_env_then_debian(tmp_path, monkeypatch):
     assert "LRBS_DATA_DIR" in D.load_fashion_mnist(None, **kw).source
     monkeypatch.delenv(D.ENV_DATA_DIR)
     assert "Debian" in D.load_fashion_mnist(None, **kw).source
-    # An empty --data-dir falls through to the next place.
-    assert "Debian" in D.load_fashion_mnist(str(tmp_path / "empty"), **kw).source
 
 
-def test_missing_everywhere_names_every_place(tmp_path, no_env):
+@pytest.mark.parametrize("files,fragment", [
+    (None, "is not a folder"),  # --data-dir /nonexistent
+    (["train-images-idx3-ubyte.gz"], "lacks train-images-idx3-ubyte.gz"),
+    ([], "searched --data-dir"),  # no idx files: tensorflow-datasets there, no fallback
+])
+def test_an_explicit_data_dir_is_used_or_refused(tmp_path, monkeypatch, files, fragment):
+    deb_dir, cli_dir = tmp_path / "deb", tmp_path / "cli"
+    make_fmnist_dir(deb_dir, seed=2)
+    monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST", str(deb_dir))
+    monkeypatch.delenv(D.ENV_DATA_DIR, raising=False)
+    if files is not None:
+        make_fmnist_dir(cli_dir)
+        for name in files:
+            (cli_dir / name).unlink()
+        if not files:
+            for path in cli_dir.iterdir():
+                path.unlink()
+    with pytest.raises(D.DataError, match=fragment) as err:
+        D.load_fashion_mnist(str(cli_dir), validation_size=10, allow_download=False)
+    assert "Debian" not in str(err.value).split("Fix:")[0]  # never fell back to another copy
+    monkeypatch.setenv(D.ENV_DATA_DIR, str(cli_dir))  # the same holds for $LRBS_DATA_DIR
+    with pytest.raises(D.DataError, match=re.escape(fragment.replace("--data-dir",
+                                                                     "$LRBS_DATA_DIR"))):
+        D.load_fashion_mnist(None, validation_size=10, allow_download=False)
+
+
+def test_missing_everywhere_names_every_place(no_env):
     with pytest.raises(D.DataError) as err:
-        D.load_fashion_mnist(str(tmp_path), allow_download=False)
+        D.load_fashion_mnist(None, allow_download=False)
     message = str(err.value)
-    assert str(tmp_path) in message and "/nonexistent/fashion-mnist" in message
+    assert "/nonexistent/fashion-mnist" in message
     assert "apt-get install dataset-fashion-mnist" in message and "--data-dir" in message
     assert "\n" not in message
 

@@ -36,7 +36,7 @@ CASES = [
     ("experiments/fig5_breakdown.py", ["--betas", "1,x"], "integers"),
     ("experiments/fig5_breakdown.py", ["--betas", "0"], "at least 1"),
     ("experiments/fig5_breakdown.py", ["--train-sizes", "50001"], "--train-size"),
-    ("experiments/fig3_grid.py", ["--lrs", "0.1,abc"], "bad list"),
+    ("experiments/fig3_grid.py", ["--lrs", "0.1,abc"], "not a list of numbers"),
     ("experiments/fig3_grid.py", ["--batch-sizes", "0"], "positive"),
     ("experiments/tune.py", ["--ratio-range", "1e-5"], "--ratio-range"),
     ("experiments/tune.py", ["--trials", "0"], "--trials"),
@@ -91,7 +91,7 @@ def test_advisor_refuses_bad_run_folders(tmp_path, results_text, fragment):
 
 
 def test_probe_refuses_a_model_from_elsewhere(tmp_path):
-    run = _fake_run(tmp_path, '{"status": "finished"}', {
+    run = _fake_run(tmp_path, '{"status": "finished", "epochs": []}', {
         "config": {"num_train": 1000, "dataset": "fashion_mnist", "validation_size": 500,
                    "seed": 0, "lr": 0.1, "batch_size": 10}, "data": {}})
     (run / "model.keras").write_bytes(b"PK\x03\x04 not really a keras file")

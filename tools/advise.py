@@ -21,15 +21,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from lrbs_tf import runio  # noqa: E402
 from lrbs_tf.advice import advise  # noqa: E402
 from lrbs_tf.cli import ArgumentParser, fail, format_table  # noqa: E402
+from lrbs_tf.runfolder import read_run  # noqa: E402
 
 PROG = "advise.py"
 
 
 def load_probe(run_dir: str) -> dict:
-    results = runio.read_json(os.path.join(run_dir, "results.json"))
-    if results.get("status") != "finished":
-        raise runio.RunFolderError(f"{run_dir} is not a finished run "
-                                   f"(status {results.get('status')!r})")
+    _, results = read_run(run_dir, statuses=("finished",))
     if results.get("probe"):
         return results["probe"]
     path = os.path.join(run_dir, "probe.json")
@@ -46,11 +44,11 @@ def main(argv=None):
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     try:
-        config = runio.read_json(os.path.join(args.run_dir, "config.json"))["config"]
+        config = read_run(args.run_dir, statuses=("finished",))[0]["config"]
         probe = load_probe(args.run_dir)
         advice = advise(config["lr"], config["batch_size"], config["num_train"],
                         probe["lambda_max"], probe["b_simple"], args.batch_size)
-    except (runio.RunFolderError, ValueError, KeyError) as e:
+    except (runio.RunFolderError, ValueError, KeyError, TypeError) as e:
         fail(PROG, e if not isinstance(e, KeyError) else f"run files lack {e}")
     if args.json:
         print(json.dumps(runio._clean(advice), indent=2))

@@ -40,13 +40,10 @@ def main(argv=None):
     p.add_argument("--json", action="store_true", help="print JSON only")
     args = p.parse_args(argv)
     from lrbs_tf import runio
+    from lrbs_tf.runfolder import read_run
 
     try:
-        saved = runio.read_json(os.path.join(args.run_dir, "config.json"))
-        results = runio.read_json(os.path.join(args.run_dir, "results.json"))
-        if results.get("status") not in ("finished", "diverged", "interrupted"):
-            raise runio.RunFolderError(f"{args.run_dir} is not finished "
-                                       f"(status {results.get('status')!r})")
+        saved, results = read_run(args.run_dir, ("finished", "diverged", "interrupted"))
         model_path = os.path.join(args.run_dir, "model.keras")
         if not os.path.exists(model_path):
             raise runio.RunFolderError(f"{model_path} is missing")
@@ -55,7 +52,7 @@ def main(argv=None):
                                  batch_size=args.batch_size, bn_mode=args.bn, dtype=args.dtype,
                                  seed=args.seed, finite_difference=not args.no_finite_difference)
         settings.validate(config["num_train"])
-    except (runio.RunFolderError, ConfigError, KeyError) as e:
+    except (runio.RunFolderError, ConfigError, KeyError, TypeError) as e:
         fail(PROG, e if not isinstance(e, KeyError) else f"config.json lacks {e}")
     quiet_tensorflow()
     import keras
