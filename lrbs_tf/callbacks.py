@@ -154,6 +154,31 @@ def write_probe_scalars(writer, record: dict, step: int) -> None:
     writer.flush()
 
 
+class StopAtLoss(keras.callbacks.Callback):
+    """Within an epoch, every ``every`` steps, measure ``loss_at_weights()`` (a dict with
+    ``loss``) and stop training when it is at most ``target``; the measurement that stopped it
+    is kept in ``reached``. ``start``: batches of the epoch already done (a resumed epoch)."""
+
+    def __init__(self, loss_at_weights, target: float, every: int, start: int = 0):
+        super().__init__()
+        self.loss_at_weights, self.target, self.every = loss_at_weights, target, max(1, every)
+        self.start = start
+        self.reached = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.next = self.start + self.every
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = self.start + batch + 1
+        if done < self.next:
+            return
+        self.next = done + self.every
+        measured = self.loss_at_weights()
+        if measured["loss"] <= self.target:
+            self.reached = measured
+            self.model.stop_training = True
+
+
 class CheckpointEvery(keras.callbacks.Callback):
     """Call ``save()`` every ``steps`` optimizer steps inside an epoch.
 

@@ -83,6 +83,12 @@ def fit_epoch(model: keras.Model, train_data: EpochData, sizes: list[int], epoch
 
 
 MAX_XLA_SHAPES = 8
+# The loss target is checked after every epoch, and also CHECKS_NEAR_TARGET times within an
+# epoch once the last check was within NEAR_TARGET × the target. Measured on the Fashion-MNIST
+# MLP: near 0.05 the training-set loss falls 25-30 % per epoch at η/S = 1e-4 and 2e-3, so
+# epoch-end checks alone stop runs anywhere in [0.035, 0.05]; one check costs about 0.3 s (a
+# forward pass over 50000 examples), a quarter of an epoch at S = 1000.
+NEAR_TARGET, CHECKS_NEAR_TARGET = 2.0, 4
 
 
 def _use_jit(config: RunConfig, plans) -> bool:
@@ -389,6 +395,12 @@ class _Run:
         except OSError as e:
             log.error("could not record the failure in %s: %s", self.results_path, e)
 
+    def near_target(self) -> bool:
+        """Was the training-set loss after the last epoch within NEAR_TARGET × the target?"""
+        epochs = self.results["epochs"]
+        last = epochs[-1].get("weights_loss") if epochs else None
+        return last is not None and last <= NEAR_TARGET * self.config.loss_target
+
     def train_set_loss(self) -> dict:
         """Loss and accuracy over the whole training set at the current weights, BatchNorm in
         inference mode (as the probes see the model); one compiled pass."""
@@ -427,7 +439,14 @@ class _Run:
             sizes, ratios = self.plans[epoch]
             skip = start_batch if epoch == start_epoch else 0
             extra = [cb.RestoreMetrics(metrics)] if skip and metrics else []
+            target = config.loss_target
+            check = None
+            if target is not None and self.near_target():  # check within the epoch too
+                check = cb.StopAtLoss(self.train_set_loss, target, start=skip,
+                                      every=math.ceil(len(sizes) / CHECKS_NEAR_TARGET))
+                extra.append(check)
             tick = time.time()
+            before = int(self.model.optimizer.iterations.numpy()) - skip
             if skip >= len(sizes):  # stopped after the epoch's last step, before its record
                 logs = self.logs_from_checkpoint(metrics)
             else:
@@ -436,8 +455,11 @@ class _Run:
                                     ratios=ratios, skip_batches=skip)
                 logs = {k: float(v[-1]) for k, v in history.history.items()}
             results["train_time"] += time.time() - tick
-            record = {"epoch": epoch + 1, "steps": len(sizes),
+            steps = int(self.model.optimizer.iterations.numpy()) - before
+            record = {"epoch": epoch + 1, "steps": steps,
                       "train_loss": logs.get("loss"), "train_accuracy": logs.get("accuracy")}
+            if steps < len(sizes):  # stopped at the loss target within the epoch
+                record["fraction"] = sum(sizes[:steps]) / sum(sizes)
             diverged = self.stop.diverged_epoch is not None or not math.isfinite(
                 record["train_loss"])
             if not diverged:
@@ -446,9 +468,9 @@ class _Run:
                               validation_accuracy=logs.get("val_accuracy"),
                               test_loss=float(test["loss"]),
                               test_accuracy=float(test["accuracy"]))
-            target = config.loss_target
             if target is not None and not diverged:  # the stop test reads the saved weights
-                at_weights = self.train_set_loss()
+                at_weights = (check.reached if check is not None and check.reached
+                              else self.train_set_loss())
                 record.update(weights_loss=at_weights["loss"],
                               weights_accuracy=at_weights["accuracy"])
             record["wall_time"] = self.wall_time()
@@ -488,7 +510,9 @@ class _Run:
             measured = self.prober(lr=_lr_at(self.plan, len(results["epochs"]) - 0.001))
             results["probe"] = dict(measured, settings=self.prober.describe())
             cb.write_probe_scalars(self.writers["probe"], measured, len(results["epochs"]))
-        examples = sum(sum(self.plans[r["epoch"] - 1][0]) for r in results["epochs"])
+        examples = sum(sum(self.plans[r["epoch"] - 1][0][:r["steps"]])
+                       for r in results["epochs"])
+        results["epochs_trained"] = examples / len(self.data.train)
         results.update(
             status="diverged" if results["diverged"] else "finished",
             examples_per_second=(examples / results["train_time"] if results["train_time"]

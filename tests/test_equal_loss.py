@@ -59,7 +59,16 @@ def test_a_run_stops_at_the_first_check_that_reaches_the_target(tmp_path):
     stopped = train(_config(tmp_path, name="stopped", loss_target=target))
     assert stopped["loss_target_reached"] is True and stopped["loss_target_epoch"] == 2
     assert len(stopped["epochs"]) == 2
-    assert stopped["final_weights_loss"] == pytest.approx(losses[1], rel=1e-6)
+    assert stopped["epochs"][0]["weights_loss"] == losses[0]  # the same run up to there
+    # Epoch 1 ended within twice the target, so epoch 2 was also checked every 4 of its 16
+    # steps; the run stopped at the first check at or below the target.
+    last = stopped["epochs"][-1]
+    assert last["steps"] in (4, 8, 12, 16)
+    if last["steps"] == 16:
+        assert stopped["final_weights_loss"] == pytest.approx(losses[1], rel=1e-6)
+    else:
+        assert last["fraction"] == pytest.approx(last["steps"] * 64 / 1000)
+        assert stopped["epochs_trained"] == pytest.approx(1 + last["fraction"])
     assert stopped["final_weights_loss"] == stopped["loss_reached"] <= target
     # The recorded loss is the loss of the saved model over the training set.
     run_dir = os.path.join(str(tmp_path), "stopped")
@@ -80,3 +89,24 @@ def test_every_finished_run_records_its_final_weights_loss(tmp_path):
     assert "weights_loss" not in results["epochs"][0]  # only a loss target checks each epoch
     assert 0 < results["final_weights_loss"] < 2.5
     assert 0 < results["final_weights_accuracy"] <= 1
+
+
+def test_stop_at_loss_checks_every_k_steps_and_stops_at_the_first_hit():
+    from lrbs_tf.callbacks import StopAtLoss
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4, 4, 1)).astype(np.float32)
+    y = rng.integers(0, 10, 40).astype(np.int32)
+    model = build_model("mlp", (4, 4, 1), 10, seed=1, width=8)
+    compile_model(model, ratio=0.1 / 4, steps_per_execution=1)
+    values, calls = iter([0.9, 0.6, 0.3, 0.1]), []
+
+    def loss_at_weights():
+        calls.append(int(model.optimizer.iterations.numpy()))
+        return {"loss": next(values)}
+
+    check = StopAtLoss(loss_at_weights, target=0.5, every=3)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False, callbacks=[check])
+    assert calls == [3, 6, 9]  # 10 steps: checks after steps 3, 6 and 9; 0.3 stops it
+    assert int(model.optimizer.iterations.numpy()) == 9
+    assert check.reached == {"loss": 0.3}
