@@ -29,7 +29,8 @@ def row_of(config, results: dict | None) -> dict:
         "seed": config.seed, "status": status,
         "converged": (results.get("loss_target_reached") if config.loss_target is not None
                       and status == "finished" else None),
-        "epochs": len(results.get("epochs", [])),
+        "epochs": (round(results["epochs_trained"], 2) if "epochs_trained" in results
+                   else len(results.get("epochs", []))),
         "final_weights_loss": results.get("final_weights_loss"),
         "final_weights_accuracy": results.get("final_weights_accuracy"),
         "train_loss": results.get("final_train_loss"),
