@@ -256,7 +256,8 @@ def report(preset: Preset, bases, logdir: str, wall_time: float, name: str = "fi
               f"inference; hollow: capped at {preset.epochs} epochs)"
               if preset.loss_target is not None else f"{preset.epochs} epochs, no loss target")
     title = (f"Fig. 3 — 4-layer BN-ReLU MLP on Fashion-MNIST ({bases[0].num_train} train), "
-             f"seeds {seeds}\n{target}; bars: min–max over seeds")
+             f"seed{'s' if len(bases) > 1 else ''} {seeds}\n{target}"
+             + ("; bars: min–max over seeds" if len(bases) > 1 else ""))
     out["png"] = fig3_plot(rows, correlations, os.path.join(logdir, f"{name}.png"), title,
                            preset.loss_target)
     out["csv"] = os.path.join(logdir, f"{name}.csv")

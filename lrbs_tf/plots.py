@@ -73,10 +73,17 @@ FIG3_PANELS = (("lambda_max", "λ_max (largest Hessian eigenvalue)", "log"),
 
 def fig3_plot(rows, correlations: dict, path: str, title: str,
               loss_target: float | None = None) -> str:
-    """Paper Fig. 3 from sweep rows (:mod:`lrbs_tf.sweep`): λ_max, ‖H‖_F, validation accuracy
-    and the final training-set loss against η/S on log axes spanning whole decades; one marker
-    per (η, S) at the mean over seeds with min–max bars, colour = S (labelled colour bar),
-    hollow = capped before the loss target (not in ρ), red × = diverged."""
+    """Paper Fig. 3 from sweep rows (:mod:`lrbs_tf.sweep`), written to ``path``: see
+    :func:`fig3_figure`."""
+    fig3_figure(rows, correlations, title, loss_target).savefig(path, dpi=110)
+    return path
+
+
+def fig3_figure(rows, correlations: dict, title: str, loss_target: float | None = None):
+    """λ_max, ‖H‖_F, validation accuracy and the final training-set loss against η/S on log
+    axes spanning whole decades; one marker per (η, S) at the mean over seeds with min–max
+    bars, colour = S (labelled colour bar), hollow = capped before the loss target (not in ρ),
+    red × = diverged. A matplotlib Figure, drawn without pyplot."""
     from matplotlib.colors import LogNorm
     from matplotlib.figure import Figure
     from matplotlib.ticker import LogLocator
@@ -123,10 +130,11 @@ def fig3_plot(rows, correlations: dict, path: str, title: str,
             ax.set_xlim(10 ** math.floor(math.log10(min(ratios))),
                         10 ** math.ceil(math.log10(max(ratios))))
         c = correlations.get(q) or {}
-        if c.get("rho") is not None:
-            ax.text(0.98, 0.04 if q != "validation_accuracy" else 0.9,
-                    f"Spearman ρ = {c['rho']:+.2f} (n = {c['n']})", transform=ax.transAxes,
-                    ha="right", fontsize=9, bbox=dict(facecolor="white", alpha=0.8, lw=0))
+        if c.get("rho") is not None:  # in the corner the trend leaves free
+            right = c["rho"] < 0
+            ax.text(0.98 if right else 0.02, 0.95, f"Spearman ρ = {c['rho']:+.2f} (n = {c['n']})",
+                    transform=ax.transAxes, ha="right" if right else "left", va="top",
+                    fontsize=9, bbox=dict(facecolor="white", alpha=0.8, lw=0))
         ax.set(xlabel="η / S", ylabel=label)
         ax.grid(alpha=0.3, which="both")
     mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
@@ -135,5 +143,4 @@ def fig3_plot(rows, correlations: dict, path: str, title: str,
     bar.set_ticks(batches)
     bar.set_ticklabels([str(b) for b in batches])
     fig.suptitle(title, fontsize=11)
-    fig.savefig(path, dpi=110)
-    return path
+    return fig

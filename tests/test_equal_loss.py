@@ -110,3 +110,42 @@ def test_stop_at_loss_checks_every_k_steps_and_stops_at_the_first_hit():
     assert calls == [3, 6, 9]  # 10 steps: checks after steps 3, 6 and 9; 0.3 stops it
     assert int(model.optimizer.iterations.numpy()) == 9
     assert check.reached == {"loss": 0.3}
+
+
+def _row(lr, batch, lam, converged=True, status="finished", seed=0):
+    return {"lr": lr, "batch_size": batch, "ratio": lr / batch, "seed": seed,
+            "status": status, "converged": converged, "lambda_max": lam,
+            "frobenius": lam * 2, "validation_accuracy": 0.9, "final_weights_loss": 0.05}
+
+
+def test_a_capped_run_is_hollow_and_left_out_of_the_correlations(tmp_path):
+    from matplotlib.image import imread
+
+    from lrbs_tf import sweep
+    from lrbs_tf.plots import fig3_figure, fig3_plot
+
+    rows = [_row(0.01, 1000, 500.0), _row(0.1, 1000, 150.0), _row(0.1, 100, 30.0),
+            _row(0.1, 50, 14.0), _row(0.1, 25, 900.0, converged=False)]
+    rho = sweep.spearman(rows, ["lambda_max"])["lambda_max"]
+    assert rho["n"] == 4 and rho["rho"] == pytest.approx(-1.0)  # the capped run would break it
+    assert sweep.spearman([dict(r, converged=None) for r in rows],
+                          ["lambda_max"])["lambda_max"]["n"] == 5  # no target: all count
+    by_point = {(p["lr"], p["batch_size"]): p for p in sweep.points(rows, "lambda_max")}
+    assert by_point[(0.1, 25)]["hollow"] and not by_point[(0.1, 50)]["hollow"]
+    assert sweep.decades(rows, "lambda_max") == pytest.approx(np.log10(500 / 14))
+    # Two seeds of a point: the mean with min–max bars; one capped seed makes it hollow.
+    two = [_row(0.1, 50, 10.0), _row(0.1, 50, 20.0, converged=False, seed=1)]
+    (point,) = sweep.points(two, "lambda_max")
+    assert (point["mean"], point["low"], point["high"], point["hollow"]) == (15.0, 10.0, 20.0,
+                                                                             True)
+    path = fig3_plot(rows, sweep.spearman(rows, ["lambda_max"]), str(tmp_path / "f.png"),
+                     "test", loss_target=0.05)
+    assert imread(path).shape[0] > 500
+    # In the λ_max panel the capped point (S = 25) is drawn without a face colour.
+    from matplotlib.collections import PathCollection
+
+    fig = fig3_figure(rows, sweep.spearman(rows, ["lambda_max"]), "test", 0.05)
+    faces = {round(float(c.get_offsets()[0][0]), 9): c.get_facecolors()
+             for c in fig.axes[0].collections if isinstance(c, PathCollection)}
+    assert len(faces[round(0.1 / 25, 9)]) == 0  # hollow
+    assert faces[round(0.1 / 50, 9)][0][3] == 1  # filled
