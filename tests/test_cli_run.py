@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from conftest import run_script
+from tests.helpers import run_script
 
 BAD = [
     ["--ratio", "abc"],

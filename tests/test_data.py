@@ -7,8 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from conftest import needs_fmnist
-from lrbs_tf import data as D
+from tests.helpers import needs_fmnist
+from lrbs_tf.data import datasets as D
 
 
 def write_idx(path, array, compress=True, magic=None):

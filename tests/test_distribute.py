@@ -13,11 +13,11 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, needs_fmnist, run_script
+from tests.helpers import ROOT, needs_fmnist, run_script
 from lrbs_tf import distribute
-from lrbs_tf.config import ConfigError, RunConfig
-from lrbs_tf.optimizers import RATIO_KEY, split_step_ratio
-from lrbs_tf.plan import epoch_batch_sizes, make_plan
+from lrbs_tf.training.config import ConfigError, RunConfig
+from lrbs_tf.core.optimizers import RATIO_KEY, split_step_ratio
+from lrbs_tf.core.plan import epoch_batch_sizes, make_plan
 
 DRIVER = "tests/drivers/distributed_check.py"
 
@@ -139,25 +139,9 @@ def test_single_device_strategies_are_none():
         distribute.make_strategy("mirrored", devices="/gpu:7")
 
 
-def test_keras_multiworker_fix_still_needed_and_applicable():
-    """Fails when Keras changes the internals the multi-worker work-around relies on, so it
-    is looked at again (and dropped once keras-team/keras#20585 is fixed)."""
-    import inspect
-
-    import keras
-    from keras.src.backend.tensorflow import trainer
-
-    assert keras.version().startswith(distribute.CHECKED_KERAS), keras.version()
-    assert hasattr(trainer, "_collective_all_reduce_multi_worker")
-    reduce_source = inspect.getsource(trainer.reduce_per_replica)
-    assert 'strategy.reduce("MEAN", v, axis=0)' in reduce_source  # the #20585 failure
-    build_source = inspect.getsource(trainer.TensorFlowTrainer._maybe_symbolic_build)
-    assert 'reduce(\n                        "MEAN"' in build_source  # the #19246 failure
-
-
 def test_cpu_split_after_tensorflow_started_is_a_clear_error():
     code = ("import tensorflow as tf; tf.constant(1.0) + 1\n"
-            "from lrbs_tf.distribute import split_cpu, DistributeError\n"
+            "from lrbs_tf.distribute.strategy import split_cpu, DistributeError\n"
             "try:\n    split_cpu(2)\nexcept DistributeError as e:\n    print('ERR', e)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, timeout=120, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
@@ -224,7 +208,7 @@ def test_two_workers_identical_weights_one_results_folder(tmp_path):
     assert results["status"] == "finished" and results["weights_sha1"].startswith(digests[0])
     assert results["distribute"]["workers"] == 2
     # S is global: 64 per step (32 per worker), 2000 = 31 × 64 + 16
-    from lrbs_tf.summaries import read_scalars
+    from lrbs_tf.training.tensorboard import read_scalars
     sizes = [v for _, v in read_scalars(str(run_dir / "tb" / "train"))["step/batch_size"]]
     assert sizes == ([64.0] * 31 + [16.0]) * 2
 

@@ -7,11 +7,11 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import needs_fmnist
-from lrbs_tf.config import RunConfig
-from lrbs_tf.evaluation import DatasetLoss
-from lrbs_tf.models import build_model
-from lrbs_tf.train import compile_model
+from tests.helpers import needs_fmnist
+from lrbs_tf.training.config import RunConfig
+from lrbs_tf.training.evaluation import DatasetLoss
+from lrbs_tf.models.registry import build_model
+from lrbs_tf.training.engine import compile_model
 
 
 def test_dataset_loss_equals_keras_evaluate_in_inference_mode():
@@ -45,9 +45,9 @@ def _config(tmp_path, **overrides):
 
 @needs_fmnist
 def test_a_run_stops_at_the_first_check_that_reaches_the_target(tmp_path):
-    from lrbs_tf.evaluation import DatasetLoss
-    from lrbs_tf.data import load_dataset
-    from lrbs_tf.train import train
+    from lrbs_tf.training.evaluation import DatasetLoss
+    from lrbs_tf.data.datasets import load_dataset
+    from lrbs_tf.training.run import train
 
     capped = train(_config(tmp_path, name="capped", loss_target=1e-9))
     losses = [e["weights_loss"] for e in capped["epochs"]]
@@ -83,7 +83,7 @@ def test_a_run_stops_at_the_first_check_that_reaches_the_target(tmp_path):
 
 @needs_fmnist
 def test_every_finished_run_records_its_final_weights_loss(tmp_path):
-    from lrbs_tf.train import train
+    from lrbs_tf.training.run import train
 
     results = train(_config(tmp_path, epochs=1, deterministic=False))
     assert "weights_loss" not in results["epochs"][0]  # only a loss target checks each epoch
@@ -92,7 +92,7 @@ def test_every_finished_run_records_its_final_weights_loss(tmp_path):
 
 
 def test_stop_at_loss_checks_every_k_steps_and_stops_at_the_first_hit():
-    from lrbs_tf.callbacks import StopAtLoss
+    from lrbs_tf.training.callbacks import StopAtLoss
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 4, 4, 1)).astype(np.float32)
@@ -121,8 +121,8 @@ def _row(lr, batch, lam, converged=True, status="finished", seed=0):
 def test_a_capped_run_is_hollow_and_left_out_of_the_correlations(tmp_path):
     from matplotlib.image import imread
 
-    from lrbs_tf import sweep
-    from lrbs_tf.plots import fig3_figure, fig3_plot
+    from lrbs_tf.sweeps import tables as sweep
+    from lrbs_tf.figures.plots import fig3_figure, fig3_plot
 
     rows = [_row(0.01, 1000, 500.0), _row(0.1, 1000, 150.0), _row(0.1, 100, 30.0),
             _row(0.1, 50, 14.0), _row(0.1, 25, 900.0, converged=False)]

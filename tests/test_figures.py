@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import needs_fmnist, run_script
+from tests.helpers import needs_fmnist, run_script
 
 pytestmark = needs_fmnist
 SMALL = ["--train-size", "1200", "--validation-size", "500", "--width", "32"]

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lrbs_tf import spectral
-from lrbs_tf.hessian import HessianOperator, finite_difference_frobenius, probe
-from lrbs_tf.models import build_model
-from lrbs_tf.noise import compare_with_hessian, gradient_noise
+from lrbs_tf.probes import spectral
+from lrbs_tf.probes.hessian import HessianOperator, finite_difference_frobenius, probe
+from lrbs_tf.models.registry import build_model
+from lrbs_tf.probes.noise import compare_with_hessian, gradient_noise
 
 N, D, K = 23, 5, 3  # examples (uneven last batch with batch_size 7), features, classes
 

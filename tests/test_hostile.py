@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import run_script
+from tests.helpers import run_script
 
 CASES = [
     # script, arguments, a fragment of the message
@@ -133,7 +133,7 @@ def test_probe_refuses_a_model_from_elsewhere(tmp_path):
 
 
 def test_run_refuses_corrupt_results_in_its_folder(tmp_path):
-    from lrbs_tf.config import RunConfig
+    from lrbs_tf.training.config import RunConfig
 
     config = RunConfig(lr=0.1, batch_size=100, logdir=str(tmp_path))
     run = tmp_path / config.run_name

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import needs_fmnist, run_script
-from lrbs_tf import data as D
-from lrbs_tf.landscape import interpolate, random_plane, recompute_bn_statistics
-from lrbs_tf.models import VGG11_LAYERS, build_model
-from lrbs_tf.pipeline import shift_and_flip
+from tests.helpers import needs_fmnist, run_script
+from lrbs_tf.data import datasets as D
+from lrbs_tf.probes.landscape import interpolate, random_plane, recompute_bn_statistics
+from lrbs_tf.models.convnets import VGG11_LAYERS
+from lrbs_tf.models.registry import build_model
+from lrbs_tf.data.pipeline import shift_and_flip
 
 
 def trainable(model):
@@ -112,7 +113,7 @@ def test_augmentation_shifts_and_flips_only():
 
 
 def test_augmented_pipeline_keeps_labels():
-    from lrbs_tf.pipeline import EpochData
+    from lrbs_tf.data.pipeline import EpochData
 
     x = np.random.rand(40, 32, 32, 3).astype(np.float32)
     y = np.arange(40)

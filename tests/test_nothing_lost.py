@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, needs_fmnist, run_script
+from tests.helpers import ROOT, needs_fmnist, run_script
 
 pytestmark = needs_fmnist
 FLAGS = ["--ratio", "0.1/100", "--epochs", "1", "--train-size", "500", "--validation-size",

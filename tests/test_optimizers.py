@@ -6,29 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lrbs_tf.optimizers import RatioModel, RatioScaledOptimizer, StepLog, as_ratio_model
-from lrbs_tf.pipeline import EpochData
+from lrbs_tf.core.optimizers import RatioModel, RatioScaledOptimizer, StepLog, as_ratio_model
+from lrbs_tf.data.pipeline import EpochData
+from tests.helpers import unit_gradient_model
 
 CYCLIC = [128, 640, 128, 640, 129, 3]  # cyclic sizes with a ragged last batch
-
-
-def identity_loss(y_true, y_pred):
-    """Per-example loss = the prediction, so d(mean loss)/d(kernel) = 1 exactly for inputs of 1."""
-    return y_pred[:, 0]
-
-
-def unit_gradient_model(ratio, jit=False, spe=1):
-    """Dense(1) on inputs ≡ 1 in float64: each SGD step moves the kernel by exactly −η."""
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    inputs = keras.Input((1,))
-    outputs = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")(inputs)
-    model = RatioModel(inputs, outputs)
-    model.compile(RatioScaledOptimizer(ratio=ratio), loss=identity_loss, jit_compile=jit,
-                  steps_per_execution=spe)
-    model.optimizer.build(model.trainable_variables)
-    model.step_log = StepLog(64)
-    return model
 
 
 def applied_lrs(model, sizes, epochs=2):
@@ -181,10 +163,10 @@ def test_keras_tensorboard_callback_logs_applied_lr(tmp_path):
 
 def test_single_trace_with_metrics_and_per_step_ratios():
     """The MLP compiled as run.py does, a cyclic plan with per-step η/S: one train_step trace."""
-    from lrbs_tf.models import build_model
-    from lrbs_tf.pipeline import eval_dataset
-    from lrbs_tf.plan import make_plan
-    from lrbs_tf.train import build_metrics, compile_model, fit_epoch
+    from lrbs_tf.models.registry import build_model
+    from lrbs_tf.data.pipeline import eval_dataset
+    from lrbs_tf.core.plan import make_plan
+    from lrbs_tf.training.engine import build_metrics, compile_model, fit_epoch
 
     n = 300
     x = np.random.rand(n, 28, 28, 1).astype(np.float32)

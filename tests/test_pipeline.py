@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lrbs_tf.pipeline import EpochData
-from lrbs_tf.plan import epoch_batch_sizes
+from lrbs_tf.data.pipeline import EpochData
+from lrbs_tf.core.plan import epoch_batch_sizes
 
 
 @pytest.mark.parametrize("n,size,expected", [

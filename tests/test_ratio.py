@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from lrbs_tf.ratio import Ratio, RatioError, parse_ratio, rescale_lr, resolve_ratio
+from lrbs_tf.core.ratio import Ratio, RatioError, parse_ratio, rescale_lr, resolve_ratio
 
 
 @pytest.mark.parametrize("text,batch,lr,bs", [

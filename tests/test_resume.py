@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from conftest import ROOT, needs_fmnist, run_script
-from lrbs_tf.summaries import read_scalars
+from tests.helpers import ROOT, needs_fmnist, run_script
+from lrbs_tf.training.tensorboard import read_scalars
 
 pytestmark = needs_fmnist
 DRIVER = "tests/drivers/kill_during_training.py"

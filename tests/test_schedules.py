@@ -4,10 +4,10 @@ import math
 import numpy as np
 import pytest
 
-from lrbs_tf import schedules as S
-from lrbs_tf.config import base_ratio
-from lrbs_tf.plan import make_plan
-from lrbs_tf.ratio import Ratio, RatioError
+from lrbs_tf.core import schedules as S
+from lrbs_tf.cli.run import base_ratio
+from lrbs_tf.core.plan import make_plan
+from lrbs_tf.core.ratio import Ratio, RatioError
 
 TABLE = [
     # spec, [(t, expected value)]
@@ -128,9 +128,9 @@ def test_base_ratio_conflicts(kwargs):
 
 def test_exact_lr_per_step_under_ratio_and_batch_schedules():
     """η = (η/S)(t) × S(t) exactly, read back from a model whose gradient is 1."""
-    from test_optimizers import unit_gradient_model
+    from tests.helpers import unit_gradient_model
 
-    from lrbs_tf.pipeline import EpochData
+    from lrbs_tf.data.pipeline import EpochData
 
     plan = make_plan(1e-3, 8, bs_schedule="cyclic:8,3:0.5", ratio_schedule="tri:1e-3,4e-3:0.5")
     model = unit_gradient_model(1e-3)

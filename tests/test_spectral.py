@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lrbs_tf import spectral as sp
+from lrbs_tf.probes import spectral as sp
 
 
 def matrix_with_spectrum(eigs, seed=0):

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, needs_fmnist, run_script
-from lrbs_tf.config import RunConfig
-from lrbs_tf.summaries import read_scalars
+from tests.helpers import ROOT, needs_fmnist, run_script
+from lrbs_tf.training.config import RunConfig
+from lrbs_tf.training.tensorboard import read_scalars
 
 pytestmark = needs_fmnist
 TINY = ["--train-size", "1000", "--validation-size", "500", "--epochs", "2", "--width", "32",
@@ -18,7 +18,7 @@ TINY = ["--train-size", "1000", "--validation-size", "500", "--epochs", "2", "--
 
 
 def test_hypermodel_trains_with_the_given_lr_and_batch(tmp_path):
-    from lrbs_tf.tuning import RatioHyperModel, make_tuner
+    from lrbs_tf.sweeps.tuning import RatioHyperModel, make_tuner
 
     base = RunConfig(lr=0.1, batch_size=100, epochs=1, train_size=600, validation_size=500,
                      width=16, logdir=str(tmp_path / "runs"))

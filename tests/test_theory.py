@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lrbs_tf import theory as T
+from lrbs_tf.theory import sde as T
 
 
 def quadratic(eigs, seed=0):
@@ -108,7 +108,7 @@ def test_least_squares_sgd_with_finite_data():
 
 
 def test_advice_numbers():
-    from lrbs_tf.advice import advise
+    from lrbs_tf.theory.advice import advise
 
     a = advise(0.1, 100, 10000, lambda_max=8.0, b_simple=500.0, target_batch=400)
     assert a["rules"]["linear"]["lr"] == pytest.approx(0.4)

@@ -5,10 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from conftest import needs_fmnist, run_script
-from lrbs_tf.config import RunConfig
-from lrbs_tf.summaries import read_scalars
-from lrbs_tf.train import RunExistsError, train
+from tests.helpers import needs_fmnist, run_script
+from lrbs_tf.training.config import RunConfig
+from lrbs_tf.training.tensorboard import read_scalars
+from lrbs_tf.training.run import RunExistsError, train
 
 pytestmark = needs_fmnist
 
@@ -95,7 +95,7 @@ def test_divergence_via_cli(tmp_path):
 
 
 def test_probe_at_end_and_every_epoch(tmp_path):
-    from lrbs_tf.config import ProbeSettings
+    from lrbs_tf.training.config import ProbeSettings
 
     settings = ProbeSettings(examples=300, noise_examples=100, batch_size=128, trace_matvecs=9,
                              frobenius_samples=4, lanczos_max_steps=20)

@@ -19,9 +19,8 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from lrbs_tf.cli import ArgumentParser, quiet_tensorflow  # noqa: E402
+from lrbs_tf.cli.common import ArgumentParser, quiet_tensorflow
 
 
 def main(argv=None):
@@ -38,8 +37,8 @@ def main(argv=None):
     distribute.split_cpu(2)
     import numpy as np
 
-    from lrbs_tf.config import RunConfig
-    from lrbs_tf.train import train
+    from lrbs_tf.training.config import RunConfig
+    from lrbs_tf.training.run import train
 
     logdir = tempfile.mkdtemp(prefix="bench-distribute-")
     common = dict(lr=0.05, train_size=args.train_size, validation_size=1000,

@@ -16,11 +16,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -37,13 +35,13 @@ def main():
     import keras
     import tensorflow as tf
 
-    from lrbs_tf import callbacks as cb
-    from lrbs_tf.data import load_fashion_mnist
-    from lrbs_tf.models import build_model
-    from lrbs_tf.pipeline import EpochData, eval_dataset
-    from lrbs_tf.plan import epoch_batch_sizes
-    from lrbs_tf.optimizers import StepLog
-    from lrbs_tf.train import build_metrics, compile_model, fit_epoch
+    from lrbs_tf.training import callbacks as cb
+    from lrbs_tf.data.datasets import load_fashion_mnist
+    from lrbs_tf.models.registry import build_model
+    from lrbs_tf.data.pipeline import EpochData, eval_dataset
+    from lrbs_tf.core.plan import epoch_batch_sizes
+    from lrbs_tf.core.optimizers import StepLog
+    from lrbs_tf.training.engine import build_metrics, compile_model, fit_epoch
 
     data = load_fashion_mnist(train_size=args.train_size)
     x, y = data.train.x, data.train.y

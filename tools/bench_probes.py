@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -31,12 +29,12 @@ def main():
     import numpy as np
     import tensorflow as tf
 
-    from lrbs_tf import spectral
-    from lrbs_tf.data import load_fashion_mnist
-    from lrbs_tf.hessian import HessianOperator
-    from lrbs_tf.models import build_model
-    from lrbs_tf.pipeline import EpochData, eval_dataset
-    from lrbs_tf.train import build_metrics, compile_model, fit_epoch
+    from lrbs_tf.probes import spectral
+    from lrbs_tf.data.datasets import load_fashion_mnist
+    from lrbs_tf.probes.hessian import HessianOperator
+    from lrbs_tf.models.registry import build_model
+    from lrbs_tf.data.pipeline import EpochData, eval_dataset
+    from lrbs_tf.training.engine import build_metrics, compile_model, fit_epoch
 
     data = load_fashion_mnist(train_size=20000)
     model = compile_model(build_model("mlp", (28, 28, 1), 10, seed=0), 0.05 / 128)

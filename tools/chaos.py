@@ -40,7 +40,6 @@ import time
 import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 CHECKPOINT_STEPS = 20
 RUN = ["--ratio", "0.05/64", "--train-size", "12800", "--validation-size", "1000", "--epochs",
@@ -133,7 +132,8 @@ def kill_at(proc, run_dir, kind, step, clock, rng) -> str:
 
 
 def folder_consistent(run_dir) -> tuple[bool, str]:
-    from lrbs_tf import runfolder, runio
+    from lrbs_tf.training import runfolder
+    from lrbs_tf.training import runio
 
     if not os.path.exists(run_dir):
         return True, "killed before the folder existed"
@@ -166,7 +166,7 @@ def resume_point(run_dir):
 
 def outcome(run_dir) -> dict:
     """Everything that must be identical to the reference."""
-    from lrbs_tf.summaries import read_scalars
+    from lrbs_tf.training.tensorboard import read_scalars
 
     results = json.load(open(os.path.join(run_dir, "results.json")))
     with zipfile.ZipFile(os.path.join(run_dir, "model.keras")) as archive:

@@ -22,10 +22,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from lrbs_tf.cli import ArgumentParser, fail  # noqa: E402
-from lrbs_tf.distribute import free_ports, local_tf_config  # noqa: E402
+from lrbs_tf.cli.common import ArgumentParser, fail
+from lrbs_tf.distribute.cluster import free_ports, local_tf_config
 
 PROG = "launch_workers.py"
 

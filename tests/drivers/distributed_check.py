@@ -9,17 +9,16 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from lrbs_tf import distribute  # noqa: E402
+from lrbs_tf import distribute
 
 distribute.split_cpu(2)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from lrbs_tf.config import RunConfig  # noqa: E402
-from lrbs_tf.summaries import read_scalars  # noqa: E402
-from lrbs_tf.train import train  # noqa: E402
+from lrbs_tf.training.config import RunConfig
+from lrbs_tf.training.tensorboard import read_scalars
+from lrbs_tf.training.run import train
 
 COMMON = dict(dataset="cifar10_synthetic", train_size=215, validation_size=100, epochs=2,
               deterministic=True, overwrite=True, eval_batch_size=64)
@@ -72,10 +71,10 @@ def probe_case():
     import keras
     import tensorflow as tf
 
-    from lrbs_tf.hessian import HessianOperator
-    from lrbs_tf.models import build_model
-    from lrbs_tf.noise import gradient_noise
-    from lrbs_tf.spectral import hutchpp_trace, top_eigenvalues
+    from lrbs_tf.probes.hessian import HessianOperator
+    from lrbs_tf.models.registry import build_model
+    from lrbs_tf.probes.noise import gradient_noise
+    from lrbs_tf.probes.spectral import hutchpp_trace, top_eigenvalues
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(350, 8, 8, 1)).astype("float32")

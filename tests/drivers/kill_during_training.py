@@ -6,13 +6,12 @@ import os
 import signal
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
+import keras
 
-from lrbs_tf.config import RunConfig  # noqa: E402
-from lrbs_tf.train import train  # noqa: E402
+from lrbs_tf.training.config import RunConfig
+from lrbs_tf.training.run import train
 
 
 class KillAt(keras.callbacks.Callback):

@@ -1,0 +1,76 @@
+"""Advise on moving a finished run to another batch size: η per rule, and whether η/S theory
+still holds there.
+
+    python tools/advise.py runs/<run> --batch-size 2000 [--json]
+
+Needs the run's curvature probe (``run.py --probe``, or ``tools/probe.py <run>`` which writes
+``probe.json``): λ_max and B_simple at the end of training. Prints η for the linear, sqrt and
+no rescaling rules, η·λ_max against the stability limit 2, the finite-population factor
+(N − S)/(N − 1), S against B_simple, and steps per epoch before and after. The curvature is
+that of the final weights at the old ratio; at a new ratio SGD will settle elsewhere, so treat
+the checks as a first-order guide.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from lrbs_tf.cli.common import ArgumentParser, fail, format_table
+from lrbs_tf.theory.advice import advise
+from lrbs_tf.training import runio
+from lrbs_tf.training.runfolder import read_run
+
+PROG = "advise.py"
+
+
+def load_probe(run_dir: str) -> dict:
+    _, results = read_run(run_dir, statuses=("finished",))
+    if results.get("probe"):
+        return results["probe"]
+    path = os.path.join(run_dir, "probe.json")
+    if os.path.exists(path):
+        return runio.read_json(path)
+    raise runio.RunFolderError(f"{run_dir} has no curvature probe: rerun with --probe or run "
+                               f"'python tools/probe.py {run_dir}'")
+
+
+def main(argv=None):
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir")
+    p.add_argument("--batch-size", type=int, required=True, help="the target batch size S")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        config = read_run(args.run_dir, statuses=("finished",))[0]["config"]
+        probe = load_probe(args.run_dir)
+        advice = advise(config["lr"], config["batch_size"], config["num_train"],
+                        probe["lambda_max"], probe["b_simple"], args.batch_size)
+    except (runio.RunFolderError, ValueError, KeyError, TypeError) as e:
+        fail(PROG, e if not isinstance(e, KeyError) else f"run files lack {e}")
+    if args.json:
+        print(json.dumps(runio._clean(advice), indent=2))
+        return 0
+    b = advice["base"]
+    print(f"run        {args.run_dir}")
+    print(f"now        η/S = {b['lr']:g}/{b['batch_size']} = {b['ratio']:.4g}, N = "
+          f"{b['num_train']}, λ_max = {b['lambda_max']:.4g} (η·λ_max = {b['lr_lambda_max']:.3g}), "
+          f"B_simple = {b['b_simple']:.4g}")
+    print(f"target     S = {advice['target_batch']}\n")
+    print(format_table(["rule", "η", "η/S", "η/S change", "η·λ_max", "stability"],
+                       [[name, f"{r['lr']:.4g}", f"{r['ratio']:.4g}", f"×{r['ratio_change']:.3g}",
+                         f"{r['lr_lambda_max']:.3g}", r["stability"]]
+                        for name, r in advice["rules"].items()]))
+    c = advice["checks"]
+    print(f"\nS/N        {advice['target_batch'] / b['num_train']:.3g}: finite-population factor "
+          f"(N−S)/(N−1) = {c['finite_population_factor']:.3f}"
+          + ("" if c["batch_well_below_n"] else " — S is not well below N: the gradient noise "
+             "shrinks and the η/S scaling breaks"))
+    print(f"S/B_simple {c['batch_over_b_simple']:.3g}: " +
+          ("noise-dominated steps, linear scaling keeps the dynamics with fewer steps"
+           if c["noise_dominated"] else "beyond the simple noise scale: larger batches buy "
+           "less and less"))
+    steps = advice["steps_per_epoch"]
+    print(f"steps      {steps['before']} → {steps['after']} per epoch "
+          f"(×{steps['after'] / steps['before']:.3g})")
+    print(f"verdict    linear rule {'expected to hold' if advice['linear_rule_expected_to_hold'] else 'outside the regime where the theory holds'}")
+    return 0

@@ -1,0 +1,160 @@
+"""Shared command-line plumbing: one-line errors with exit status 2, quiet TensorFlow start-up."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (no usage block) and exits with status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def fail(prog: str, message: str, status: int = 2):
+    """Print ``prog: error: message`` (one line) to stderr and exit."""
+    sys.stderr.write(f"{prog}: error: {' '.join(str(message).split())}\n")
+    sys.exit(status)
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ info logs; call before TensorFlow is imported."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# Run settings every figure script and sweep shares (their flags come from RunConfig).
+SHARED = ("epochs", "seed", "model", "width", "dataset", "data_dir", "train_size",
+          "validation_size", "augment", "logdir", "overwrite", "deterministic")
+DEVICES = ("strategy", "devices", "cpu_devices", "peer_timeout")
+
+
+def add_run_flags(parser, epochs: int | None = None, logdir: str | None = None,
+                  names=SHARED + DEVICES) -> None:
+    """Flags for the run settings ``names`` (declared in :class:`RunConfig`; a script's own
+    defaults for ``epochs`` and ``logdir``)."""
+    from lrbs_tf.settings import add_flags
+    from lrbs_tf.training.config import RunConfig
+
+    defaults = {k: v for k, v in (("epochs", epochs), ("logdir", logdir)) if v is not None}
+    add_flags(parser, RunConfig, names=names, defaults=defaults)
+
+
+def add_distribute_flags(parser) -> None:
+    """``--strategy``, ``--devices``, ``--cpu-devices``, ``--peer-timeout``."""
+    add_run_flags(parser, names=DEVICES)
+
+
+def split_cpu_now(prog: str, args) -> None:
+    """``--cpu-devices N``: split the CPU before anything starts TensorFlow (keras-tuner does
+    before the first run; :func:`lrbs_tf.train.train` splits it too, for the other scripts)."""
+    if args.cpu_devices:
+        from lrbs_tf.distribute.strategy import DistributeError, split_cpu
+
+        try:
+            split_cpu(args.cpu_devices)
+        except DistributeError as e:
+            fail(prog, e)
+
+
+def refuse_multiworker_sweep(prog: str, args) -> None:
+    """keras-tuner sweeps run their trials with ``--strategy mirrored`` at most."""
+    if args.strategy == "multiworker":
+        fail(prog, "--strategy multiworker is not supported by keras-tuner sweeps: spread the "
+                   "trials over machines with keras-tuner's distributed mode "
+                   "(tools/launch_tuner.py) and use --strategy mirrored for each machine's GPUs")
+
+
+def distribute_kwargs(args) -> dict:
+    """RunConfig keyword arguments from the flags of :func:`add_distribute_flags`."""
+    return {name: getattr(args, name) for name in DEVICES}
+
+
+def run_kwargs(args, names=SHARED + DEVICES) -> dict:
+    """RunConfig keyword arguments from the flags of :func:`add_run_flags`."""
+    return {name: getattr(args, name) for name in names}
+
+
+def say(message: str) -> None:
+    """A progress line of a command (flushed at once, for logs that are followed)."""
+    print(message, flush=True)
+
+
+def percent(value) -> str:
+    """``0.8731`` → ``87.31%``; ``None`` → ``-``."""
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def format_table(header, rows) -> str:
+    """A plain-text table with columns padded to their widest cell."""
+    cells = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+# Exit statuses of the command-line tools (also in the README).
+EXIT_BAD_INPUT = 2  # a bad flag, bad data, a damaged run folder or one holding something else
+EXIT_DISK_FULL = 74  # sysexits' EX_IOERR: the run is marked failed and resumes with space
+EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: another process holds the run folder
+EXIT_INTERRUPTED = 130
+
+
+@contextlib.contextmanager
+def reported_errors(prog: str, logdir: str):
+    """Turn the library's expected failures into one-line messages and exit statuses.
+
+    Bad data, a run folder holding something else or damaged, a damaged checkpoint or a
+    strategy that cannot be set up: status 2. Another process using the run folder: 75. A full
+    disk: 74. A multi-worker peer lost: 3. Ctrl-C: 130 (the run's state is saved when training
+    had started). An unwritable log directory: 1. Usable before TensorFlow is imported.
+    """
+    from lrbs_tf.data.datasets import DataError
+    from lrbs_tf.distribute.strategy import DistributeError
+    from lrbs_tf.training.runfolder import RunBusyError
+    from lrbs_tf.training.runio import DiskFullError, RunFolderError, disk_full
+
+    try:
+        yield
+    except RunBusyError as e:
+        fail(prog, e, status=EXIT_BUSY)
+    except (DataError, RunFolderError, DistributeError) as e:
+        fail(prog, e)
+    except KeyboardInterrupt:
+        fail(prog, "interrupted before training started; nothing to resume",
+             status=EXIT_INTERRUPTED)
+    except DiskFullError as e:
+        fail(prog, e.strerror or e, status=EXIT_DISK_FULL)
+    except OSError as e:
+        if disk_full(e):
+            fail(prog, f"the disk of {logdir} is full ({e.strerror or e}); free some space "
+                       "and run the same command again", status=EXIT_DISK_FULL)
+        fail(prog, f"{e.strerror or e} ({e.filename or logdir}): check that {logdir} is "
+                   "writable", status=1)
+    except Exception as e:
+        if "tensorflow" not in sys.modules:
+            raise
+        _tensorflow_error(prog, e)
+        raise
+
+
+def _tensorflow_error(prog: str, e: Exception) -> None:
+    """Interruptions and lost peers, which are raised once TensorFlow is running."""
+    import tensorflow as tf
+
+    from lrbs_tf.distribute.strategy import PEER_LOST_EXIT
+    from lrbs_tf.training.run import RunInterrupted
+
+    if isinstance(e, RunInterrupted):
+        fail(prog, e, status=EXIT_INTERRUPTED)
+    if isinstance(e, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                      tf.errors.CancelledError, tf.errors.AbortedError)):
+        # what a collective raises when another worker died or never answered
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        telling = [ln for ln in lines if any(w in ln for w in (
+            "unhealthy", "crashed", "Error reported", "Deadline", "onnect", "timed out"))]
+        reason = (telling or lines or [type(e).__name__])[0]
+        fail(prog, f"lost contact with another worker ({type(e).__name__}: {reason[:300]}); "
+                   "start all workers again to resume from the chief's last checkpoint",
+             status=PEER_LOST_EXIT)

@@ -1,0 +1,115 @@
+"""A training plan: η, S and η/S as schedules of progress, turned into per-epoch batch lists.
+
+Two of the three quantities are given and the third follows from η = (η/S)·S:
+
+* S(t) comes from the batch-size schedule (constant S0 if none);
+* η/S comes from a ratio schedule, or from an η schedule as η(t)/S(t), or stays η0/S0 when
+  only S is scheduled and ``keep_ratio`` is set; otherwise η stays η0 while S moves (the
+  paper's cyclic batch size at constant η).
+
+Per step the optimizer receives η/S and multiplies by the real global batch, so a ragged last
+batch keeps the scheduled ratio. Pure Python: usable for validation before TensorFlow loads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Callable
+
+from lrbs_tf.core.schedules import Constant, ScheduleError, grow_batch_instead, parse_schedule
+
+
+def epoch_batch_sizes(num_examples: int, size_at: Callable[[float], int] | int,
+                      epoch: int, min_batch: int = 1) -> list[int]:
+    """Batch sizes of epoch ``epoch`` (0-based): ``size_at(epoch + seen/num_examples)`` per batch.
+
+    A last batch smaller than ``min_batch`` joins the one before it (under a ``tf.distribute``
+    strategy every replica needs at least one example: an empty replica batch gives
+    BatchNormalization NaNs).
+
+    >>> epoch_batch_sizes(10, 4, 0)
+    [4, 4, 2]
+    >>> epoch_batch_sizes(9, 4, 0, min_batch=2)
+    [4, 5]
+    """
+    sizes = _raw_sizes(num_examples, size_at, epoch)
+    if len(sizes) > 1 and sizes[-1] < min_batch:
+        sizes[-2:] = [sizes[-2] + sizes[-1]]
+    return sizes
+
+
+def _raw_sizes(num_examples, size_at, epoch) -> list[int]:
+    if isinstance(size_at, int):
+        full, rest = divmod(num_examples, int(size_at))
+        return [int(size_at)] * full + ([rest] if rest else [])
+    sizes, seen = [], 0
+    while seen < num_examples:
+        size = int(size_at(epoch + seen / num_examples))
+        if size <= 0:
+            raise ValueError(f"batch size schedule gave {size} at epoch "
+                             f"{epoch + seen / num_examples:g}")
+        size = min(size, num_examples - seen)
+        sizes.append(size)
+        seen += size
+    return sizes
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingPlan:
+    batch: Callable  # S(t), rounded to an integer ≥ 1
+    lr: Callable | None = None  # η(t); exactly one of lr / ratio is set
+    ratio: Callable | None = None  # η/S(t)
+
+    def batch_at(self, t: float) -> int:
+        return max(1, int(round(self.batch(t))))
+
+    def ratio_at(self, t: float) -> float:
+        if self.ratio is not None:
+            return float(self.ratio(t))
+        return float(self.lr(t)) / self.batch_at(t)
+
+    def epoch(self, num_examples: int, epoch: int,
+              min_batch: int = 1) -> tuple[list[int], list[float]]:
+        """Batch sizes and η/S of every step of ``epoch``, each evaluated at the batch's start;
+        a last batch under ``min_batch`` examples joins the one before it."""
+        sizes = epoch_batch_sizes(num_examples, self.batch_at, epoch, min_batch)
+        starts = [0] + list(itertools.accumulate(sizes))[:-1]
+        return sizes, [self.ratio_at(epoch + seen / num_examples) for seen in starts]
+
+    def is_constant(self) -> bool:
+        """Are S and η/S the same at every step (so every epoch has the same plan)?"""
+        return isinstance(self.batch, Constant) and isinstance(self.ratio or self.lr, Constant)
+
+    def describe(self) -> dict:
+        out = {"batch_schedule": getattr(self.batch, "spec", repr(self.batch))}
+        if self.lr is not None:
+            out["lr_schedule"] = getattr(self.lr, "spec", repr(self.lr))
+        if self.ratio is not None:
+            out["ratio_schedule"] = getattr(self.ratio, "spec", repr(self.ratio))
+        return out
+
+
+def make_plan(lr: float, batch_size: int, lr_schedule: str | None = None,
+              bs_schedule: str | None = None, ratio_schedule: str | None = None,
+              keep_ratio: bool = False, grow_batch: bool = False) -> TrainingPlan:
+    """Build a plan from base η0, S0 and optional schedule specs (see :mod:`lrbs_tf.schedules`)."""
+    if lr_schedule and ratio_schedule:
+        raise ScheduleError("give --lr-schedule or --ratio-schedule, not both")
+    if keep_ratio and not bs_schedule:
+        raise ScheduleError("--keep-ratio needs --bs-schedule")
+    if keep_ratio and (lr_schedule or ratio_schedule):
+        raise ScheduleError("--keep-ratio conflicts with an η or η/S schedule")
+    if grow_batch and (not lr_schedule or bs_schedule):
+        raise ScheduleError("--grow-batch turns an --lr-schedule into a batch-size schedule; "
+                            "give --lr-schedule and no --bs-schedule")
+    batch = parse_schedule(bs_schedule, base=batch_size) if bs_schedule else Constant(batch_size)
+    if ratio_schedule:
+        return TrainingPlan(batch, ratio=parse_schedule(ratio_schedule, base=lr / batch_size))
+    if lr_schedule:
+        lr_fn = parse_schedule(lr_schedule, base=lr)
+        if grow_batch:
+            lr_fn, batch = grow_batch_instead(lr_fn, batch_size)
+        return TrainingPlan(batch, lr=lr_fn)
+    if keep_ratio:
+        return TrainingPlan(batch, ratio=Constant(lr / batch_size))
+    return TrainingPlan(batch, lr=Constant(lr))

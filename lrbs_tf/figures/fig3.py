@@ -1,0 +1,266 @@
+"""Paper Fig. 3 as a library function: a set of (η, S) points trained to a common loss, probed,
+tabulated, correlated with η/S and drawn.
+
+Every point is an ordinary run (:func:`lrbs_tf.train.train`) handed out by keras-tuner's
+``GridSearch`` over :class:`lrbs_tf.tuning.RatioHyperModel`, so a repeated command reuses
+finished runs, resumes a killed one, and keras-tuner's distributed mode can spread the points
+over processes. A run stops at the first epoch whose training-set loss at the weights
+(BatchNorm in inference mode, as the probes see the model; :mod:`lrbs_tf.evaluation`) is at
+most the loss target; one that reaches the epoch cap first is "capped": drawn hollow and left
+out of the correlations.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+
+from lrbs_tf.sweeps import tables as sweep
+from lrbs_tf.training.config import ProbeSettings, RunConfig
+
+# What each quantity is called in tables and figures: key, label, curvature (log scale).
+QUANTITIES = (("lambda_max", "λ_max"), ("frobenius", "‖H‖_F (Hutchinson)"), ("trace", "Tr H"),
+              ("validation_accuracy", "validation accuracy"), ("test_accuracy", "test accuracy"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """The (η, S) points of a Fig. 3 sweep and how each run ends and is probed."""
+
+    points: tuple  # ((η, S), ...)
+    epochs: int  # the cap (every epoch when there is no loss target)
+    loss_target: float | None
+    seeds: tuple = (0,)
+    train_size: int | None = None  # None: the 50000 of the 50k/10k split
+    probe_examples: int = 5000
+    noise_examples: int = 1000
+    note: str = ""
+
+    @property
+    def ratios(self) -> list[float]:
+        return [lr / batch for lr, batch in self.points]
+
+
+def grid(lrs, batches) -> tuple:
+    """Every (η, S) of ``lrs`` × ``batches``."""
+    return tuple((float(lr), int(batch)) for lr in lrs for batch in batches)
+
+
+PAPER_LRS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.1)
+PAPER_BATCHES = (25, 50, 100, 250, 400, 500, 700, 800, 1000)
+
+# The loss target of every preset: the training-set loss at the final weights (BatchNorm in
+# inference mode), 0.05 — 98.5 % (η/S = 2e-3) to 99.3 % (η/S = 1e-5) training accuracy. Chosen
+# from runs trained far past it (η/S = 1e-5, 1e-4, 2e-3; the docstring of
+# experiments/fig3_grid.py has the numbers): λ_max changes by 3-25 % between this loss and
+# half of it, while it differs 35-fold across those ratios.
+LOSS_TARGET = 0.05
+
+PRESETS = {
+    # 6 points over 1.7 decades of η/S, the cheap half of `standard`; probes on 2000 examples.
+    "quick": Preset(points=((0.04, 1000), (0.1, 1000), (0.05, 250), (0.1, 250), (0.1, 100),
+                            (0.1, 50)),
+                    epochs=150, loss_target=LOSS_TARGET, probe_examples=2000,
+                    noise_examples=500),
+    # 12 points from 1e-5 to 2e-3 (2.3 decades). The cost of a point is the epochs it needs
+    # (about 190 at η/S = 1e-5, 35 at 1e-4, 28-30 from 2e-4 to 2e-3) times the epoch time,
+    # which falls with S (5.4 s at S = 25, 1.95 s at S = 1000 on 2 cores): low ratios use the
+    # largest S of the paper's grid, S = 1000; high ratios the paper's largest η, 0.1. Three
+    # ratios appear twice with different S (1e-4, 1e-3, 2e-3), to show that η/S, not η or S,
+    # sets the result.
+    "standard": Preset(points=((0.01, 1000), (0.02, 1000), (0.04, 1000), (0.06, 1000),
+                               (0.1, 1000), (0.025, 250), (0.05, 250), (0.1, 250),
+                               (0.1, 100), (0.05, 50), (0.1, 50), (0.05, 25)),
+                       epochs=300, loss_target=LOSS_TARGET),
+    # The paper's 7 × 9 grid with 3 seeds, capped at the paper's 200 epochs.
+    "paper": Preset(points=grid(PAPER_LRS, PAPER_BATCHES), epochs=200, loss_target=LOSS_TARGET,
+                    seeds=(0, 1, 2)),
+}
+
+
+def bases_for(preset: Preset, logdir: str, **run_settings) -> list[RunConfig]:
+    """One validated base configuration per seed (η and S are set per point)."""
+    probe = ProbeSettings(examples=preset.probe_examples, noise_examples=preset.noise_examples)
+    lr, batch = preset.points[0]
+    return [RunConfig(lr=lr, batch_size=max(b for _, b in preset.points), epochs=preset.epochs,
+                      seed=seed, train_size=preset.train_size, logdir=logdir, probe=probe,
+                      loss_target=preset.loss_target, **run_settings).validate()
+            for seed in preset.seeds]
+
+
+# -- how long a sweep takes -------------------------------------------------------------------
+
+def estimate_seconds(lr: float, batch: int, preset: Preset, num_train: int) -> float:
+    """A run's expected seconds on 2 CPU cores, from the measurements in COST."""
+    epochs = preset.epochs
+    if preset.loss_target is not None:
+        epochs = min(epochs, _loglog(COST["epochs_to_0.05"], lr / batch))
+    epoch = _loglog(COST["epoch_seconds"], batch) * num_train / 50000
+    probe = COST["probe_seconds_per_example"] * preset.probe_examples
+    return epochs * epoch + probe + COST["run_seconds"]
+
+
+def _loglog(table, x: float) -> float:
+    """Piecewise-linear interpolation in log-log of ``table`` ((x, y), ...), flat outside."""
+    xs, ys = zip(*table)
+    if x <= xs[0]:
+        return ys[0] * (xs[0] / x) if table is COST["epochs_to_0.05"] else ys[0]
+    if x >= xs[-1]:
+        return ys[-1]
+    for (x0, y0), (x1, y1) in zip(table, table[1:]):
+        if x0 <= x <= x1:
+            w = math.log(x / x0) / math.log(x1 / x0)
+            return math.exp((1 - w) * math.log(y0) + w * math.log(y1))
+    return ys[-1]
+
+
+COST = {  # measured on 2 CPU cores with the 50000-example training set
+    # epochs to a training-set loss of 0.05 against η/S (below 1e-5: ∝ 1/(η/S), as for GD)
+    "epochs_to_0.05": ((1e-5, 190.0), (1e-4, 35.0), (2e-4, 30.0), (2e-3, 28.0)),
+    # one epoch with its validation, test and training-set evaluations, against S
+    "epoch_seconds": ((25, 5.4), (50, 4.9), (100, 3.3), (250, 2.5), (1000, 1.95)),
+    "probe_seconds_per_example": 46.0 / 5000,  # λ_max, Tr H, ‖H‖_F (both), B_simple
+    "run_seconds": 8.0,  # building, compiling, loading the data
+}
+
+
+class Clock:
+    """Progress of a sweep: runs done out of the total, elapsed time, and an ETA from the cost
+    model, corrected by how the finished runs compared with their estimates."""
+
+    def __init__(self, estimates: dict, max_minutes: float | None = None):
+        self.estimates = dict(estimates)  # run name -> estimated seconds (0 if finished)
+        self.total = len(self.estimates)
+        self.done = sum(1 for v in self.estimates.values() if v == 0)
+        self.start = time.time()
+        self.max_seconds = None if max_minutes is None else 60.0 * max_minutes
+        self.measured = self.expected = 0.0
+        self.run_start = None
+
+    def begin(self, config) -> None:
+        """Called before a run trains; raises SweepPaused when the budget is spent."""
+        from lrbs_tf.sweeps.tuning import SweepPaused
+
+        if self.max_seconds is not None and self.elapsed() >= self.max_seconds:
+            raise SweepPaused(f"--max-minutes {self.max_seconds / 60:g} reached after "
+                              f"{self.done}/{self.total} runs")
+        self.run_start = time.time()
+
+    def end(self, config) -> None:
+        estimate = self.estimates.get(config.run_name, 0.0)
+        if self.run_start is not None and estimate:
+            self.measured += time.time() - self.run_start
+            self.expected += estimate
+        self.estimates[config.run_name] = 0.0
+        self.run_start = None
+        self.done = sum(1 for v in self.estimates.values() if v == 0)
+
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+    def remaining(self) -> float:
+        """Seconds of the runs still to do, scaled by measured/expected so far."""
+        scale = self.measured / self.expected if self.expected else 1.0
+        return scale * sum(self.estimates.values())
+
+
+def describe_minutes(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.1f} min"
+
+
+# -- the sweep ---------------------------------------------------------------------------
+
+def run(preset: Preset, bases: list[RunConfig], logdir: str, say=lambda line: None,
+        max_minutes: float | None = None, name: str = "fig3") -> dict | None:
+    """Train (or reuse) every point of ``preset`` for every base (seed), then tabulate.
+
+    ``say`` receives progress lines (start estimate, one line per finished run with ETA).
+    Returns the report (also written to ``fig3.json``/``fig3.csv``/``fig3.png`` in
+    ``logdir``), or None when ``max_minutes`` stopped the sweep before its end or this
+    process is a keras-tuner worker (the chief writes the report).
+    """
+    from lrbs_tf.sweeps import tuning
+
+    os.makedirs(logdir, exist_ok=True)
+    num_train = bases[0].num_train
+    estimates = {}
+    for base in bases:
+        for lr, batch in preset.points:
+            config = sweep.grid_config(base, lr, batch)
+            estimates[config.run_name] = (0.0 if tuning.finished(config) else
+                                          estimate_seconds(lr, batch, preset, num_train))
+    clock = Clock(estimates, max_minutes)
+    todo = clock.total - clock.done
+    say(f"{clock.total} runs ({clock.done} already finished); estimated "
+        f"{describe_minutes(clock.remaining())} for the {todo} to train on 2 CPU cores"
+        + (f"; stopping at a run boundary after {max_minutes:g} min" if max_minutes else ""))
+
+    def finished_one(config, results):
+        clock.end(config)
+        target = ""
+        if config.loss_target is not None and results.get("status") == "finished":
+            target = (f", loss {results.get('final_weights_loss', math.nan):.3g} "
+                      + ("at the target" if results.get("loss_target_reached") else
+                         "CAPPED before the target"))
+        say(f"[{clock.done}/{clock.total}] η={config.lr:g} S={config.batch_size} "
+            f"seed={config.seed}: {results['status']} after {len(results.get('epochs', []))} "
+            f"epochs{target}, val acc {results.get('final_validation_accuracy') or 0:.4f}; "
+            f"elapsed {describe_minutes(clock.elapsed())}, ETA "
+            f"{describe_minutes(clock.remaining())}")
+
+    tuning.write_hparams_config(logdir)
+    try:
+        for base in bases:
+            hypermodel = tuning.RatioHyperModel(base, space="grid", points=preset.points,
+                                                name_prefix=name, on_trial_end=finished_one,
+                                                before_run=clock.begin)
+            tuner = tuning.make_tuner(hypermodel, "grid", os.path.join(logdir, "keras_tuner"),
+                                      f"seed{base.seed}", max_trials=len(preset.points))
+            tuner.search(verbose=0)
+    except tuning.SweepPaused as e:
+        say(f"paused: {e}; run the same command to continue")
+        return None
+    if tuning.distributed_role() not in (None, "chief"):
+        return None
+    return report(preset, bases, logdir, time.time() - clock.start, name)
+
+
+def report(preset: Preset, bases, logdir: str, wall_time: float, name: str = "fig3") -> dict:
+    """Tabulate the runs of a sweep, correlate with η/S, draw the figure, write the files."""
+    from lrbs_tf.training import runio
+    from lrbs_tf.figures.plots import fig3_plot
+
+    rows = sweep.grid_table(bases, preset.points, name)
+    keys = [q for q, _ in QUANTITIES] + ["frobenius_fd", "final_weights_loss"]
+    correlations = sweep.spearman(rows, keys)
+    counts = {"runs": len(rows),
+              "counted": sum(sweep.counted(r) for r in rows),
+              "capped": sum(r["converged"] is False for r in rows),
+              "diverged": sum(r["status"] == "diverged" for r in rows),
+              "missing": sum(r["status"] not in ("finished", "diverged") for r in rows)}
+    out = {
+        "preset": dataclasses.asdict(preset) | {"ratios": preset.ratios},
+        "seeds": [b.seed for b in bases],
+        "loss_target": preset.loss_target,
+        "counts": counts,
+        "spearman_vs_ratio": correlations,
+        "lambda_max_decades": sweep.decades(rows, "lambda_max"),
+        "ratio_decades": sweep.decades(rows, "ratio"),
+        "final_weights_loss_spread": sweep.spread(rows, "final_weights_loss"),
+        "runs": rows,
+        "wall_time": wall_time,
+    }
+    seeds = ",".join(str(b.seed) for b in bases)
+    target = (f"stopped at training-set loss ≤ {preset.loss_target:g} (final weights, BN "
+              f"inference; hollow: capped at {preset.epochs} epochs)"
+              if preset.loss_target is not None else f"{preset.epochs} epochs, no loss target")
+    title = (f"Fig. 3 — 4-layer BN-ReLU MLP on Fashion-MNIST ({bases[0].num_train} train), "
+             f"seed{'s' if len(bases) > 1 else ''} {seeds}\n{target}"
+             + ("; bars: min–max over seeds" if len(bases) > 1 else ""))
+    out["png"] = fig3_plot(rows, correlations, os.path.join(logdir, f"{name}.png"), title,
+                           preset.loss_target)
+    out["csv"] = os.path.join(logdir, f"{name}.csv")
+    runio.write_csv(out["csv"], rows, list(rows[0]))
+    runio.write_json(os.path.join(logdir, f"{name}.json"), out)
+    return out

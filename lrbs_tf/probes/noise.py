@@ -1,0 +1,146 @@
+"""Gradient-noise statistics at fixed weights: Tr C, ‖g‖², the simple noise scale, C versus H.
+
+For per-example gradients g_i on n examples with mean ḡ, the gradient covariance is
+C = (1/n) Σ (g_i − ḡ)(g_i − ḡ)ᵀ (the paper's C, whose 1/S multiple is the mini-batch noise).
+Reported (McCandlish, Kaplan, Amodei et al. 2018, "An Empirical Model of Large-Batch Training"):
+
+* ``trace_c`` = Tr C = (1/n) Σ ‖g_i − ḡ‖², and ``trace_c_unbiased`` with n/(n−1);
+* ``grad_norm_sq`` = ‖ḡ‖² and ``grad_norm_sq_unbiased`` = ‖ḡ‖² − Tr C_unbiased / n (an
+  unbiased estimate of the true ‖g‖²);
+* ``b_simple`` = Tr C / ‖g‖² (unbiased parts), the batch size where noise and signal balance.
+
+"Per-example" may be micro-batches of m examples (``microbatch``): their covariance is C/m for
+examples drawn independently, so Tr C = m · Tr Cov(micro-batch gradients). Per-example gradients
+use BatchNorm's moving statistics (a batch of one has no batch statistics).
+
+:func:`compare_with_hessian` checks the paper's Assumption 2 (C ≈ H): Tr C / Tr H and the overlap
+of their top-k eigenvector subspaces (1 = same subspace).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from lrbs_tf.probes import spectral
+from lrbs_tf.probes.hessian import HessianOperator
+
+
+class PerExampleGradients:
+    """Per-example (or per-micro-batch) gradients of the operator's model at fixed weights."""
+
+    def __init__(self, op: HessianOperator, microbatch: int = 1, chunk: int = 64):
+        self.op = op
+        self.microbatch = int(microbatch)
+        self.chunk = int(chunk)
+        if op.num_examples < 2 * self.microbatch:
+            raise ValueError(f"need at least two micro-batches of {self.microbatch} examples, "
+                             f"have {op.num_examples} examples")
+        m = self.microbatch
+        self.count = op.num_examples // m  # micro-batches used (a partial one is dropped)
+        self.xs = tf.reshape(op.x[:self.count * m], [-1, m] + list(op.x.shape[1:]))
+        self.ys = tf.reshape(op.y[:self.count * m], [-1, m] + list(op.y.shape[1:]))
+        spec_x = tf.TensorSpec([None, m] + list(op.x.shape[1:]), op.x.dtype)
+        spec_y = tf.TensorSpec([None, m] + list(op.y.shape[1:]), op.y.dtype)
+        self._fn = tf.function(self._grads, input_signature=[spec_x, spec_y])
+        self._moments = tf.function(self._moments_impl)
+
+    def _grads(self, xs, ys):
+        op = self.op
+        training = op.bn_mode == "batch" and self.microbatch > 1
+
+        def one(args):
+            return op.batch_gradient(*args, training=training)
+
+        return tf.vectorized_map(one, (xs, ys))
+
+    def _moments_impl(self):
+        chunk, chunks = self.chunk, -(-self.count // self.chunk)
+
+        def partial(replica, replicas):
+            total = tf.zeros([self.op.dim], tf.float64)
+            sq = tf.zeros([], tf.float64)
+            for c in tf.range(replica, chunks, replicas):
+                g = tf.cast(self._grads(self.xs[c * chunk:(c + 1) * chunk],
+                                        self.ys[c * chunk:(c + 1) * chunk]), tf.float64)
+                total += tf.reduce_sum(g, axis=0)
+                sq += tf.reduce_sum(g * g)
+            return [total, sq]
+
+        return self.op.replica_sum(partial)
+
+    def moments(self) -> tuple[np.ndarray, float]:
+        """``(Σ g_i, Σ ‖g_i‖²)`` over the micro-batches in float64, split over the replicas."""
+        total, sq = self._moments()
+        return total.numpy(), float(sq)
+
+    def batches(self):
+        """Yield arrays of flat gradients (micro-batches × parameters), ``chunk`` at a time."""
+        for start in range(0, self.count, self.chunk):
+            yield self._fn(self.xs[start:start + self.chunk],
+                           self.ys[start:start + self.chunk]).numpy()
+
+
+def gradient_noise(op: HessianOperator, microbatch: int = 1, chunk: int = 64) -> dict:
+    """Tr C, ‖g‖² and B_simple from per-example gradients over the operator's examples."""
+    per = PerExampleGradients(op, microbatch, chunk)
+    total, sq_norms = per.moments()
+    count = per.count
+    mean = total / count
+    mean_sq = float(mean @ mean)
+    cov_trace = (sq_norms / count - mean_sq) * microbatch  # per-example C
+    cov_trace_unbiased = cov_trace * count / (count - 1)
+    grad_sq_unbiased = mean_sq - cov_trace_unbiased / (count * microbatch)
+    return {
+        "trace_c": cov_trace,
+        "trace_c_unbiased": cov_trace_unbiased,
+        "grad_norm_sq": mean_sq,
+        "grad_norm_sq_unbiased": grad_sq_unbiased,
+        "b_simple": cov_trace_unbiased / grad_sq_unbiased if grad_sq_unbiased > 0 else math.inf,
+        "b_simple_biased": cov_trace / mean_sq if mean_sq > 0 else math.inf,
+        "num_examples": count * microbatch,
+        "microbatch": microbatch,
+    }
+
+
+def covariance_matvec(op: HessianOperator, microbatch: int = 1, max_examples: int = 256):
+    """``(matvec, dim)`` of C from stored per-example gradients of the first examples."""
+    per = PerExampleGradients(op, microbatch)
+    rows, seen = [], 0
+    for grads in per.batches():
+        rows.append(grads.astype(np.float32))
+        seen += len(grads) * microbatch
+        if seen >= max_examples:
+            break
+    G = np.concatenate(rows)[: max(2, max_examples // microbatch)].astype(np.float64)
+    mean = G.mean(axis=0)
+    G -= mean
+    n = len(G)
+
+    def matvec(v):
+        return microbatch * (G.T @ (G @ v)) / n
+
+    return matvec, op.dim
+
+
+def compare_with_hessian(op: HessianOperator, k: int = 5, microbatch: int = 1,
+                         max_examples: int = 256, trace_h: float | None = None,
+                         seed: int = 0) -> dict:
+    """Tr C / Tr H and the overlap of the top-k eigenvector subspaces of C and H."""
+    c_matvec, dim = covariance_matvec(op, microbatch, max_examples)
+    top_c = spectral.top_eigenvalues(c_matvec, dim, k=k, tol=1e-3, max_steps=60, seed=seed,
+                                     return_vectors=True)
+    top_h = spectral.top_eigenvalues(op.matvec, dim, k=k, tol=1e-3, max_steps=60, seed=seed,
+                                     return_vectors=True)
+    if trace_h is None:
+        trace_h = spectral.hutchpp_trace(op.matvec, dim, num=60, seed=seed).value
+    trace_c = spectral.hutchpp_trace(c_matvec, dim, num=60, seed=seed).value
+    return {
+        "trace_c_over_trace_h": trace_c / trace_h if trace_h else math.nan,
+        "trace_c": trace_c, "trace_h": trace_h,
+        "top_c": top_c.eigenvalues.tolist(), "top_h": top_h.eigenvalues.tolist(),
+        "top_k_overlap": spectral.subspace_overlap(top_c.eigenvectors, top_h.eigenvectors),
+        "random_overlap_baseline": k / dim,
+        "k": k, "covariance_examples": max_examples,
+    }

@@ -1,0 +1,233 @@
+"""keras-tuner over η/S: a HyperModel whose trials are ordinary lrbs_tf runs.
+
+:class:`RatioHyperModel` declares the search space — the ratio η/S on a log scale with the batch
+size, or η and S directly, or an explicit η × S grid — builds the model from the registry (or a
+builder you register with :func:`lrbs_tf.models.register_model`), and in ``fit`` trains it with
+:func:`lrbs_tf.train.train`: the batch size goes to the tf.data pipeline and η reaches the
+optimizer only through the ratio-scaled wrapper. Each trial is a run folder named after its
+η and S, so a rerun of the same search reuses finished trials and resumes killed ones; a
+diverged trial is recorded (objective 0) and the search goes on.
+
+``fit`` returns the metrics keras-tuner tracks: ``val_accuracy`` (the objective, final epoch),
+``test_accuracy``, ``train_loss``, ``diverged`` and, with probes, ``lambda_max``, ``trace``,
+``frobenius``, ``frobenius_fd`` and ``b_simple``. Every trial also writes its TensorBoard
+HParams session (η, S, η/S, model), so ``tensorboard --logdir <sweep>`` can sort and filter.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import socket
+import time
+
+import keras_tuner as kt
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams_api
+
+from lrbs_tf import distribute
+from lrbs_tf.training.config import RunConfig
+from lrbs_tf.models.registry import build_for
+from lrbs_tf.training.run import train
+
+log = logging.getLogger(__name__)
+
+SPACES = ("ratio", "lr_batch", "grid")
+PROBE_METRICS = ("lambda_max", "trace", "frobenius", "frobenius_fd", "b_simple")
+
+
+class SweepPaused(kt.errors.FatalError):
+    """Raised instead of starting a trial once a sweep's time budget is spent; the same
+    command continues the sweep (finished runs are reused)."""
+
+
+class RatioHyperModel(kt.HyperModel):
+    """Search over η/S; every trial is ``train(config)`` with η and S taken from ``hp``.
+
+    Args:
+        base: the settings every trial shares (epochs, seed, data, probes, loss target…);
+            its ``lr``/``batch_size`` are replaced per trial.
+        space: ``"ratio"`` (η/S log-uniform in ``ratio_range``, S from ``batch_sizes``),
+            ``"lr_batch"`` (η log-uniform in ``lr_range``, S from ``batch_sizes``) or
+            ``"grid"`` (the ``(η, S)`` pairs of ``points``, in order, for ``kt.GridSearch``).
+        on_trial_end: called with ``(config, results)`` after every trial.
+        before_run: called with ``config`` before a trial that has to train (not one whose
+            run folder is finished); it may raise :class:`SweepPaused` to stop the sweep.
+    """
+
+    def __init__(self, base: RunConfig, space: str = "ratio", ratio_range=(1e-6, 1e-2),
+                 lr_range=(1e-3, 0.3), batch_sizes=(32, 128, 512), points=(),
+                 name_prefix: str = "trial", on_trial_end=None, before_run=None, **kwargs):
+        super().__init__(**kwargs)
+        self.on_trial_end, self.before_run = on_trial_end, before_run
+        if space not in SPACES:
+            raise ValueError(f"space must be one of {SPACES}, got {space!r}")
+        if space == "grid" and not points:
+            raise ValueError("a grid needs its (η, S) points")
+        self.base, self.space = base, space
+        self.ratio_range, self.lr_range = ratio_range, lr_range
+        self.batch_sizes = list(batch_sizes)
+        self.points = {point_label(lr, batch): (float(lr), int(batch)) for lr, batch in points}
+        self.name_prefix = name_prefix
+
+    def lr_and_batch(self, hp) -> tuple[float, int]:
+        if self.space == "grid":
+            return self.points[hp.Choice("point", list(self.points))]
+        batch = hp.Choice("batch_size", self.batch_sizes)
+        if self.space == "lr_batch":
+            return hp.Float("lr", *self.lr_range, sampling="log"), batch
+        ratio = hp.Float("ratio", *self.ratio_range, sampling="log")
+        return ratio * batch, batch
+
+    def config_for(self, hp, epochs: int | None = None) -> RunConfig:
+        lr, batch = self.lr_and_batch(hp)
+        name = f"{self.name_prefix}-lr{lr:.6g}-bs{batch}-seed{self.base.seed}"
+        changes = dict(lr=float(lr), batch_size=int(batch), name=name)
+        if epochs is not None and epochs != self.base.epochs:  # Hyperband's budgets
+            changes.update(epochs=int(epochs), name=f"{name}-ep{epochs}")
+        return dataclasses.replace(self.base, **changes)
+
+    def build(self, hp):
+        config = self.config_for(hp)
+        if config.cpu_devices:
+            distribute.split_cpu(config.cpu_devices)
+        strategy = distribute.make_strategy(config.strategy, config.devices, config.peer_timeout)
+        with distribute.scope(strategy):  # train() then runs the trial on all its replicas
+            return build_for(config, strategy)
+
+    def fit(self, hp, model, *args, callbacks=None, epochs=None, on_trial_end=None, **kwargs):
+        config = self.config_for(hp, epochs).validate()
+        if self.before_run is not None and not finished(config):
+            self.before_run(config)
+        results = train(config, callbacks=_usable(callbacks), model=model)
+        write_hparams_session(config)
+        metrics = trial_metrics(results)
+        if self.on_trial_end is not None:
+            self.on_trial_end(config, results)
+        return metrics
+
+
+def point_label(lr: float, batch: int) -> str:
+    """A grid point as keras-tuner shows it: ``"0.1/50"``."""
+    return f"{float(lr):.6g}/{int(batch)}"
+
+
+def finished(config: RunConfig) -> bool:
+    """Is the run folder of ``config`` finished (or diverged), so that a trial only reads it?"""
+    from lrbs_tf.training import runio
+
+    try:
+        results = runio.read_json(os.path.join(config.run_dir, "results.json"))
+    except runio.RunFolderError:
+        return False
+    return isinstance(results, dict) and results.get("status") in ("finished", "diverged")
+
+
+def _usable(callbacks):
+    """keras-tuner's own callbacks that work with one ``fit`` per epoch."""
+    keep = []
+    for callback in callbacks or []:
+        if type(callback).__name__ == "SaveBestEpoch":
+            continue  # saves the tuner's copy of the weights; the run folder has model.keras
+        keep.append(callback)
+    return keep
+
+
+def trial_metrics(results: dict) -> dict:
+    """The numbers keras-tuner records for a trial (the objective is ``val_accuracy``)."""
+    diverged = results.get("status") == "diverged"
+    out = {
+        "val_accuracy": 0.0 if diverged else float(results.get("final_validation_accuracy", 0)),
+        "test_accuracy": 0.0 if diverged else float(results.get("final_test_accuracy", 0)),
+        "train_loss": float(results.get("final_train_loss") or math.nan) if not diverged
+        else math.inf,
+        "diverged": 1.0 if diverged else 0.0,
+        "epochs": float(len(results.get("epochs", []))),
+    }
+    probe = results.get("probe") or {}
+    for key in PROBE_METRICS:
+        if key in probe:
+            out[key] = float(probe[key])
+    return out
+
+
+HPARAMS = {
+    "lr": hparams_api.HParam("lr", hparams_api.RealInterval(1e-6, 10.0)),
+    "batch_size": hparams_api.HParam("batch_size", hparams_api.IntInterval(1, 100000)),
+    "ratio": hparams_api.HParam("ratio", hparams_api.RealInterval(1e-9, 1.0)),
+    "model": hparams_api.HParam("model", hparams_api.Discrete(["mlp"])),
+}
+
+
+def write_hparams_config(logdir: str) -> None:
+    """The sweep's HParams experiment: η, S, η/S and model as hparams; accuracy, loss and
+    curvature as metrics (TensorBoard's HParams dashboard)."""
+    metrics = [
+        hparams_api.Metric("epoch_accuracy", group="validation", display_name="val accuracy"),
+        hparams_api.Metric("epoch_accuracy", group="test", display_name="test accuracy"),
+        hparams_api.Metric("epoch_loss", group="train", display_name="train loss"),
+        hparams_api.Metric("probe/lambda_max", group="probe", display_name="λ_max"),
+        hparams_api.Metric("probe/frobenius", group="probe", display_name="‖H‖_F"),
+        hparams_api.Metric("probe/b_simple", group="probe", display_name="B_simple"),
+    ]
+    with tf.summary.create_file_writer(logdir).as_default():
+        hparams_api.hparams_config(hparams=list(HPARAMS.values()), metrics=metrics)
+
+
+def write_hparams_session(config: RunConfig) -> None:
+    """Record a run's hparams in its TensorBoard folder (one HParams session per run)."""
+    values = {HPARAMS["lr"]: config.lr, HPARAMS["batch_size"]: config.batch_size,
+              HPARAMS["ratio"]: config.ratio, HPARAMS["model"]: config.model}
+    writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tb"))
+    with writer.as_default():
+        hparams_api.hparams(values, trial_id=config.run_name)
+    writer.close()
+
+
+def distributed_role() -> str | None:
+    """``chief``, a worker id, or None outside keras-tuner's distributed mode."""
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return None
+    return os.environ.get("KERASTUNER_TUNER_ID", "chief")
+
+
+def wait_for_chief(timeout: float) -> None:
+    """In a worker, wait until the chief's oracle port accepts connections, or fail clearly.
+
+    keras-tuner's own client waits for the chief up to 60 minutes without a word.
+    """
+    host = os.environ["KERASTUNER_ORACLE_IP"]
+    port = int(os.environ["KERASTUNER_ORACLE_PORT"])
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                return
+        except OSError as e:
+            if time.time() >= deadline:
+                raise ConnectionError(f"cannot reach the keras-tuner chief at {host}:{port} "
+                                      f"after {timeout:.0f} s ({e.strerror or e}); start the "
+                                      "chief first and check KERASTUNER_ORACLE_IP/PORT") from None
+            time.sleep(0.5)
+
+
+def make_tuner(hypermodel: RatioHyperModel, algorithm: str, directory: str, project: str,
+               max_trials: int, seed: int = 0, max_epochs: int | None = None):
+    """A keras-tuner tuner over ``hypermodel``; only the chief (or a lone process) may wipe
+    the oracle's state, workers never do."""
+    role = distributed_role()
+    # keras-tuner reads seed 0 as "no seed" (a random one): pass seed + 1, so that the same
+    # command proposes the same trials and a rerun reuses or resumes their run folders.
+    common = dict(objective=kt.Objective("val_accuracy", "max"), directory=directory,
+                  project_name=project, overwrite=role in (None, "chief"), seed=seed + 1)
+    if algorithm == "grid":
+        return kt.GridSearch(hypermodel, max_trials=max_trials, **common)
+    if algorithm == "random":
+        return kt.RandomSearch(hypermodel, max_trials=max_trials, **common)
+    if algorithm == "bayesian":
+        return kt.BayesianOptimization(hypermodel, max_trials=max_trials, **common)
+    if algorithm == "hyperband":
+        return kt.Hyperband(hypermodel, max_epochs=max_epochs or hypermodel.base.epochs,
+                            **common)
+    raise ValueError(f"unknown search algorithm {algorithm!r}")

@@ -1,0 +1,137 @@
+"""The Keras mechanics of a run: compiling with the ratio-scaled optimizer, one ``fit`` per
+epoch, the per-epoch plans, the XLA and steps-per-execution choices, saving the model."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+
+import keras
+import numpy as np
+
+from lrbs_tf.core.optimizers import RatioScaledOptimizer
+from lrbs_tf.data.pipeline import EpochData
+from lrbs_tf.models import specs as model_specs
+from lrbs_tf.training.runfolder import sha1_of
+
+MAX_XLA_SHAPES = 8
+
+
+def compile_model(model: keras.Model, ratio: float, momentum: float = 0.0,
+                  jit_compile: bool = False, steps_per_execution: int = 1) -> keras.Model:
+    """Compile with plain SGD wrapped in :class:`RatioScaledOptimizer` and pre-build it.
+
+    Pre-building the optimizer keeps ``train_step`` to a single trace (a variable created during
+    the first trace would force a second one).
+    """
+    optimizer = RatioScaledOptimizer(keras.optimizers.SGD(learning_rate=0.0, momentum=momentum),
+                                     ratio=ratio)
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"], jit_compile=jit_compile,
+                  steps_per_execution=steps_per_execution)
+    optimizer.build(model.trainable_variables)
+    return model
+
+
+def build_metrics(model: keras.Model, eval_ds) -> None:
+    """Create the compiled metrics' variables before training (one evaluation batch).
+
+    Otherwise Keras creates them while tracing ``train_step``, which forces a second trace.
+    """
+    model.evaluate(eval_ds.take(1), verbose=0)
+
+
+def fit_epoch(model: keras.Model, train_data: EpochData, sizes: list[int], epoch: int,
+              callbacks=(), validation_data=None, verbose: int = 1, ratios=None,
+              skip_batches: int = 0):
+    """Train one epoch (0-based ``epoch``) with the given batch sizes (and per-step η/S),
+    starting at batch ``skip_batches`` (a resumed epoch)."""
+    return model.fit(train_data.dataset(sizes, epoch, skip_batches=skip_batches,
+                                        ratios=ratios),
+                     validation_data=validation_data,
+                     initial_epoch=epoch, epochs=epoch + 1, callbacks=list(callbacks),
+                     verbose=verbose, shuffle=False)
+
+
+class EpochPlans:
+    """The batch sizes and η/S of every epoch of a run, computed when first needed.
+
+    ``plans[e]`` is ``(sizes, ratios)`` of epoch ``e``; with constant schedules every epoch is
+    the same and is computed once, so a long run starts at once.
+    """
+
+    def __init__(self, plan, num_examples: int, epochs: int, min_batch: int = 1):
+        self.plan, self.num_examples, self.epochs = plan, num_examples, epochs
+        self.min_batch = min_batch
+        self.constant = plan.is_constant()
+        self._epoch = functools.lru_cache(maxsize=64)(self._compute)
+
+    def _compute(self, epoch: int):
+        return self.plan.epoch(self.num_examples, epoch, min_batch=self.min_batch)
+
+    def __getitem__(self, epoch: int):
+        return self._epoch(0 if self.constant else epoch)
+
+    def __len__(self) -> int:
+        return self.epochs
+
+    def each(self):
+        """Every epoch's plan (one, when they are all the same)."""
+        return [self[0]] if self.constant else [self[e] for e in range(self.epochs)]
+
+    def steps_before(self, epoch: int) -> int:
+        if self.constant:
+            return epoch * len(self[0][0])
+        return sum(len(self[e][0]) for e in range(epoch))
+
+    def smallest(self) -> int:
+        return min(min(sizes) for sizes, _ in self.each())
+
+    def most_steps(self) -> int:
+        return max(len(sizes) for sizes, _ in self.each())
+
+
+def choose_jit(config, plans: EpochPlans) -> bool:
+    """XLA compiles once per distinct batch size (~0.5 s each for the MLP here), then runs
+    ~1.3x faster: worth it (``auto``) for registry models marked ``xla`` (the MLP) when the run
+    has at most MAX_XLA_SHAPES distinct sizes. Not for the convolutional models on CPU: one
+    epoch of VGG11 on 1000 images took 108 s with XLA (compiling) against 17 s without."""
+    if config.jit_compile != "auto":
+        return config.jit_compile == "on"
+    distinct = {size for sizes, _ in plans.each() for size in sizes}
+    return model_specs.spec(config.model).xla and len(distinct) <= MAX_XLA_SHAPES
+
+
+def choose_steps_per_execution(config, plans: EpochPlans) -> int:
+    """Given, or about 512 examples per call (at most 32 steps) for the smallest common batch.
+
+    Several small steps per call amortise Keras' per-call overhead (measured 1.5x faster at
+    S=25 with tools/bench_fit.py); large batches need no help.
+    """
+    if config.steps_per_execution is not None:
+        return config.steps_per_execution
+    smallest = min(min(sizes[:-1] or sizes) for sizes, _ in plans.each())
+    return max(1, min(32, 512 // smallest))
+
+
+def weights_digest(model: keras.Model) -> str:
+    digest = hashlib.sha1()
+    for w in model.weights:
+        digest.update(np.asarray(w.numpy()).tobytes())
+    return digest.hexdigest()
+
+
+def save_model(model: keras.Model, path: str) -> dict:
+    """``model.save`` to a temporary file beside ``path``, fsync, rename; returns the file's
+    size and SHA-1 (recorded in results.json and checked whenever the run is reused)."""
+    tmp = os.path.join(os.path.dirname(path), ".tmp-model.keras")
+    try:
+        model.save(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return {"model_bytes": os.path.getsize(path), "model_sha1": sha1_of(path)}

@@ -1,0 +1,102 @@
+"""What a run records, as typed records: one :class:`EpochRecord` per epoch and the
+:class:`RunResults` written to ``results.json`` (by :meth:`lrbs_tf.training.run.Run.write`,
+the one place that writes it). ``to_dict`` leaves out what was not measured, so the JSON of a
+run holds only real values."""
+from __future__ import annotations
+
+import dataclasses
+
+
+def _present(record) -> dict:
+    return {k: v for k, v in dataclasses.asdict(record).items() if v is not None}
+
+
+@dataclasses.dataclass
+class EpochRecord:
+    """One epoch: its steps, Keras' running means of the training loss and accuracy, validation
+    and test metrics, the loss and accuracy over the training set at the weights it ended with
+    (when a loss target is checked), and the run's wall time so far."""
+
+    epoch: int
+    steps: int
+    train_loss: float | None = None
+    train_accuracy: float | None = None
+    validation_loss: float | None = None
+    validation_accuracy: float | None = None
+    test_loss: float | None = None
+    test_accuracy: float | None = None
+    weights_loss: float | None = None
+    weights_accuracy: float | None = None
+    fraction: float | None = None  # of the epoch's examples, when a loss target stopped it
+    wall_time: float | None = None
+
+    def to_dict(self) -> dict:
+        return _present(self)
+
+
+@dataclasses.dataclass
+class RunResults:
+    """Everything ``results.json`` holds about a run (see the README's run folder table)."""
+
+    run_dir: str
+    status: str = "running"  # running | finished | diverged | interrupted | failed
+    distribute: dict = dataclasses.field(default_factory=dict)
+    epochs: list = dataclasses.field(default_factory=list)  # of EpochRecord dicts
+    diverged: bool = False
+    diverged_epoch: int | None = None
+    train_time: float = 0.0
+    wall_time: float = 0.0
+    resumed: int = 0
+    error: str | None = None
+    probe_history: list | None = None
+    # once finished
+    best_epoch: int | None = None
+    best_validation_accuracy: float | None = None
+    test_accuracy_at_best: float | None = None
+    best_test_accuracy: float | None = None
+    final_train_loss: float | None = None
+    final_validation_accuracy: float | None = None
+    final_test_accuracy: float | None = None
+    final_test_loss: float | None = None
+    final_weights_loss: float | None = None
+    final_weights_accuracy: float | None = None
+    loss_target: float | None = None
+    loss_target_reached: bool | None = None
+    loss_target_epoch: int | None = None
+    loss_reached: float | None = None
+    probe: dict | None = None
+    epochs_trained: float | None = None
+    examples_per_second: float | None = None
+    weights_sha1: str | None = None
+    model_bytes: int | None = None
+    model_sha1: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunResults":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict:
+        out = _present(self)
+        out.setdefault("diverged_epoch", None)  # always there, as the tools expect
+        return out
+
+    def add(self, record: EpochRecord) -> None:
+        self.epochs.append(record.to_dict())
+        self.wall_time = record.wall_time
+
+    def summarize(self) -> None:
+        """The best and final epoch's metrics (over epochs with a validation accuracy)."""
+        measured = [r for r in self.epochs if r.get("validation_accuracy") is not None]
+        if not measured:
+            return
+        best = max(measured, key=lambda r: r["validation_accuracy"])
+        final = measured[-1]
+        self.best_epoch = best["epoch"]
+        self.best_validation_accuracy = best["validation_accuracy"]
+        self.test_accuracy_at_best = best["test_accuracy"]
+        self.best_test_accuracy = max(r["test_accuracy"] for r in measured)
+        self.final_train_loss = final["train_loss"]
+        self.final_validation_accuracy = final["validation_accuracy"]
+        self.final_test_accuracy = final["test_accuracy"]
+        self.final_test_loss = final["test_loss"]

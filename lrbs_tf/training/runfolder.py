@@ -1,0 +1,354 @@
+"""Run folders: what a folder holds, who may write it, and what may be deleted. Pure Python.
+
+Rules (the reasons are in the README's "Nothing lost"):
+
+* A run name is one plain path component (letters, digits and ``._=+-``, not starting with a
+  dot), so a run folder is always a direct child of ``--logdir``.
+* lrbs_tf deletes only what it can prove it wrote: a folder holding its marker file
+  ``.lrbs-run`` (written when it creates a run folder), or a run folder of an earlier version
+  (a ``config.json`` with lrbs_tf's structure). Any other existing, non-empty folder is refused,
+  even with ``--overwrite``.
+* A damaged run folder — JSON of the wrong shape, a finished run without its config or model,
+  a model that does not match its recorded digest, recorded epochs without a checkpoint to
+  resume them, a checkpoint whose weights do not match ``state.json`` — is refused with a
+  message saying what is damaged; nothing is deleted without ``--overwrite``.
+* One process per run folder: :func:`claim` holds an exclusive ``flock`` on ``.lrbs-lock``
+  inside the folder until :func:`release` (the kernel drops it when a process dies, so a
+  killed run never blocks the next one). A second process is refused with
+  :class:`RunBusyError`.
+
+Everything is checked before anything is written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import math
+import os
+import re
+import shutil
+import socket
+import time
+
+from lrbs_tf.training.runio import RESERVE, STATUSES, RunFolderError, read_json
+
+MARKER = ".lrbs-run"
+LOCK = ".lrbs-lock"
+NAME = re.compile(r"[A-Za-z0-9_=+-][A-Za-z0-9._=+-]*")
+
+
+class RunExistsError(RunFolderError):
+    """The run folder holds another run, or something that is not a run."""
+
+
+class RunDamagedError(RunFolderError):
+    """The run folder is damaged; nothing was changed."""
+
+
+class RunBusyError(RunFolderError):
+    """Another process holds the run folder."""
+
+
+def check_name(name: str) -> str:
+    """A run name must be one plain path component; returns it or raises ValueError."""
+    if not isinstance(name, str) or not NAME.fullmatch(name) or len(name) > 200:
+        raise ValueError(f"--name must be one folder name of letters, digits and ._=+- "
+                         f"(not starting with a dot), got {name!r}")
+    return name
+
+
+# -- reading JSON of the right shape -----------------------------------------------------------
+
+def _shaped(path: str, kind: str):
+    """Read ``path`` and check it has the shape of a ``kind`` file (``config``, ``results``,
+    ``state`` or ``marks``); raises RunDamagedError naming what is wrong."""
+    data = read_json(path)
+    problem = _shape_problem(data, kind)
+    if problem:
+        raise RunFolderError(f"{path} is not a valid {kind} file ({problem})")
+    return data
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _shape_problem(data, kind: str) -> str | None:
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__} instead of an object"
+    if kind == "config":
+        if not isinstance(data.get("config"), dict):
+            return "no 'config' object"
+    elif kind == "results":
+        if data.get("status") not in STATUSES:
+            return f"status {data.get('status')!r} is not one of {', '.join(STATUSES)}"
+        if not isinstance(data.get("epochs"), list) or not all(
+                isinstance(e, dict) for e in data["epochs"]):
+            return "no list of epoch records"
+    elif kind == "state":
+        for key in ("epoch", "batch", "iterations", "weights_size"):
+            if not _is_int(data.get(key)):
+                return f"{key!r} is not a whole number"
+        for key in ("weights_file", "weights_sha1"):
+            if not isinstance(data.get(key), str) or "/" in data[key]:
+                return f"{key!r} is not a file name or digest"
+        if not isinstance(data.get("metrics"), list):
+            return "no list of metric values"
+        problem = _shape_problem(data.get("results"), "results")
+        if problem:
+            return f"its results: {problem}"
+    elif kind == "marks":
+        if not all(_is_int(v) for v in data.values()):
+            return "marks are not whole numbers"
+    return None
+
+
+def sha1_of(path: str) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- what a folder holds -------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Inspection:
+    """What :func:`inspect` found: ``mode`` is ``new`` (nothing, or nothing of value: start
+    afresh), ``resume`` (a checkpoint of the same settings) or ``finished``; ``leftovers``
+    are files of an unstarted run of ours to remove before starting."""
+
+    mode: str
+    ours: bool = False
+    leftovers: list = dataclasses.field(default_factory=list)
+    results: dict | None = None
+    legacy: bool = False  # a run folder of an earlier lrbs_tf, without the marker
+
+
+def _entries(run_dir: str) -> list[str]:
+    return [e for e in os.listdir(run_dir) if e not in (LOCK, RESERVE)
+            and not e.startswith(".tmp-")]
+
+
+def ours(run_dir: str) -> tuple[bool, bool]:
+    """``(ours, legacy)``: does lrbs_tf own this folder (marker, or an earlier version's
+    config.json)?"""
+    if os.path.isfile(os.path.join(run_dir, MARKER)):
+        return True, False
+    try:
+        saved = read_json(os.path.join(run_dir, "config.json"))
+    except RunFolderError:
+        return False, False
+    legacy = (isinstance(saved, dict) and isinstance(saved.get("config"), dict)
+              and isinstance(saved.get("versions"), dict) and "lrbs_tf" in saved["versions"])
+    return legacy, legacy
+
+
+def inspect(config, overwrite: bool | None = None) -> Inspection:
+    """Look at ``config.run_dir`` without changing anything (see the module docstring)."""
+    run_dir = config.run_dir
+    overwrite = config.overwrite if overwrite is None else overwrite
+    if not os.path.lexists(run_dir):
+        return Inspection("new")
+    if not os.path.isdir(run_dir) or os.path.islink(run_dir):
+        raise RunExistsError(f"{run_dir} exists and is not a folder; choose another --name "
+                             "or --logdir")
+    entries = _entries(run_dir)
+    if not entries:
+        return Inspection("new", ours=True)
+    mine, legacy = ours(run_dir)
+    if not mine:
+        raise RunExistsError(
+            f"{run_dir} exists and is not an lrbs_tf run folder (no {MARKER} marker); "
+            "lrbs_tf never deletes what it did not write: choose another --name or --logdir, "
+            "or move the folder away")
+    if overwrite:
+        return Inspection("new", ours=True, leftovers=entries, legacy=legacy)
+    try:
+        return _inspect_ours(config, run_dir, entries, legacy)
+    except (RunExistsError, RunDamagedError):
+        raise
+    except RunFolderError as e:  # a file of ours that does not parse
+        raise RunDamagedError(f"{e}{OVERWRITE_NOTE}") from None
+
+
+OVERWRITE_NOTE = ("; nothing was changed. --overwrite would delete this run folder and train "
+                  "the run from scratch")
+
+
+def _damaged(run_dir: str, what: str) -> RunDamagedError:
+    return RunDamagedError(f"{run_dir} is damaged: {what}{OVERWRITE_NOTE}")
+
+
+def _inspect_ours(config, run_dir, entries, legacy) -> Inspection:
+    has = set(entries)
+    valuable = sorted(has & {"results.json", "model.keras", "tb", "ckpt", "probe.json"})
+    marks_path = os.path.join(run_dir, "tb", "written.json")
+    if os.path.exists(marks_path):
+        _shaped(marks_path, "marks")
+    if "config.json" not in has:
+        if valuable:
+            raise _damaged(run_dir, f"config.json is missing (the folder holds "
+                                    f"{', '.join(valuable)})")
+        return Inspection("new", ours=True, leftovers=entries)
+    saved = _shaped(os.path.join(run_dir, "config.json"), "config")
+    if not same_settings(saved["config"], config):
+        raise RunExistsError(f"{run_dir} holds a run with other settings; pass --overwrite to "
+                             "replace it or --name to choose another folder")
+    state_path = os.path.join(run_dir, "ckpt", "state.json")
+    state = _checked_state(run_dir, state_path) if os.path.exists(state_path) else None
+    if "results.json" not in has:
+        if state is not None or "model.keras" in has or "tb" in has:
+            raise _damaged(run_dir, "results.json is missing (the folder holds "
+                                    f"{', '.join(v for v in valuable if v != 'results.json')})")
+        return Inspection("new", ours=True, leftovers=entries)
+    results = _shaped(os.path.join(run_dir, "results.json"), "results")
+    if results["status"] in ("finished", "diverged"):
+        _check_model(run_dir, results)
+        return Inspection("finished", ours=True, results=results, legacy=legacy)
+    if state is not None:
+        return Inspection("resume", ours=True, results=results, legacy=legacy)
+    if results["epochs"] or "model.keras" in has:
+        raise _damaged(run_dir, f"results.json says {results['status']!r} with "
+                                f"{len(results['epochs'])} epoch(s) recorded, but there is no "
+                                "checkpoint to resume from")
+    return Inspection("new", ours=True, leftovers=entries)  # stopped before its first epoch
+
+
+def _checked_state(run_dir: str, path: str) -> dict:
+    state = _shaped(path, "state")
+    weights = os.path.join(run_dir, "ckpt", state["weights_file"])
+    if (not os.path.isfile(weights) or os.path.getsize(weights) != state["weights_size"]
+            or sha1_of(weights) != state["weights_sha1"]):
+        raise _damaged(run_dir, f"the checkpoint's weights file {state['weights_file']} does "
+                                "not match ckpt/state.json")
+    return state
+
+
+def _check_model(run_dir: str, results: dict) -> None:
+    path = os.path.join(run_dir, "model.keras")
+    if not os.path.isfile(path):
+        raise _damaged(run_dir, f"the run is {results['status']} but model.keras is missing")
+    want = results.get("model_sha1")
+    if want is not None and (os.path.getsize(path) != results.get("model_bytes")
+                             or sha1_of(path) != want):
+        raise _damaged(run_dir, "model.keras does not match the digest recorded in "
+                                "results.json (truncated or replaced)")
+
+
+def same_settings(saved: dict, config) -> bool:
+    """Does a saved ``config.json`` describe ``config``? Settings added to RunConfig after the
+    run was saved count as equal when they hold their default value."""
+    from lrbs_tf.training.config import RunConfig  # config imports this module
+    from lrbs_tf.training.runio import _clean
+
+    skip = {"overwrite", "resume", "logdir", "strategy", "devices", "cpu_devices",
+            "peer_timeout"}
+    now = _clean(config.to_dict())
+    defaults = _clean(dataclasses.asdict(RunConfig(lr=1.0, batch_size=1)))
+    for key, value in now.items():
+        if key in skip:
+            continue
+        if key in saved:
+            if saved[key] != value and not _both_nan(saved[key], value):
+                return False
+        elif key not in defaults or defaults[key] != value:
+            return False
+    return True
+
+
+def _both_nan(a, b) -> bool:
+    return isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+
+
+# -- taking a folder -----------------------------------------------------------------------
+
+_held: dict = {}  # realpath of a run folder -> [file descriptor, count]
+
+
+def claim(config) -> Inspection:
+    """Create or inspect the run folder, lock it for this process, and clear the leftovers of
+    an unstarted run (or everything, with ``--overwrite``). Re-entrant within a process."""
+    run_dir = config.run_dir
+    os.makedirs(config.logdir, exist_ok=True)
+    found = inspect(config)
+    if found.mode == "new" and not found.ours:
+        try:
+            os.mkdir(run_dir)
+        except FileExistsError:  # another process made it just now
+            found = inspect(config)
+    _lock(run_dir)
+    try:
+        found = inspect(config)  # again, now that no one else can change it
+        if found.leftovers:
+            for entry in found.leftovers:
+                path = os.path.join(run_dir, entry)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
+        if found.mode != "finished" or found.legacy:
+            _write_marker(run_dir, config)
+        return found
+    except BaseException:
+        release(run_dir)
+        raise
+
+
+def _write_marker(run_dir: str, config) -> None:
+    from lrbs_tf import __version__
+    from lrbs_tf.training import runio
+
+    path = os.path.join(run_dir, MARKER)
+    if not os.path.exists(path):
+        runio.write_json(path, {"lrbs_tf": __version__, "run_name": config.run_name,
+                                "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+def _lock(run_dir: str) -> None:
+    key = os.path.realpath(run_dir)
+    if key in _held:
+        _held[key][1] += 1
+        return
+    path = os.path.join(run_dir, LOCK)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 300).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunBusyError(f"{run_dir} is in use by {holder}; wait for it to end or choose "
+                           "another --name") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                 f"{time.strftime('%H:%M:%S')}".encode())
+    _held[key] = [fd, 1]
+
+
+def release(run_dir: str) -> None:
+    """Undo one :func:`claim`; the lock is dropped when the last one is undone."""
+    key = os.path.realpath(run_dir)
+    if key not in _held:
+        return
+    _held[key][1] -= 1
+    if _held[key][1] <= 0:
+        os.close(_held.pop(key)[0])
+
+
+def holds(run_dir: str) -> bool:
+    return os.path.realpath(run_dir) in _held
+
+
+def read_run(run_dir: str, statuses=("finished", "diverged")) -> tuple[dict, dict]:
+    """``(config.json, results.json)`` of a run folder for the tools, checked: a folder, both
+    files of the right shape, a status among ``statuses``."""
+    if not os.path.isdir(run_dir):
+        raise RunFolderError(f"{run_dir} is not a run folder" if os.path.exists(run_dir)
+                             else f"{run_dir} is missing")
+    saved = _shaped(os.path.join(run_dir, "config.json"), "config")
+    results = _shaped(os.path.join(run_dir, "results.json"), "results")
+    if results["status"] not in statuses:
+        raise RunFolderError(f"{run_dir} is not a finished run (status {results['status']!r})")
+    return saved, results
