@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import needs_fmnist
-from lrbs_tf.data import datasets as D
+from lrbs_tf.data import fashion_mnist as D
 
 
 def write_idx(path, array, compress=True, magic=None):

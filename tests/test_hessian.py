@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from lrbs_tf.probes import spectral
-from lrbs_tf.probes.hessian import HessianOperator, finite_difference_frobenius, probe
+from lrbs_tf.probes.hessian import HessianOperator
+from lrbs_tf.probes.prober import finite_difference_frobenius, probe
 from lrbs_tf.models.registry import build_model
 from lrbs_tf.probes.noise import compare_with_hessian, gradient_noise
 

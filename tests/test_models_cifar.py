@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import needs_fmnist, run_script
-from lrbs_tf.data import datasets as D
+from lrbs_tf.data import cifar10 as D
+from lrbs_tf.data.datasets import load_dataset
 from lrbs_tf.probes.landscape import interpolate, random_plane, recompute_bn_statistics
 from lrbs_tf.models.convnets import VGG11_LAYERS
 from lrbs_tf.models.registry import build_model
@@ -94,7 +95,7 @@ def test_missing_cifar_says_how_to_get_it(tmp_path, monkeypatch):
 
 
 def test_synthetic_stand_in_is_labelled():
-    data = D.load_dataset("cifar10_synthetic", seed=0)
+    data = load_dataset("cifar10_synthetic", seed=0)
     assert data.name == "cifar10_synthetic" and "SYNTHETIC" in data.info["source"]
     assert data.train.x.shape[1:] == (32, 32, 3) and len(data.validation) == 500
 

@@ -2,6 +2,7 @@
 HParams, and keras-tuner's distributed mode on 127.0.0.1."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -70,15 +71,20 @@ def test_fig3_grid_end_to_end_with_resume_and_divergence(tmp_path):
     session.Reload()
     assert "_hparams_/session_start_info" in session.Tags()["tensors"]
 
-    # Rerun after deleting one result: only that run trains again.
+    # A run folder damaged by hand stops the sweep with a message, and nothing is deleted.
     finished_at = json.load(open(os.path.join(ok["run_dir"], "results.json")))["wall_time"]
     diverged_dir = by_lr[1e6]["run_dir"]
     os.remove(os.path.join(diverged_dir, "results.json"))
+    refused = run_script(*args, timeout=600)
+    assert refused.returncode == 2 and "is damaged" in refused.stderr.strip().splitlines()[-1]
+    assert os.path.exists(os.path.join(diverged_dir, "model.keras"))
+    # Rerun after removing that folder: only that run trains again.
+    shutil.rmtree(diverged_dir)
     again = run_script(*args, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.load(open(os.path.join(ok["run_dir"], "results.json")))["wall_time"] == finished_at
     assert json.load(open(os.path.join(diverged_dir, "results.json")))["status"] == "diverged"
-    assert again.stdout.count("Epoch 1/2") == 1  # only the deleted run trained
+    assert "(1 already finished)" in again.stdout
 
 
 def test_distributed_grid_runs_each_trial_once(tmp_path):
@@ -90,8 +96,8 @@ def test_distributed_grid_runs_each_trial_once(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     logs = {name: open(tmp_path / "launch" / "launch" / f"{name}.log").read()
             for name in ("chief", "tuner0", "tuner1")}
-    trained = [line.split("]")[1].split(":")[0].strip() for name in ("tuner0", "tuner1")
-               for line in logs[name].splitlines() if line.startswith("[grid")]
+    trained = [line.split("] ")[1].split(":")[0] for name in ("tuner0", "tuner1")
+               for line in logs[name].splitlines() if line.startswith("[") and " η=" in line]
     assert sorted(trained) == sorted(f"η={lr} S={s} seed=0" for lr in ("0.05", "0.2")
                                      for s in (100, 250))
     report = json.load(open(tmp_path / "grid" / "fig3.json"))

@@ -36,7 +36,7 @@ def main():
     import tensorflow as tf
 
     from lrbs_tf.training import callbacks as cb
-    from lrbs_tf.data.datasets import load_fashion_mnist
+    from lrbs_tf.data.fashion_mnist import load_fashion_mnist
     from lrbs_tf.models.registry import build_model
     from lrbs_tf.data.pipeline import EpochData, eval_dataset
     from lrbs_tf.core.plan import epoch_batch_sizes

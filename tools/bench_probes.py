@@ -30,7 +30,7 @@ def main():
     import tensorflow as tf
 
     from lrbs_tf.probes import spectral
-    from lrbs_tf.data.datasets import load_fashion_mnist
+    from lrbs_tf.data.fashion_mnist import load_fashion_mnist
     from lrbs_tf.probes.hessian import HessianOperator
     from lrbs_tf.models.registry import build_model
     from lrbs_tf.data.pipeline import EpochData, eval_dataset

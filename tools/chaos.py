@@ -141,7 +141,7 @@ def folder_consistent(run_dir) -> tuple[bool, str]:
         for name, kind in (("config.json", "config"), ("results.json", "results"),
                            ("ckpt/state.json", "state"), ("tb/written.json", "marks")):
             if os.path.exists(os.path.join(run_dir, name)):
-                runfolder._shaped(os.path.join(run_dir, name), kind)
+                runio.shaped(os.path.join(run_dir, name), kind)
         status = "none"
         if os.path.exists(os.path.join(run_dir, "results.json")):
             status = runio.read_json(os.path.join(run_dir, "results.json"))["status"]

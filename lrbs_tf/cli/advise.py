@@ -18,7 +18,7 @@ import os
 from lrbs_tf.cli.common import ArgumentParser, fail, format_table
 from lrbs_tf.theory.advice import advise
 from lrbs_tf.training import runio
-from lrbs_tf.training.runfolder import read_run
+from lrbs_tf.training.runio import read_run
 
 PROG = "advise.py"
 

@@ -34,7 +34,7 @@ def main(argv=None):
     p.add_argument("--json", action="store_true", help="print JSON only")
     args = p.parse_args(argv)
     from lrbs_tf.training import runio
-    from lrbs_tf.training.runfolder import read_run
+    from lrbs_tf.training.runio import read_run
 
     try:
         saved, results = read_run(args.run_dir, ("finished", "diverged", "interrupted"))

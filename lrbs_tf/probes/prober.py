@@ -19,7 +19,7 @@ import numpy as np
 
 from lrbs_tf.probes import spectral
 from lrbs_tf.probes.settings import ProbeSettings
-from lrbs_tf.probes.hessian import HessianOperator, finite_difference_frobenius
+from lrbs_tf.probes.hessian import HessianOperator
 from lrbs_tf.probes.noise import gradient_noise
 
 
@@ -27,6 +27,61 @@ def probe_subset(num_train: int, settings: ProbeSettings) -> np.ndarray:
     """Indices of the probe examples: a seeded choice without replacement, sorted."""
     rng = np.random.default_rng(settings.seed)
     return np.sort(rng.choice(num_train, size=settings.examples, replace=False))
+
+
+def finite_difference_frobenius(op: HessianOperator, num: int = 20, eps: float = 1e-3,
+                                seed: int = 0) -> spectral.Estimate:
+    """The paper's estimator (after Wu et al. 2017): ‖H‖_F² = E‖Hv‖², v ~ N(0, I), with
+    Hv ≈ ‖v‖ (∇L(θ + ε v/‖v‖) − ∇L(θ)) / ε.
+
+    ``eps`` is the length of the step in parameter space (a step ε·v with unnormalised v
+    would be √P times longer). Biased by O(ε) third-derivative terms and by round-off in the
+    difference; kept to reproduce Fig. 3 as published.
+
+    On ReLU networks this is not an estimate of the Hessian that double backprop gives: the
+    gradient jumps where a step crosses a ReLU kink, and those jumps add a term that grows as
+    ε^(-1/2). Measured on the Fashion-MNIST MLP after 3 epochs at 0.005/640 (5000 examples,
+    float64): 534, 1596, 5622, 16366, 22962 for ε = 1e-1 … 1e-5, against 181 from Hutchinson
+    on exact HVPs. Always report ε with it."""
+    rng = np.random.default_rng(seed)
+    g0 = op.gradient()
+    samples = []
+    for _ in range(num):
+        v = rng.standard_normal(op.dim)
+        norm = np.linalg.norm(v)
+        hv = (op.gradient(eps * v / norm) - g0) * (norm / eps)
+        samples.append(float(np.sum(hv ** 2)))
+    samples = np.array(samples)
+    value = math.sqrt(max(samples.mean(), 0.0))
+    se_sq = float(samples.std(ddof=1) / math.sqrt(num)) if num > 1 else math.inf
+    return spectral.Estimate(value, se_sq / (2 * value) if value > 0 else math.inf, num + 1)
+
+
+def probe(op: HessianOperator, top_k: int = 1, lanczos_tol: float = 1e-3,
+          lanczos_max_steps: int = 100, trace_matvecs: int = 99, frobenius_samples: int = 30,
+          finite_difference: bool = True, fd_eps: float = 1e-3, seed: int = 0) -> dict:
+    """λ_max (Lanczos), Tr H (Hutch++), ‖H‖_F (Hutchinson and finite differences) in one dict."""
+    tick = time.time()
+    eig = spectral.top_eigenvalues(op.matvec, op.dim, k=top_k, tol=lanczos_tol,
+                                   max_steps=lanczos_max_steps, seed=seed)
+    trace = spectral.hutchpp_trace(op.matvec, op.dim, num=trace_matvecs, seed=seed + 1)
+    frob = spectral.hutchinson_frobenius(op.matvec, op.dim, num=frobenius_samples, seed=seed + 2)
+    out = {
+        "lambda_max": float(eig.eigenvalues[0]),
+        "lanczos": eig.to_dict(),
+        "trace": trace.value, "trace_stderr": trace.stderr,
+        "frobenius": frob.value, "frobenius_stderr": frob.stderr,
+        "loss": op.loss_value(),
+    }
+    if finite_difference:
+        fd = finite_difference_frobenius(op, num=frobenius_samples, eps=fd_eps, seed=seed + 3)
+        out.update(frobenius_fd=fd.value, frobenius_fd_stderr=fd.stderr, fd_eps=fd_eps)
+    out["settings"] = dict(op.settings(), top_k=top_k, lanczos_tol=lanczos_tol,
+                           lanczos_max_steps=lanczos_max_steps, trace_matvecs=trace_matvecs,
+                           frobenius_samples=frobenius_samples, seed=seed,
+                           trace_method="hutch++", frobenius_method="hutchinson")
+    out["seconds"] = time.time() - tick
+    return out
 
 
 class Prober:

@@ -30,11 +30,22 @@ from lrbs_tf import distribute
 from lrbs_tf.training.config import RunConfig
 from lrbs_tf.models.registry import build_for
 from lrbs_tf.training.run import train
+from lrbs_tf.training.runfolder import RunBusyError
+from lrbs_tf.training.runio import RunFolderError
 
 log = logging.getLogger(__name__)
 
 SPACES = ("ratio", "lr_batch", "grid")
 PROBE_METRICS = ("lambda_max", "trace", "frobenius", "frobenius_fd", "b_simple")
+
+
+class SweepRefused(kt.errors.FatalError, RunFolderError):
+    """A trial's run folder is damaged, in use, or holds something else: the sweep stops with
+    the run folder's message (keras-tuner would otherwise log it and go on)."""
+
+
+class SweepBusy(SweepRefused, RunBusyError):
+    """A trial's run folder is in use by another process."""
 
 
 class SweepPaused(kt.errors.FatalError):
@@ -100,7 +111,10 @@ class RatioHyperModel(kt.HyperModel):
         config = self.config_for(hp, epochs).validate()
         if self.before_run is not None and not finished(config):
             self.before_run(config)
-        results = train(config, callbacks=_usable(callbacks), model=model)
+        try:
+            results = train(config, callbacks=_usable(callbacks), model=model)
+        except RunFolderError as e:
+            raise (SweepBusy if isinstance(e, RunBusyError) else SweepRefused)(str(e)) from None
         write_hparams_session(config)
         metrics = trial_metrics(results)
         if self.on_trial_end is not None:

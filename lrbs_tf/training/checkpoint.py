@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from lrbs_tf.training import runio
-from lrbs_tf.training.runfolder import sha1_of
+from lrbs_tf.training.runio import sha1_of
 
 STATE = "state.json"
 

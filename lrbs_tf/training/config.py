@@ -172,7 +172,8 @@ class RunConfig:
         if self.probe is not None:
             self.probe.validate(self.num_train)
         if self.data_dir is not None:
-            from lrbs_tf.data.datasets import DataError, check_data_dir
+            from lrbs_tf.data.datasets import DataError
+            from lrbs_tf.data.fashion_mnist import check_data_dir
 
             try:
                 check_data_dir(self.dataset, self.data_dir)

@@ -12,7 +12,7 @@ import numpy as np
 from lrbs_tf.core.optimizers import RatioScaledOptimizer
 from lrbs_tf.data.pipeline import EpochData
 from lrbs_tf.models import specs as model_specs
-from lrbs_tf.training.runfolder import sha1_of
+from lrbs_tf.training.runio import sha1_of
 
 MAX_XLA_SHAPES = 8
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import hashlib
 import math
 import os
 import re
@@ -31,7 +30,8 @@ import shutil
 import socket
 import time
 
-from lrbs_tf.training.runio import RESERVE, STATUSES, RunFolderError, read_json
+from lrbs_tf.training import runio
+from lrbs_tf.training.runio import RESERVE, RunFolderError, read_json, sha1_of
 
 MARKER = ".lrbs-run"
 LOCK = ".lrbs-lock"
@@ -56,60 +56,6 @@ def check_name(name: str) -> str:
         raise ValueError(f"--name must be one folder name of letters, digits and ._=+- "
                          f"(not starting with a dot), got {name!r}")
     return name
-
-
-# -- reading JSON of the right shape -----------------------------------------------------------
-
-def _shaped(path: str, kind: str):
-    """Read ``path`` and check it has the shape of a ``kind`` file (``config``, ``results``,
-    ``state`` or ``marks``); raises RunDamagedError naming what is wrong."""
-    data = read_json(path)
-    problem = _shape_problem(data, kind)
-    if problem:
-        raise RunFolderError(f"{path} is not a valid {kind} file ({problem})")
-    return data
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _shape_problem(data, kind: str) -> str | None:
-    if not isinstance(data, dict):
-        return f"a JSON {type(data).__name__} instead of an object"
-    if kind == "config":
-        if not isinstance(data.get("config"), dict):
-            return "no 'config' object"
-    elif kind == "results":
-        if data.get("status") not in STATUSES:
-            return f"status {data.get('status')!r} is not one of {', '.join(STATUSES)}"
-        if not isinstance(data.get("epochs"), list) or not all(
-                isinstance(e, dict) for e in data["epochs"]):
-            return "no list of epoch records"
-    elif kind == "state":
-        for key in ("epoch", "batch", "iterations", "weights_size"):
-            if not _is_int(data.get(key)):
-                return f"{key!r} is not a whole number"
-        for key in ("weights_file", "weights_sha1"):
-            if not isinstance(data.get(key), str) or "/" in data[key]:
-                return f"{key!r} is not a file name or digest"
-        if not isinstance(data.get("metrics"), list):
-            return "no list of metric values"
-        problem = _shape_problem(data.get("results"), "results")
-        if problem:
-            return f"its results: {problem}"
-    elif kind == "marks":
-        if not all(_is_int(v) for v in data.values()):
-            return "marks are not whole numbers"
-    return None
-
-
-def sha1_of(path: str) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # -- what a folder holds -------------------------------------------------------------------
@@ -187,13 +133,13 @@ def _inspect_ours(config, run_dir, entries, legacy) -> Inspection:
     valuable = sorted(has & {"results.json", "model.keras", "tb", "ckpt", "probe.json"})
     marks_path = os.path.join(run_dir, "tb", "written.json")
     if os.path.exists(marks_path):
-        _shaped(marks_path, "marks")
+        runio.shaped(marks_path, "marks")
     if "config.json" not in has:
         if valuable:
             raise _damaged(run_dir, f"config.json is missing (the folder holds "
                                     f"{', '.join(valuable)})")
         return Inspection("new", ours=True, leftovers=entries)
-    saved = _shaped(os.path.join(run_dir, "config.json"), "config")
+    saved = runio.shaped(os.path.join(run_dir, "config.json"), "config")
     if not same_settings(saved["config"], config):
         raise RunExistsError(f"{run_dir} holds a run with other settings; pass --overwrite to "
                              "replace it or --name to choose another folder")
@@ -204,7 +150,7 @@ def _inspect_ours(config, run_dir, entries, legacy) -> Inspection:
             raise _damaged(run_dir, "results.json is missing (the folder holds "
                                     f"{', '.join(v for v in valuable if v != 'results.json')})")
         return Inspection("new", ours=True, leftovers=entries)
-    results = _shaped(os.path.join(run_dir, "results.json"), "results")
+    results = runio.shaped(os.path.join(run_dir, "results.json"), "results")
     if results["status"] in ("finished", "diverged"):
         _check_model(run_dir, results)
         return Inspection("finished", ours=True, results=results, legacy=legacy)
@@ -218,7 +164,7 @@ def _inspect_ours(config, run_dir, entries, legacy) -> Inspection:
 
 
 def _checked_state(run_dir: str, path: str) -> dict:
-    state = _shaped(path, "state")
+    state = runio.shaped(path, "state")
     weights = os.path.join(run_dir, "ckpt", state["weights_file"])
     if (not os.path.isfile(weights) or os.path.getsize(weights) != state["weights_size"]
             or sha1_of(weights) != state["weights_sha1"]):
@@ -339,16 +285,3 @@ def release(run_dir: str) -> None:
 
 def holds(run_dir: str) -> bool:
     return os.path.realpath(run_dir) in _held
-
-
-def read_run(run_dir: str, statuses=("finished", "diverged")) -> tuple[dict, dict]:
-    """``(config.json, results.json)`` of a run folder for the tools, checked: a folder, both
-    files of the right shape, a status among ``statuses``."""
-    if not os.path.isdir(run_dir):
-        raise RunFolderError(f"{run_dir} is not a run folder" if os.path.exists(run_dir)
-                             else f"{run_dir} is missing")
-    saved = _shaped(os.path.join(run_dir, "config.json"), "config")
-    results = _shaped(os.path.join(run_dir, "results.json"), "results")
-    if results["status"] not in statuses:
-        raise RunFolderError(f"{run_dir} is not a finished run (status {results['status']!r})")
-    return saved, results

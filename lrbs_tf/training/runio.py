@@ -6,6 +6,7 @@ in the same folder and renamed, so a killed process never leaves half a file.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -147,3 +148,70 @@ def write_csv(path: str, rows: list[dict], fields: list[str]) -> None:
     writer.writeheader()
     writer.writerows(_clean(rows))
     _atomic_write(path, buffer.getvalue(), ".csv")
+
+
+# -- reading run folders: JSON of the right shape, digests ------------------------------------
+
+def shaped(path: str, kind: str):
+    """Read ``path`` and check it has the shape of a ``kind`` file (``config``, ``results``,
+    ``state`` or ``marks``); raises RunDamagedError naming what is wrong."""
+    data = read_json(path)
+    problem = _shape_problem(data, kind)
+    if problem:
+        raise RunFolderError(f"{path} is not a valid {kind} file ({problem})")
+    return data
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _shape_problem(data, kind: str) -> str | None:
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__} instead of an object"
+    if kind == "config":
+        if not isinstance(data.get("config"), dict):
+            return "no 'config' object"
+    elif kind == "results":
+        if data.get("status") not in STATUSES:
+            return f"status {data.get('status')!r} is not one of {', '.join(STATUSES)}"
+        if not isinstance(data.get("epochs"), list) or not all(
+                isinstance(e, dict) for e in data["epochs"]):
+            return "no list of epoch records"
+    elif kind == "state":
+        for key in ("epoch", "batch", "iterations", "weights_size"):
+            if not _is_int(data.get(key)):
+                return f"{key!r} is not a whole number"
+        for key in ("weights_file", "weights_sha1"):
+            if not isinstance(data.get(key), str) or "/" in data[key]:
+                return f"{key!r} is not a file name or digest"
+        if not isinstance(data.get("metrics"), list):
+            return "no list of metric values"
+        problem = _shape_problem(data.get("results"), "results")
+        if problem:
+            return f"its results: {problem}"
+    elif kind == "marks":
+        if not all(_is_int(v) for v in data.values()):
+            return "marks are not whole numbers"
+    return None
+
+
+def sha1_of(path: str) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_run(run_dir: str, statuses=("finished", "diverged")) -> tuple[dict, dict]:
+    """``(config.json, results.json)`` of a run folder for the tools, checked: a folder, both
+    files of the right shape, a status among ``statuses``."""
+    if not os.path.isdir(run_dir):
+        raise RunFolderError(f"{run_dir} is not a run folder" if os.path.exists(run_dir)
+                             else f"{run_dir} is missing")
+    saved = shaped(os.path.join(run_dir, "config.json"), "config")
+    results = shaped(os.path.join(run_dir, "results.json"), "results")
+    if results["status"] not in statuses:
+        raise RunFolderError(f"{run_dir} is not a finished run (status {results['status']!r})")
+    return saved, results

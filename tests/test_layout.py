@@ -1,0 +1,76 @@
+"""The package layout holds: each subpackage imports only what its docstring allows, no module
+is over 300 lines, and a run's state is created in one place."""
+import ast
+import pathlib
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "lrbs_tf"
+# What each subpackage may import from lrbs_tf (besides itself, compat and settings), as the
+# subpackages' docstrings say.
+ALLOWED = {
+    "core": set(),
+    "distribute": set(),
+    "data": {"core", "distribute"},
+    "models": {"core", "data"},
+    "probes": {"distribute"},
+    "theory": {"core"},
+    "training": {"core", "data", "models", "probes", "distribute"},
+    "sweeps": {"training", "models", "distribute", "core"},
+    "figures": {"core", "data", "models", "probes", "training", "theory", "sweeps",
+                "distribute"},
+    "cli": {"core", "data", "models", "probes", "training", "theory", "sweeps", "figures",
+            "distribute"},
+}
+BASE = {"compat", "settings", "optimizers"}
+
+
+def modules():
+    return sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+def imported(path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lrbs_tf"):
+            parts = node.module.split(".")
+            if len(parts) > 1:
+                out.add(parts[1])
+            else:
+                out.update(a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name.split(".")[1] for a in node.names
+                       if a.name.startswith("lrbs_tf."))
+    return out
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_subpackages_import_only_what_they_may(package):
+    for path in (PACKAGE / package).glob("*.py"):
+        extra = imported(path) - ALLOWED[package] - BASE - {package, "__version__"}
+        assert not extra, f"{path.relative_to(PACKAGE)} imports lrbs_tf.{sorted(extra)}"
+    doc = ast.get_docstring(ast.parse((PACKAGE / package / "__init__.py").read_text()))
+    assert doc and "May import" in doc, f"lrbs_tf/{package}/__init__.py must say what it may import"
+
+
+def test_no_module_over_300_lines():
+    long = {str(p.relative_to(PACKAGE)): n for p in modules()
+            if (n := len(p.read_text().splitlines())) > 300}
+    assert not long
+
+
+def test_the_state_of_a_run_is_created_in_one_place():
+    """Every attribute of a Run is first set in its __init__ (no attribute appears later,
+    depending on the order of calls)."""
+    tree = ast.parse((PACKAGE / "training" / "runstate.py").read_text())
+    (run,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Run"]
+    methods = {f.name: f for f in run.body if isinstance(f, ast.FunctionDef)}
+
+    def assigned(function):
+        return {node.attr for node in ast.walk(function)
+                if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+                and isinstance(node.value, ast.Name) and node.value.id == "self"}
+
+    created = assigned(methods["__init__"])
+    for name, function in methods.items():
+        assert assigned(function) <= created, f"Run.{name} creates {assigned(function) - created}"
