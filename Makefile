@@ -15,6 +15,8 @@ demo: install data
 # Two pytest workers, one test file each at a time (module fixtures run once): most tests
 # wait on Python or subprocesses, so this takes 8 min instead of 10.5 on 2 cores.
 test: install data
+	$(VENV)/bin/ruff check lrbs_tf experiments tools tests
+	$(VENV)/bin/ruff format --check lrbs_tf experiments tools tests
 	$(PY) -m pytest -n 2 --dist loadfile
 
 install: $(VENV)/.installed

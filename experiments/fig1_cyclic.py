@@ -6,6 +6,7 @@
 The command is :mod:`lrbs_tf.cli.fig1` (installed as ``lrbs-fig1``); its docstring has the
 settings, the measured run time and results.
 """
+
 import sys
 
 from lrbs_tf.cli.fig1 import main

@@ -6,6 +6,7 @@
 The command is :mod:`lrbs_tf.cli.fig3` (installed as ``lrbs-fig3``); its docstring has the
 presets, the measured run times and results.
 """
+
 import sys
 
 from lrbs_tf.cli.fig3 import main

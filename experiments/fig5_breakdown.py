@@ -8,6 +8,7 @@ training sets of several sizes.
 The command is :mod:`lrbs_tf.cli.fig5` (installed as ``lrbs-fig5``); its docstring has the
 settings, the measured run time and results.
 """
+
 import sys
 
 from lrbs_tf.cli.fig5 import main

@@ -5,6 +5,7 @@
 The command is :mod:`lrbs_tf.cli.run` (installed as ``lrbs-run``); its docstring has the
 examples, the measured run times and what a run writes.
 """
+
 import sys
 
 from lrbs_tf.cli.run import main

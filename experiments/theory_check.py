@@ -5,6 +5,7 @@
 The command is :mod:`lrbs_tf.cli.theory` (installed as ``lrbs-theory``); its docstring has the
 settings, the measured run time and results.
 """
+
 import sys
 
 from lrbs_tf.cli.theory import main

@@ -9,6 +9,7 @@ nested layers, and the function Keras uses to reduce step logs across workers
 internals that are missing in the installed Keras, and ``tests/test_compat.py`` fails when one
 is, so an upgrade is re-examined rather than silently broken. setup.cfg pins the tested range.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -29,11 +30,12 @@ def problems() -> list[str]:
     if not keras.version().startswith(CHECKED_KERAS):
         out.append(f"Keras {keras.version()} is outside the checked versions {CHECKED_KERAS}")
     for owner, name, args in (
-            (keras.Model, "_compute_loss", ("x", "y", "y_pred", "sample_weight", "training")),
-            (keras.Model, "_maybe_symbolic_build", ("iterator", "data_batch")),
-            (keras.Model, "_symbolic_build", ("data_batch",)),
-            (keras.Model, "_flatten_layers", ()),
-            (keras.layers.BatchNormalization, "_moments", ("inputs", "mask"))):
+        (keras.Model, "_compute_loss", ("x", "y", "y_pred", "sample_weight", "training")),
+        (keras.Model, "_maybe_symbolic_build", ("iterator", "data_batch")),
+        (keras.Model, "_symbolic_build", ("data_batch",)),
+        (keras.Model, "_flatten_layers", ()),
+        (keras.layers.BatchNormalization, "_moments", ("inputs", "mask")),
+    ):
         method = getattr(owner, name, None)
         if method is None:
             out.append(f"{owner.__name__}.{name} is gone")
@@ -45,6 +47,7 @@ def problems() -> list[str]:
         out.append("keras.src.losses.loss.unscale_loss_for_distribution is gone")
     try:
         from keras.src.backend.tensorflow import trainer
+
         if not hasattr(trainer, "_collective_all_reduce_multi_worker"):
             out.append("trainer._collective_all_reduce_multi_worker is gone")
     except ImportError:
@@ -59,11 +62,11 @@ def problems() -> list[str]:
 
 # -- the train step ------------------------------------------------------------------------
 
+
 def compute_loss(model, x, y, y_pred, sample_weight):
     """The compiled loss of a batch, as Keras' own train step computes it (scaled for
     distribution: divided by the replica count)."""
-    return model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                               training=True)
+    return model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
 
 
 def unscale_loss(loss):
@@ -98,6 +101,7 @@ def model_strategy(model):
 
 # -- optimizers, layers ----------------------------------------------------------------------
 
+
 def raw_learning_rate(optimizer):
     """An optimizer's learning rate as given: a float, a variable or a schedule."""
     return optimizer._learning_rate
@@ -131,6 +135,7 @@ class SumMomentsBatchNorm(keras.layers.BatchNormalization):
 
 # -- Keras 3 + MultiWorkerMirroredStrategy ---------------------------------------------------
 
+
 def keras_multiworker_fix() -> None:
     """Make Keras 3 ``fit``/``evaluate`` run under MultiWorkerMirroredStrategy.
 
@@ -149,17 +154,24 @@ def keras_multiworker_fix() -> None:
     try:
         from keras.src.backend.tensorflow import trainer as keras_tf_trainer
     except ImportError as e:
-        raise DistributeError(f"Keras {keras.version()} moved its TensorFlow trainer ({e}); "
-                              "the multi-worker work-around needs review") from None
+        raise DistributeError(
+            f"Keras {keras.version()} moved its TensorFlow trainer ({e}); "
+            "the multi-worker work-around needs review"
+        ) from None
     current = getattr(keras_tf_trainer, "_collective_all_reduce_multi_worker", None)
     if current is None:
-        raise DistributeError(f"Keras {keras.version()} has no _collective_all_reduce_multi_"
-                              "worker; the multi-worker work-around needs review")
+        raise DistributeError(
+            f"Keras {keras.version()} has no _collective_all_reduce_multi_"
+            "worker; the multi-worker work-around needs review"
+        )
     if getattr(current, "lrbs_patched", False):
         return
     if not keras.version().startswith(CHECKED_KERAS):
-        log.warning("Keras %s is newer than the versions the multi-worker work-around was "
-                    "checked on (%s)", keras.version(), ", ".join(CHECKED_KERAS))
+        log.warning(
+            "Keras %s is newer than the versions the multi-worker work-around was checked on (%s)",
+            keras.version(),
+            ", ".join(CHECKED_KERAS),
+        )
 
     def local_reduction(strategy):
         return False

@@ -7,29 +7,49 @@ and command-line flags are generated from it. Pure Python (no TensorFlow).
 :func:`add_flags` adds a flag per field to an argparse parser (in the field's group, with its
 choices and help); :func:`values_from` reads them back as keyword arguments.
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 
 class ConfigError(ValueError):
     """A setting that cannot be used; the message is one line."""
 
 
-def setting(default, help: str, *, check: Callable | None = None, choices=None,
-            kind: type | None = None, flag: str | None = None, group: str | None = None,
-            metavar: str | None = None, cli: bool = True):
+def setting(
+    default,
+    help: str,
+    *,
+    check: Callable | None = None,
+    choices=None,
+    kind: type | None = None,
+    flag: str | None = None,
+    group: str | None = None,
+    metavar: str | None = None,
+    cli: bool = True,
+):
     """A dataclass field with what a flag needs: ``kind`` (int, float, str or bool; default:
     the type of ``default``), ``help``, ``choices``, ``check`` (value -> problem or None),
     ``flag`` (default ``--field-name``), ``group`` (the help section), ``cli`` (False: no flag).
     """
     kind = kind or (type(default) if default is not None else str)
-    return dataclasses.field(default=default, metadata={
-        "help": help, "check": check, "choices": choices, "kind": kind, "flag": flag,
-        "group": group, "metavar": metavar, "cli": cli})
+    return dataclasses.field(
+        default=default,
+        metadata={
+            "help": help,
+            "check": check,
+            "choices": choices,
+            "kind": kind,
+            "flag": flag,
+            "group": group,
+            "metavar": metavar,
+            "cli": cli,
+        },
+    )
 
 
 def flag_of(field: dataclasses.Field) -> str:
@@ -38,18 +58,20 @@ def flag_of(field: dataclasses.Field) -> str:
 
 # -- checks: each returns a problem (a phrase) or None --------------------------------------
 
+
 def between(low, high):
     """A whole number in [low, high]."""
+
     def check(value):
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             return f"must be a whole number from {low} to {high}, got {value!r}"
         return None
+
     return check
 
 
 def positive(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            0 < value < math.inf):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
         return f"must be a positive number, got {value!r}"
     return None
 
@@ -71,8 +93,10 @@ def check_fields(obj, prefix: str = "") -> None:
         value = getattr(obj, field.name)
         choices = field.metadata.get("choices")
         if choices is not None and value not in _resolve(choices):
-            raise ConfigError(f"{_flag(field, prefix)} must be one of "
-                              f"{', '.join(map(str, _resolve(choices)))}, got {value!r}")
+            raise ConfigError(
+                f"{_flag(field, prefix)} must be one of "
+                f"{', '.join(map(str, _resolve(choices)))}, got {value!r}"
+            )
         check = field.metadata.get("check")
         problem = check(value) if check is not None else None
         if problem:
@@ -90,8 +114,15 @@ def _resolve(choices):
 
 # -- flags -------------------------------------------------------------------------------------
 
-def add_flags(parser: argparse.ArgumentParser, cls, names=None, defaults: dict | None = None,
-              prefix: str = "", groups: dict | None = None) -> list[str]:
+
+def add_flags(
+    parser: argparse.ArgumentParser,
+    cls,
+    names=None,
+    defaults: dict | None = None,
+    prefix: str = "",
+    groups: dict | None = None,
+) -> list[str]:
     """Add a flag for each field of ``cls`` (those in ``names``, or every field with
     ``cli=True``), with ``defaults`` replacing the fields' own; returns the field names."""
     defaults = defaults or {}
@@ -99,19 +130,21 @@ def add_flags(parser: argparse.ArgumentParser, cls, names=None, defaults: dict |
     added = []
     for field in dataclasses.fields(cls):
         meta = field.metadata
-        if (names is None and not meta.get("cli", False)) or (names is not None
-                                                             and field.name not in names):
+        if (names is None and not meta.get("cli", False)) or (
+            names is not None and field.name not in names
+        ):
             continue
         group = meta.get("group")
         if group and group not in groups:
             groups[group] = parser.add_argument_group(group)
         target = groups.get(group, parser)
         default = defaults.get(field.name, field.default)
-        kwargs = {"help": _help(meta["help"], default, meta["kind"]),
-                  "dest": prefix.replace("-", "_") + field.name}
+        kwargs = {
+            "help": _help(meta["help"], default, meta["kind"]),
+            "dest": prefix.replace("-", "_") + field.name,
+        }
         if meta["kind"] is bool:  # a flag that turns the default around
-            kwargs.update(action="store_false" if default else "store_true",
-                          default=bool(default))
+            kwargs.update(action="store_false" if default else "store_true", default=bool(default))
         else:
             kwargs.update(type=meta["kind"], default=default, metavar=meta.get("metavar"))
             if meta.get("choices") is not None:

@@ -1,10 +1,13 @@
 """Shared fixtures: quiet TensorFlow, a seed per test, a clean Keras session and dtype policy."""
+
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+collect_ignore_glob = ["drivers/*"]  # scripts the tests start in subprocesses
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,6 @@
 """Helpers shared by the tests: where the repository is, whether the real Fashion-MNIST is
 installed, and running a command of the repository in a subprocess."""
+
 import os
 import subprocess
 import sys
@@ -12,19 +13,26 @@ FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 def have_fashion_mnist() -> bool:
     return os.path.exists(os.path.join(FMNIST_DIR, "train-images-idx3-ubyte.gz")) or bool(
-        os.environ.get("LRBS_DATA_DIR"))
+        os.environ.get("LRBS_DATA_DIR")
+    )
 
 
-needs_fmnist = pytest.mark.skipif(not have_fashion_mnist(),
-                                  reason="Fashion-MNIST not installed (make data)")
+needs_fmnist = pytest.mark.skipif(
+    not have_fashion_mnist(), reason="Fashion-MNIST not installed (make data)"
+)
 
 
 def run_script(script, *args, timeout=600, cwd=None, env=None):
     """Run a CLI script of the repo in a subprocess; returns CompletedProcess (text)."""
     full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT,
-                          env=full_env)
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or ROOT,
+        env=full_env,
+    )
 
 
 def identity_loss(y_true, y_pred):
@@ -43,8 +51,12 @@ def unit_gradient_model(ratio, jit=False, spe=1):
     inputs = keras.Input((1,))
     outputs = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")(inputs)
     model = RatioModel(inputs, outputs)
-    model.compile(RatioScaledOptimizer(ratio=ratio), loss=identity_loss, jit_compile=jit,
-                  steps_per_execution=spe)
+    model.compile(
+        RatioScaledOptimizer(ratio=ratio),
+        loss=identity_loss,
+        jit_compile=jit,
+        steps_per_execution=spe,
+    )
     model.optimizer.build(model.trainable_variables)
     model.step_log = StepLog(64)
     return model

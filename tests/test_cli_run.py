@@ -1,4 +1,5 @@
 """run.py rejects bad flags with one line on stderr, exit status 2, no traceback and no files."""
+
 import os
 
 import pytest

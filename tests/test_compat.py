@@ -1,6 +1,7 @@
 """The Keras and TensorFlow internals lrbs_tf relies on (all reached through lrbs_tf.compat)
 are still there, and the work-arounds are still needed: this fails when an upgrade changes
 them, so that they are looked at again."""
+
 import inspect
 
 import keras
@@ -21,9 +22,11 @@ def test_the_installed_versions_are_in_the_range_setup_cfg_states():
 
     cfg = configparser.ConfigParser()
     cfg.read(os.path.join(os.path.dirname(os.path.dirname(__file__)), "setup.cfg"))
-    requires = dict(line.strip().split(">", 1) for line in
-                    cfg["options"]["install_requires"].strip().splitlines()
-                    if line.strip().startswith(("keras", "tensorflow>")))
+    requires = dict(
+        line.strip().split(">", 1)
+        for line in cfg["options"]["install_requires"].strip().splitlines()
+        if line.strip().startswith(("keras", "tensorflow>"))
+    )
     assert keras.version() in SpecifierSet(">" + requires["keras"])
     assert tf.__version__ in SpecifierSet(">" + requires["tensorflow"])
 

@@ -1,20 +1,22 @@
 """Fashion-MNIST idx loading: search order, splits, and clear errors for bad files."""
+
 import gzip
-import re
 import os
+import re
 import struct
 
 import numpy as np
 import pytest
 
-from tests.helpers import needs_fmnist
 from lrbs_tf.data import fashion_mnist as D
+from tests.helpers import needs_fmnist
 
 
 def write_idx(path, array, compress=True, magic=None):
     array = np.asarray(array, np.uint8)
-    header = struct.pack(f">{1 + array.ndim}I", magic or (2051 if array.ndim == 3 else 2049),
-                         *array.shape)
+    header = struct.pack(
+        f">{1 + array.ndim}I", magic or (2051 if array.ndim == 3 else 2049), *array.shape
+    )
     raw = header + array.tobytes()
     with (gzip.open if compress else open)(path, "wb") as f:
         f.write(raw)
@@ -59,12 +61,15 @@ def test_loads_idx_directory_with_splits(tmp_path, no_env, compress):
 
 def test_train_size_subset_and_seed(tmp_path, no_env):
     make_fmnist_dir(tmp_path)
-    a = D.load_fashion_mnist(str(tmp_path), validation_size=10, train_size=7, seed=1,
-                             allow_download=False)
-    b = D.load_fashion_mnist(str(tmp_path), validation_size=10, train_size=7, seed=1,
-                             allow_download=False)
-    c = D.load_fashion_mnist(str(tmp_path), validation_size=10, train_size=7, seed=2,
-                             allow_download=False)
+    a = D.load_fashion_mnist(
+        str(tmp_path), validation_size=10, train_size=7, seed=1, allow_download=False
+    )
+    b = D.load_fashion_mnist(
+        str(tmp_path), validation_size=10, train_size=7, seed=1, allow_download=False
+    )
+    c = D.load_fashion_mnist(
+        str(tmp_path), validation_size=10, train_size=7, seed=2, allow_download=False
+    )
     assert len(a.train) == 7
     np.testing.assert_array_equal(a.train.x, b.train.x)
     assert a.info["train_fingerprint"] == b.info["train_fingerprint"] != c.info["train_fingerprint"]
@@ -84,11 +89,14 @@ def test_search_order_env_then_debian(tmp_path, monkeypatch):
     assert "Debian" in D.load_fashion_mnist(None, **kw).source
 
 
-@pytest.mark.parametrize("files,fragment", [
-    (None, "is not a folder"),  # --data-dir /nonexistent
-    (["train-images-idx3-ubyte.gz"], "lacks train-images-idx3-ubyte.gz"),
-    ([], "searched --data-dir"),  # no idx files: tensorflow-datasets there, no fallback
-])
+@pytest.mark.parametrize(
+    "files,fragment",
+    [
+        (None, "is not a folder"),  # --data-dir /nonexistent
+        (["train-images-idx3-ubyte.gz"], "lacks train-images-idx3-ubyte.gz"),
+        ([], "searched --data-dir"),  # no idx files: tensorflow-datasets there, no fallback
+    ],
+)
 def test_an_explicit_data_dir_is_used_or_refused(tmp_path, monkeypatch, files, fragment):
     deb_dir, cli_dir = tmp_path / "deb", tmp_path / "cli"
     make_fmnist_dir(deb_dir, seed=2)
@@ -105,8 +113,9 @@ def test_an_explicit_data_dir_is_used_or_refused(tmp_path, monkeypatch, files, f
         D.load_fashion_mnist(str(cli_dir), validation_size=10, allow_download=False)
     assert "Debian" not in str(err.value).split("Fix:")[0]  # never fell back to another copy
     monkeypatch.setenv(D.ENV_DATA_DIR, str(cli_dir))  # the same holds for $LRBS_DATA_DIR
-    with pytest.raises(D.DataError, match=re.escape(fragment.replace("--data-dir",
-                                                                     "$LRBS_DATA_DIR"))):
+    with pytest.raises(
+        D.DataError, match=re.escape(fragment.replace("--data-dir", "$LRBS_DATA_DIR"))
+    ):
         D.load_fashion_mnist(None, validation_size=10, allow_download=False)
 
 

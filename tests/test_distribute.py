@@ -3,6 +3,7 @@
 Multi-device runs need the CPU split into logical devices before TensorFlow starts, and
 multi-worker runs need several processes, so those tests run subprocesses with timeouts.
 """
+
 import json
 import os
 import signal
@@ -13,11 +14,11 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, needs_fmnist, run_script
 from lrbs_tf import distribute
-from lrbs_tf.training.config import ConfigError, RunConfig
 from lrbs_tf.core.optimizers import RATIO_KEY, split_step_ratio
 from lrbs_tf.core.plan import epoch_batch_sizes, make_plan
+from lrbs_tf.training.config import ConfigError, RunConfig
+from tests.helpers import ROOT, needs_fmnist, run_script
 
 DRIVER = "tests/drivers/distributed_check.py"
 
@@ -25,15 +26,17 @@ DRIVER = "tests/drivers/distributed_check.py"
 def driver_result(proc):
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 # -- MirroredStrategy over two logical CPUs ---------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def mirrored_runs(tmp_path_factory):
-    return driver_result(run_script(DRIVER, "train", tmp_path_factory.mktemp("mirrored"),
-                                    timeout=600))
+    return driver_result(
+        run_script(DRIVER, "train", tmp_path_factory.mktemp("mirrored"), timeout=600)
+    )
 
 
 @pytest.mark.parametrize("case", ["constant", "cyclic", "ratio_schedule"])
@@ -84,6 +87,7 @@ def test_gradient_noise_same_with_one_and_two_replicas(probes):
 
 # -- pieces, in process -----------------------------------------------------------------------
 
+
 def test_tiny_last_batch_joins_the_one_before():
     assert epoch_batch_sizes(101, 25, 0, min_batch=2) == [25, 25, 25, 26]
     assert epoch_batch_sizes(102, 25, 0, min_batch=2) == [25, 25, 25, 25, 2]
@@ -105,22 +109,30 @@ def test_step_ratio_forms():
     assert split_step_ratio((x, y, sample_weight))[1] is None  # a sample weight stays one
 
 
-@pytest.mark.parametrize("settings,message", [
-    (dict(strategy="gpus"), "--strategy must be"),
-    (dict(cpu_devices=-1), "--cpu-devices"),
-    (dict(peer_timeout=0), "--peer-timeout"),
-])
+@pytest.mark.parametrize(
+    "settings,message",
+    [
+        (dict(strategy="gpus"), "--strategy must be"),
+        (dict(cpu_devices=-1), "--cpu-devices"),
+        (dict(peer_timeout=0), "--peer-timeout"),
+    ],
+)
 def test_bad_distribute_settings(settings, message):
     with pytest.raises(ConfigError, match=message):
         RunConfig(lr=0.1, batch_size=10, **settings).validate()
 
 
-@pytest.mark.parametrize("tf_config,message", [
-    (None, "needs TF_CONFIG"),
-    ("not json", "not a cluster spec"),
-    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}',
-     "not in the cluster"),
-])
+@pytest.mark.parametrize(
+    "tf_config,message",
+    [
+        (None, "needs TF_CONFIG"),
+        ("not json", "not a cluster spec"),
+        (
+            '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}',
+            "not in the cluster",
+        ),
+    ],
+)
 def test_multiworker_needs_a_valid_tf_config(monkeypatch, tf_config, message):
     if tf_config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -140,33 +152,74 @@ def test_single_device_strategies_are_none():
 
 
 def test_cpu_split_after_tensorflow_started_is_a_clear_error():
-    code = ("import tensorflow as tf; tf.constant(1.0) + 1\n"
-            "from lrbs_tf.distribute.strategy import split_cpu, DistributeError\n"
-            "try:\n    split_cpu(2)\nexcept DistributeError as e:\n    print('ERR', e)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    code = (
+        "import tensorflow as tf; tf.constant(1.0) + 1\n"
+        "from lrbs_tf.distribute.strategy import split_cpu, DistributeError\n"
+        "try:\n    split_cpu(2)\nexcept DistributeError as e:\n    print('ERR', e)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
     assert "ERR cannot split the CPU into 2 devices after TensorFlow has started" in proc.stdout
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--strategy", "multiworker"], "needs TF_CONFIG"),
-    (["--strategy", "mirrored", "--devices", "/gpu:3"], "unknown device"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--strategy", "multiworker"], "needs TF_CONFIG"),
+        (["--strategy", "mirrored", "--devices", "/gpu:3"], "unknown device"),
+    ],
+)
 def test_run_cli_distribute_errors(tmp_path, args, message):
-    proc = run_script("experiments/run.py", "--ratio", "0.1/50", "--dataset",
-                      "cifar10_synthetic", "--train-size", "100", "--epochs", "1",
-                      "--logdir", tmp_path, *args, timeout=120,
-                      env={"TF_CONFIG": ""} if "multiworker" in args else None)
+    proc = run_script(
+        "experiments/run.py",
+        "--ratio",
+        "0.1/50",
+        "--dataset",
+        "cifar10_synthetic",
+        "--train-size",
+        "100",
+        "--epochs",
+        "1",
+        "--logdir",
+        tmp_path,
+        *args,
+        timeout=120,
+        env={"TF_CONFIG": ""} if "multiworker" in args else None,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("run.py: error:") and message in lines[-1]
 
 
 def test_run_cli_two_logical_cpus(tmp_path):
-    proc = run_script("experiments/run.py", "--ratio", "0.02/25", "--dataset",
-                      "cifar10_synthetic", "--train-size", "101", "--validation-size", "50",
-                      "--epochs", "1", "--logdir", tmp_path, "--name", "two",
-                      "--strategy", "mirrored", "--cpu-devices", "2", timeout=300)
+    proc = run_script(
+        "experiments/run.py",
+        "--ratio",
+        "0.02/25",
+        "--dataset",
+        "cifar10_synthetic",
+        "--train-size",
+        "101",
+        "--validation-size",
+        "50",
+        "--epochs",
+        "1",
+        "--logdir",
+        tmp_path,
+        "--name",
+        "two",
+        "--strategy",
+        "mirrored",
+        "--cpu-devices",
+        "2",
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "MirroredStrategy, 2 replicas" in proc.stdout
     config = json.load(open(tmp_path / "two" / "config.json"))
@@ -178,21 +231,42 @@ def test_run_cli_two_logical_cpus(tmp_path):
 
 # -- MultiWorkerMirroredStrategy: worker processes on 127.0.0.1 -------------------------------
 
-MW_RUN = ["experiments/run.py", "--ratio", "0.02/64", "--train-size", "2000",
-          "--validation-size", "1000"]
+MW_RUN = [
+    "experiments/run.py",
+    "--ratio",
+    "0.02/64",
+    "--train-size",
+    "2000",
+    "--validation-size",
+    "1000",
+]
 
 
 def worker_env(ports, index):
-    return dict(os.environ, TF_CONFIG=distribute.local_tf_config(ports, index),
-                TF_CPP_MIN_LOG_LEVEL="2")
+    return dict(
+        os.environ, TF_CONFIG=distribute.local_tf_config(ports, index), TF_CPP_MIN_LOG_LEVEL="2"
+    )
 
 
 @needs_fmnist
 def test_two_workers_identical_weights_one_results_folder(tmp_path):
     logs = tmp_path / "logs"
-    proc = run_script("tools/launch_workers.py", "-n", "2", "--timeout", "400",
-                      "--log-dir", logs, "--", *MW_RUN, "--epochs", "2",
-                      "--logdir", tmp_path / "runs", timeout=450)
+    proc = run_script(
+        "tools/launch_workers.py",
+        "-n",
+        "2",
+        "--timeout",
+        "400",
+        "--log-dir",
+        logs,
+        "--",
+        *MW_RUN,
+        "--epochs",
+        "2",
+        "--logdir",
+        tmp_path / "runs",
+        timeout=450,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     digests = []
     for i in range(2):
@@ -209,6 +283,7 @@ def test_two_workers_identical_weights_one_results_folder(tmp_path):
     assert results["distribute"]["workers"] == 2
     # S is global: 64 per step (32 per worker), 2000 = 31 × 64 + 16
     from lrbs_tf.training.tensorboard import read_scalars
+
     sizes = [v for _, v in read_scalars(str(run_dir / "tb" / "train"))["step/batch_size"]]
     assert sizes == ([64.0] * 31 + [16.0]) * 2
 
@@ -216,12 +291,31 @@ def test_two_workers_identical_weights_one_results_folder(tmp_path):
 @needs_fmnist
 def test_killing_a_worker_stops_the_other_then_both_resume(tmp_path):
     ports = distribute.free_ports(2)
-    args = [os.path.join(ROOT, MW_RUN[0]), *MW_RUN[1:], "--epochs", "4",
-            "--logdir", str(tmp_path), "--name", "mw", "--strategy", "multiworker",
-            "--peer-timeout", "30"]
-    procs = [subprocess.Popen([sys.executable, *args], env=worker_env(ports, i),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              cwd=ROOT) for i in range(2)]
+    args = [
+        os.path.join(ROOT, MW_RUN[0]),
+        *MW_RUN[1:],
+        "--epochs",
+        "4",
+        "--logdir",
+        str(tmp_path),
+        "--name",
+        "mw",
+        "--strategy",
+        "multiworker",
+        "--peer-timeout",
+        "30",
+    ]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, *args],
+            env=worker_env(ports, i),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for i in range(2)
+    ]
     try:
         results = tmp_path / "mw" / "results.json"
         deadline = time.time() + 240
@@ -248,19 +342,34 @@ def test_killing_a_worker_stops_the_other_then_both_resume(tmp_path):
     # A worker that cannot read the chief's checkpoint would start afresh: refused, clearly.
     ports = distribute.free_ports(2)
     elsewhere = [str(tmp_path / "elsewhere") if a == str(tmp_path) else a for a in args]
-    mismatched = [subprocess.Popen([sys.executable, *(elsewhere if i else args)],
-                                   env=worker_env(ports, i), stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, cwd=ROOT)
-                  for i in range(2)]
+    mismatched = [
+        subprocess.Popen(
+            [sys.executable, *(elsewhere if i else args)],
+            env=worker_env(ports, i),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for i in range(2)
+    ]
     for p in mismatched:
         _, err = p.communicate(timeout=180)
         assert p.returncode == 2, err[-2000:]
         assert "the workers disagree on where the run starts" in err.strip().splitlines()[-1]
     # The same command on both workers resumes from the chief's checkpoint.
-    relaunch = run_script("tools/launch_workers.py", "-n", "2", "--timeout", "400",
-                          "--log-dir", tmp_path / "logs", "--",
-                          *[a for a in args if a != "--strategy" and a != "multiworker"],
-                          timeout=450)
+    relaunch = run_script(
+        "tools/launch_workers.py",
+        "-n",
+        "2",
+        "--timeout",
+        "400",
+        "--log-dir",
+        tmp_path / "logs",
+        "--",
+        *[a for a in args if a != "--strategy" and a != "multiworker"],
+        timeout=450,
+    )
     assert relaunch.returncode == 0, relaunch.stdout[-3000:]
     state = json.loads(results.read_text())
     assert state["status"] == "finished" and state["resumed"] == 1
@@ -272,10 +381,26 @@ def test_killing_a_worker_stops_the_other_then_both_resume(tmp_path):
 def test_figure_script_under_two_workers_writes_its_outputs_once(tmp_path):
     """fig2 under two workers: four runs in one cluster, the chief alone writes the figure."""
     logs = tmp_path / "logs"
-    proc = run_script("tools/launch_workers.py", "-n", "2", "--timeout", "500", "--log-dir",
-                      logs, "--", "experiments/fig2_rescaling.py", "--epochs", "1",
-                      "--train-size", "2000", "--validation-size", "1000",
-                      "--logdir", tmp_path / "fig2", timeout=560)
+    proc = run_script(
+        "tools/launch_workers.py",
+        "-n",
+        "2",
+        "--timeout",
+        "500",
+        "--log-dir",
+        logs,
+        "--",
+        "experiments/fig2_rescaling.py",
+        "--epochs",
+        "1",
+        "--train-size",
+        "2000",
+        "--validation-size",
+        "1000",
+        "--logdir",
+        tmp_path / "fig2",
+        timeout=560,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "wrote" in (logs / "worker-0.log").read_text()
     assert "the chief (worker 0) writes" in (logs / "worker-1.log").read_text()

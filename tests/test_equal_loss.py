@@ -1,5 +1,6 @@
 """The equal-loss rule of Fig. 3: the training-set loss at the weights (BatchNorm in inference
 mode), the stop at the first check that reaches the target, and capped runs in the tables."""
+
 import json
 import os
 
@@ -7,11 +8,11 @@ import keras
 import numpy as np
 import pytest
 
-from tests.helpers import needs_fmnist
-from lrbs_tf.training.config import RunConfig
-from lrbs_tf.training.evaluation import DatasetLoss
 from lrbs_tf.models.registry import build_model
+from lrbs_tf.training.config import RunConfig
 from lrbs_tf.training.engine import compile_model
+from lrbs_tf.training.evaluation import DatasetLoss
+from tests.helpers import needs_fmnist
 
 
 def test_dataset_loss_equals_keras_evaluate_in_inference_mode():
@@ -27,8 +28,9 @@ def test_dataset_loss_equals_keras_evaluate_in_inference_mode():
     assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
     assert got["accuracy"] == pytest.approx(want["accuracy"], abs=1e-7)
     logits = model.predict(x, verbose=0)  # inference mode, independently of both
-    direct = keras.ops.convert_to_numpy(keras.losses.sparse_categorical_crossentropy(
-        y, logits, from_logits=True)).mean()
+    direct = keras.ops.convert_to_numpy(
+        keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+    ).mean()
     assert got["loss"] == pytest.approx(float(direct), rel=1e-5)
     model.fit(x, y, batch_size=64, epochs=1, verbose=0)
     assert evaluator()["loss"] != got["loss"]  # reads the current weights
@@ -36,17 +38,26 @@ def test_dataset_loss_equals_keras_evaluate_in_inference_mode():
 
 
 def _config(tmp_path, **overrides):
-    settings = dict(lr=0.05, batch_size=64, epochs=4, train_size=1000, validation_size=500,
-                    width=32, logdir=str(tmp_path), eval_batch_size=500, jit_compile="off",
-                    deterministic=True)
+    settings = dict(
+        lr=0.05,
+        batch_size=64,
+        epochs=4,
+        train_size=1000,
+        validation_size=500,
+        width=32,
+        logdir=str(tmp_path),
+        eval_batch_size=500,
+        jit_compile="off",
+        deterministic=True,
+    )
     settings.update(overrides)
     return RunConfig(**settings)
 
 
 @needs_fmnist
 def test_a_run_stops_at_the_first_check_that_reaches_the_target(tmp_path):
-    from lrbs_tf.training.evaluation import DatasetLoss
     from lrbs_tf.data.datasets import load_dataset
+    from lrbs_tf.training.evaluation import DatasetLoss
     from lrbs_tf.training.run import train
 
     capped = train(_config(tmp_path, name="capped", loss_target=1e-9))
@@ -113,39 +124,62 @@ def test_stop_at_loss_checks_every_k_steps_and_stops_at_the_first_hit():
 
 
 def _row(lr, batch, lam, converged=True, status="finished", seed=0):
-    return {"lr": lr, "batch_size": batch, "ratio": lr / batch, "seed": seed,
-            "status": status, "converged": converged, "lambda_max": lam,
-            "frobenius": lam * 2, "validation_accuracy": 0.9, "final_weights_loss": 0.05}
+    return {
+        "lr": lr,
+        "batch_size": batch,
+        "ratio": lr / batch,
+        "seed": seed,
+        "status": status,
+        "converged": converged,
+        "lambda_max": lam,
+        "frobenius": lam * 2,
+        "validation_accuracy": 0.9,
+        "final_weights_loss": 0.05,
+    }
 
 
 def test_a_capped_run_is_hollow_and_left_out_of_the_correlations(tmp_path):
     from matplotlib.image import imread
 
-    from lrbs_tf.sweeps import tables as sweep
     from lrbs_tf.figures.plots import fig3_figure, fig3_plot
+    from lrbs_tf.sweeps import tables as sweep
 
-    rows = [_row(0.01, 1000, 500.0), _row(0.1, 1000, 150.0), _row(0.1, 100, 30.0),
-            _row(0.1, 50, 14.0), _row(0.1, 25, 900.0, converged=False)]
+    rows = [
+        _row(0.01, 1000, 500.0),
+        _row(0.1, 1000, 150.0),
+        _row(0.1, 100, 30.0),
+        _row(0.1, 50, 14.0),
+        _row(0.1, 25, 900.0, converged=False),
+    ]
     rho = sweep.spearman(rows, ["lambda_max"])["lambda_max"]
     assert rho["n"] == 4 and rho["rho"] == pytest.approx(-1.0)  # the capped run would break it
-    assert sweep.spearman([dict(r, converged=None) for r in rows],
-                          ["lambda_max"])["lambda_max"]["n"] == 5  # no target: all count
+    assert (
+        sweep.spearman([dict(r, converged=None) for r in rows], ["lambda_max"])["lambda_max"]["n"]
+        == 5
+    )  # no target: all count
     by_point = {(p["lr"], p["batch_size"]): p for p in sweep.points(rows, "lambda_max")}
     assert by_point[(0.1, 25)]["hollow"] and not by_point[(0.1, 50)]["hollow"]
     assert sweep.decades(rows, "lambda_max") == pytest.approx(np.log10(500 / 14))
     # Two seeds of a point: the mean with min–max bars; one capped seed makes it hollow.
     two = [_row(0.1, 50, 10.0), _row(0.1, 50, 20.0, converged=False, seed=1)]
     (point,) = sweep.points(two, "lambda_max")
-    assert (point["mean"], point["low"], point["high"], point["hollow"]) == (15.0, 10.0, 20.0,
-                                                                             True)
-    path = fig3_plot(rows, sweep.spearman(rows, ["lambda_max"]), str(tmp_path / "f.png"),
-                     "test", loss_target=0.05)
+    assert (point["mean"], point["low"], point["high"], point["hollow"]) == (15.0, 10.0, 20.0, True)
+    path = fig3_plot(
+        rows,
+        sweep.spearman(rows, ["lambda_max"]),
+        str(tmp_path / "f.png"),
+        "test",
+        loss_target=0.05,
+    )
     assert imread(path).shape[0] > 500
     # In the λ_max panel the capped point (S = 25) is drawn without a face colour.
     from matplotlib.collections import PathCollection
 
     fig = fig3_figure(rows, sweep.spearman(rows, ["lambda_max"]), "test", 0.05)
-    faces = {round(float(c.get_offsets()[0][0]), 9): c.get_facecolors()
-             for c in fig.axes[0].collections if isinstance(c, PathCollection)}
+    faces = {
+        round(float(c.get_offsets()[0][0]), 9): c.get_facecolors()
+        for c in fig.axes[0].collections
+        if isinstance(c, PathCollection)
+    }
     assert len(faces[round(0.1 / 25, 9)]) == 0  # hollow
     assert faces[round(0.1 / 50, 9)][0][3] == 1  # filled

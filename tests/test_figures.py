@@ -1,4 +1,5 @@
 """The figure scripts run end to end on a small Fashion-MNIST subset and write what they say."""
+
 import csv
 import json
 import os
@@ -12,8 +13,17 @@ SMALL = ["--train-size", "1200", "--validation-size", "500", "--width", "32"]
 
 
 def test_fig1_small(tmp_path):
-    proc = run_script("experiments/fig1_cyclic.py", "--epochs", "2", "--stage", "1", *SMALL,
-                      "--logdir", tmp_path, timeout=600)
+    proc = run_script(
+        "experiments/fig1_cyclic.py",
+        "--epochs",
+        "2",
+        "--stage",
+        "1",
+        *SMALL,
+        "--logdir",
+        tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.load(open(tmp_path / "fig1.json"))
     assert len(report["runs"]) == 4 and all(r["status"] == "finished" for r in report["runs"])
@@ -24,15 +34,35 @@ def test_fig1_small(tmp_path):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "curve distance" in proc.stdout
     # Repeating the command reuses the finished runs.
-    again = run_script("experiments/fig1_cyclic.py", "--epochs", "2", "--stage", "1", *SMALL,
-                       "--logdir", tmp_path, timeout=600)
+    again = run_script(
+        "experiments/fig1_cyclic.py",
+        "--epochs",
+        "2",
+        "--stage",
+        "1",
+        *SMALL,
+        "--logdir",
+        tmp_path,
+        timeout=600,
+    )
     assert again.returncode == 0 and "Epoch 1/2" not in again.stdout
     assert json.load(open(tmp_path / "fig1.json"))["curve_distances"] == report["curve_distances"]
 
 
 def test_fig2_small(tmp_path):
-    proc = run_script("experiments/fig2_rescaling.py", "--epochs", "1", "--base", "0.05/50",
-                      "--batch-size", "200", *SMALL, "--logdir", tmp_path, timeout=600)
+    proc = run_script(
+        "experiments/fig2_rescaling.py",
+        "--epochs",
+        "1",
+        "--base",
+        "0.05/50",
+        "--batch-size",
+        "200",
+        *SMALL,
+        "--logdir",
+        tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.load(open(tmp_path / "fig2.json"))
     lrs = {r["setting"].split(":")[0]: r["lr"] for r in report["runs"]}
@@ -41,13 +71,16 @@ def test_fig2_small(tmp_path):
     assert os.path.getsize(tmp_path / "fig2.png") > 10000
 
 
-@pytest.mark.parametrize("script,args", [
-    ("experiments/fig1_cyclic.py", ["--stage", "0"]),
-    ("experiments/fig1_cyclic.py", ["--epochs", "0"]),
-    ("experiments/fig2_rescaling.py", ["--base", "0.1/50", "--batch-size", "25"]),
-    ("experiments/fig2_rescaling.py", ["--rules", "linear,cubic"]),
-    ("experiments/fig2_rescaling.py", ["--base", "0.1"]),
-])
+@pytest.mark.parametrize(
+    "script,args",
+    [
+        ("experiments/fig1_cyclic.py", ["--stage", "0"]),
+        ("experiments/fig1_cyclic.py", ["--epochs", "0"]),
+        ("experiments/fig2_rescaling.py", ["--base", "0.1/50", "--batch-size", "25"]),
+        ("experiments/fig2_rescaling.py", ["--rules", "linear,cubic"]),
+        ("experiments/fig2_rescaling.py", ["--base", "0.1"]),
+    ],
+)
 def test_figure_scripts_reject_bad_flags(script, args, tmp_path):
     proc = run_script(script, *args, "--logdir", tmp_path / "out", timeout=60)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
@@ -55,28 +88,60 @@ def test_figure_scripts_reject_bad_flags(script, args, tmp_path):
 
 
 def test_fig4_small(tmp_path):
-    proc = run_script("experiments/fig4_interpolation.py", "--epochs", "1", *SMALL,
-                      "--points", "4", "--eval-examples", "300", "--plane-points", "3",
-                      "--logdir", tmp_path, timeout=600)
+    proc = run_script(
+        "experiments/fig4_interpolation.py",
+        "--epochs",
+        "1",
+        *SMALL,
+        "--points",
+        "4",
+        "--eval-examples",
+        "300",
+        "--plane-points",
+        "3",
+        "--logdir",
+        tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.load(open(tmp_path / "fig4.json"))
     assert set(report["curves"]) == {"A->B", "A->C", "B->C"}
     assert report["curves"]["A->B"]["alphas"] == [-1.0, 0.0, 1.0, 2.0]
     assert report["curves"]["A->B"]["train_loss"][1] == pytest.approx(
-        report["curves"]["A->C"]["train_loss"][1])  # the same model A at α = 0
+        report["curves"]["A->C"]["train_loss"][1]
+    )  # the same model A at α = 0
     assert len(report["planes"]["A"]["loss"]) == 3
     for png in ("fig4.png", "fig4_plane.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_fig5_small(tmp_path):
-    proc = run_script("experiments/fig5_breakdown.py", "--epochs", "1", "--width", "32",
-                      "--betas", "1,40", "--train-sizes", "1000,400", "--validation-size", "500",
-                      "--base", "0.1/5", "--logdir", tmp_path, timeout=600)
+    proc = run_script(
+        "experiments/fig5_breakdown.py",
+        "--epochs",
+        "1",
+        "--width",
+        "32",
+        "--betas",
+        "1,40",
+        "--train-sizes",
+        "1000,400",
+        "--validation-size",
+        "500",
+        "--base",
+        "0.1/5",
+        "--logdir",
+        tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.load(open(tmp_path / "fig5.json"))["rows"]
-    assert [(r["train_size"], r["beta"]) for r in rows] == [(1000, 1), (1000, 40), (400, 1),
-                                                          (400, 40)]
+    assert [(r["train_size"], r["beta"]) for r in rows] == [
+        (1000, 1),
+        (1000, 40),
+        (400, 1),
+        (400, 40),
+    ]
     assert rows[1]["lr"] == pytest.approx(4.0) and rows[1]["batch_size"] == 200
     assert all(r["seeds"] == 1 for r in rows)
     assert (tmp_path / "fig5.png").stat().st_size > 10000

@@ -1,14 +1,15 @@
 """HVPs and probes against dense Hessians from GradientTape.jacobian in float64."""
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from lrbs_tf.models.registry import build_model
 from lrbs_tf.probes import spectral
 from lrbs_tf.probes.hessian import HessianOperator
-from lrbs_tf.probes.prober import finite_difference_frobenius, probe
-from lrbs_tf.models.registry import build_model
 from lrbs_tf.probes.noise import compare_with_hessian, gradient_noise
+from lrbs_tf.probes.prober import finite_difference_frobenius, probe
 
 N, D, K = 23, 5, 3  # examples (uneven last batch with batch_size 7), features, classes
 
@@ -48,7 +49,7 @@ def _dense_hessian(op, batches):
     flat = tf.Variable(op.flatten_numpy([p.numpy() for p in op.params]))
     total = 0
     for start in range(0, N, batches):
-        x, y = op.x[start:start + batches], op.y[start:start + batches]
+        x, y = op.x[start : start + batches], op.y[start : start + batches]
         with tf.GradientTape() as outer:
             with tf.GradientTape() as inner:
                 loss = op._batch_loss(op._split(flat), x, y)
@@ -62,8 +63,9 @@ def _dense_hessian(op, batches):
 @pytest.mark.parametrize("method", ["rr", "fr"])
 def test_hvp_matches_dense_hessian(bn_mode, method):
     x, y = data()
-    op = HessianOperator(small_mlp(), x, y, batch_size=7, bn_mode=bn_mode, dtype="float64",
-                         method=method)
+    op = HessianOperator(
+        small_mlp(), x, y, batch_size=7, bn_mode=bn_mode, dtype="float64", method=method
+    )
     H = dense_hessian(op, 7)
     assert np.abs(H - H.T).max() < 1e-12
     rng = np.random.default_rng(2)
@@ -81,8 +83,7 @@ def test_batch_weighted_mean_with_uneven_last_batch():
     split = HessianOperator(small_mlp(), x, y, batch_size=7, dtype="float64")  # 7+7+7+2
     v = np.random.default_rng(3).normal(size=full.dim)
     np.testing.assert_allclose(split.matvec(v), full.matvec(v), rtol=1e-11, atol=1e-14)
-    np.testing.assert_allclose(split.matvec(v), dense_hessian(full, N) @ v, rtol=1e-10,
-                               atol=1e-13)
+    np.testing.assert_allclose(split.matvec(v), dense_hessian(full, N) @ v, rtol=1e-10, atol=1e-13)
 
 
 @pytest.mark.parametrize("bn_mode", ["inference", "batch"])
@@ -91,8 +92,15 @@ def test_estimators_on_the_model_hessian(bn_mode):
     op = HessianOperator(small_mlp(), x, y, batch_size=7, bn_mode=bn_mode, dtype="float64")
     H = dense_hessian(op, 7)
     eigs = np.linalg.eigvalsh(H)
-    result = probe(op, top_k=2, lanczos_tol=1e-10, lanczos_max_steps=op.dim,
-                   trace_matvecs=3 * op.dim, frobenius_samples=300, fd_eps=1e-5)
+    result = probe(
+        op,
+        top_k=2,
+        lanczos_tol=1e-10,
+        lanczos_max_steps=op.dim,
+        trace_matvecs=3 * op.dim,
+        frobenius_samples=300,
+        fd_eps=1e-5,
+    )
     assert result["lambda_max"] == pytest.approx(eigs[-1], rel=1e-8)
     assert result["lanczos"]["eigenvalues"][1] == pytest.approx(eigs[-2], rel=1e-6)
     assert all(result["lanczos"]["converged"])

@@ -1,5 +1,6 @@
 """Hostile input across the command-line tools: one line on stderr, exit status 2, no traceback,
 no files; corrupt run folders are refused with a clear message."""
+
 import json
 
 import pytest
@@ -26,11 +27,18 @@ CASES = [
     ("experiments/run.py", ["--lr", "0.1", "--bs-schedule", "cyclic:10,60000:1"], "more than"),
     ("experiments/run.py", ["--ratio", "0.1/100", "--keep-ratio"], "--keep-ratio"),
     ("experiments/run.py", ["--ratio", "0.1/100", "--grow-batch"], "--grow-batch"),
-    ("experiments/run.py", ["--ratio", "0.1/100", "--checkpoint-steps", "-1"], "--checkpoint-steps"),
+    (
+        "experiments/run.py",
+        ["--ratio", "0.1/100", "--checkpoint-steps", "-1"],
+        "--checkpoint-steps",
+    ),
     ("experiments/run.py", ["--ratio", "0.1/100", "--steps-per-execution", "0"], "from 1"),
     ("experiments/run.py", ["--rescale", "linear", "--base", "0.1/50"], "--batch-size"),
-    ("experiments/run.py", ["--rescale", "linear", "--base", "0.1/50", "--batch-size", "400",
-                            "--lr", "1"], "drop --ratio/--lr"),
+    (
+        "experiments/run.py",
+        ["--rescale", "linear", "--base", "0.1/50", "--batch-size", "400", "--lr", "1"],
+        "drop --ratio/--lr",
+    ),
     ("experiments/fig4_interpolation.py", ["--points", "1"], "--points"),
     ("experiments/fig4_interpolation.py", ["--bn", "ghost"], "invalid choice"),
     ("experiments/fig5_breakdown.py", ["--betas", "1,x"], "integers"),
@@ -55,23 +63,37 @@ CASES = [
     ("tools/probe.py", ["runs/does-not-exist"], "missing"),
     ("tools/probe.py", ["/etc/hostname"], "is not a run folder"),
     # numbers that overflow, nest too deep or make no sense
-    ("experiments/run.py", ["--batch-size", "100", "--lr-schedule", "cyclic:0.1,0.2:1e-320"],
-     "overflows"),
-    ("experiments/run.py", ["--batch-size", "100", "--lr-schedule", "divide:0.1:1:1e308"],
-     "overflows"),
-    ("experiments/run.py", ["--batch-size", "100", "--lr-schedule", "milestones:0.1@1,2x1e300"],
-     "overflows"),
-    ("experiments/run.py", ["--rescale", "1000", "--base", "0.1/50", "--batch-size", "400"],
-     "out of range"),
-    ("experiments/run.py", ["--batch-size", "100", "--lr-schedule", "warmup:1:" * 600 + "0.1"],
-     "nest at most"),
+    (
+        "experiments/run.py",
+        ["--batch-size", "100", "--lr-schedule", "cyclic:0.1,0.2:1e-320"],
+        "overflows",
+    ),
+    (
+        "experiments/run.py",
+        ["--batch-size", "100", "--lr-schedule", "divide:0.1:1:1e308"],
+        "overflows",
+    ),
+    (
+        "experiments/run.py",
+        ["--batch-size", "100", "--lr-schedule", "milestones:0.1@1,2x1e300"],
+        "overflows",
+    ),
+    (
+        "experiments/run.py",
+        ["--rescale", "1000", "--base", "0.1/50", "--batch-size", "400"],
+        "out of range",
+    ),
+    (
+        "experiments/run.py",
+        ["--batch-size", "100", "--lr-schedule", "warmup:1:" * 600 + "0.1"],
+        "nest at most",
+    ),
     ("experiments/run.py", ["--ratio", "0.1/100", "--seed", "-1"], "--seed must be"),
     ("experiments/run.py", ["--ratio", "0.1/100", "--seed", "99999999999"], "--seed must be"),
     ("experiments/run.py", ["--ratio", "0.1/100", "--epochs", "1000000000"], "--epochs must be"),
     ("experiments/run.py", ["--lr", "0.1", "--bs-schedule", "const:0.4"], "at least 1"),
     ("experiments/run.py", ["--ratio", "0.1/100", "--loss-target", "nan"], "--loss-target"),
-    ("experiments/run.py", ["--ratio", "0.1/100", "--data-dir", "/nonexistent"],
-     "is not a folder"),
+    ("experiments/run.py", ["--ratio", "0.1/100", "--data-dir", "/nonexistent"], "is not a folder"),
     ("experiments/tune.py", ["--batch-sizes", "inf"], "positive finite"),
     ("experiments/tune.py", ["--batch-sizes", "nan"], "positive finite"),
     ("experiments/tune.py", ["--batch-sizes", "12.5"], "whole numbers"),
@@ -87,8 +109,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("script,args,fragment", CASES,
-                         ids=[f"{c[0].split('/')[-1]}:{' '.join(c[1])}" for c in CASES])
+@pytest.mark.parametrize(
+    "script,args,fragment", CASES, ids=[f"{c[0].split('/')[-1]}:{' '.join(c[1])}" for c in CASES]
+)
 def test_rejected_in_one_line(script, args, fragment, tmp_path):
     logdir = tmp_path / "out"
     extra = [] if script.startswith("tools/") else ["--logdir", logdir]
@@ -108,12 +131,15 @@ def _fake_run(tmp_path, results_text, config=None):
     return run
 
 
-@pytest.mark.parametrize("results_text,fragment", [
-    ('{"status": "finished", "epo', "corrupt"),
-    ('{"status": "running", "epochs": []}', "not a finished run"),
-    ('{"status": "finished", "epochs": []}', "no curvature probe"),
-    ("", "corrupt"),
-])
+@pytest.mark.parametrize(
+    "results_text,fragment",
+    [
+        ('{"status": "finished", "epo', "corrupt"),
+        ('{"status": "running", "epochs": []}', "not a finished run"),
+        ('{"status": "finished", "epochs": []}', "no curvature probe"),
+        ("", "corrupt"),
+    ],
+)
 def test_advisor_refuses_bad_run_folders(tmp_path, results_text, fragment):
     run = _fake_run(tmp_path, results_text)
     proc = run_script("tools/advise.py", run, "--batch-size", "100", timeout=60)
@@ -122,12 +148,25 @@ def test_advisor_refuses_bad_run_folders(tmp_path, results_text, fragment):
 
 
 def test_probe_refuses_a_model_from_elsewhere(tmp_path):
-    run = _fake_run(tmp_path, '{"status": "finished", "epochs": []}', {
-        "config": {"num_train": 1000, "dataset": "fashion_mnist", "validation_size": 500,
-                   "seed": 0, "lr": 0.1, "batch_size": 10}, "data": {}})
+    run = _fake_run(
+        tmp_path,
+        '{"status": "finished", "epochs": []}',
+        {
+            "config": {
+                "num_train": 1000,
+                "dataset": "fashion_mnist",
+                "validation_size": 500,
+                "seed": 0,
+                "lr": 0.1,
+                "batch_size": 10,
+            },
+            "data": {},
+        },
+    )
     (run / "model.keras").write_bytes(b"PK\x03\x04 not really a keras file")
-    proc = run_script("tools/probe.py", run, "--examples", "100", "--noise-examples", "50",
-                      timeout=120)
+    proc = run_script(
+        "tools/probe.py", run, "--examples", "100", "--noise-examples", "50", timeout=120
+    )
     assert proc.returncode == 2 and "cannot load" in proc.stderr, proc.stderr[-1500:]
     assert "Traceback" not in proc.stderr
 
@@ -140,8 +179,7 @@ def test_run_refuses_corrupt_results_in_its_folder(tmp_path):
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"config": config.to_dict()}))
     (run / "results.json").write_text('{"status": "runn')
-    proc = run_script("experiments/run.py", "--ratio", "0.1/100", "--logdir", tmp_path,
-                      timeout=120)
+    proc = run_script("experiments/run.py", "--ratio", "0.1/100", "--logdir", tmp_path, timeout=120)
     assert proc.returncode == 2 and "corrupt" in proc.stderr, proc.stderr[-1500:]
     assert len(proc.stderr.strip().splitlines()[-1:]) == 1 and "Traceback" not in proc.stderr
 
@@ -149,7 +187,17 @@ def test_run_refuses_corrupt_results_in_its_folder(tmp_path):
 def test_unwritable_logdir(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    proc = run_script("experiments/run.py", "--ratio", "0.1/100", "--epochs", "1",
-                      "--train-size", "500", "--logdir", blocker / "runs", timeout=120)
+    proc = run_script(
+        "experiments/run.py",
+        "--ratio",
+        "0.1/100",
+        "--epochs",
+        "1",
+        "--train-size",
+        "500",
+        "--logdir",
+        blocker / "runs",
+        timeout=120,
+    )
     assert proc.returncode == 1 and "writable" in proc.stderr.strip().splitlines()[-1]
     assert "Traceback" not in proc.stderr

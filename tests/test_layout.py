@@ -1,5 +1,6 @@
 """The package layout holds: each subpackage imports only what its docstring allows, no module
 is over 300 lines, and a run's state is created in one place."""
+
 import ast
 import pathlib
 
@@ -17,10 +18,18 @@ ALLOWED = {
     "theory": {"core"},
     "training": {"core", "data", "models", "probes", "distribute"},
     "sweeps": {"training", "models", "distribute", "core"},
-    "figures": {"core", "data", "models", "probes", "training", "theory", "sweeps",
-                "distribute"},
-    "cli": {"core", "data", "models", "probes", "training", "theory", "sweeps", "figures",
-            "distribute"},
+    "figures": {"core", "data", "models", "probes", "training", "theory", "sweeps", "distribute"},
+    "cli": {
+        "core",
+        "data",
+        "models",
+        "probes",
+        "training",
+        "theory",
+        "sweeps",
+        "figures",
+        "distribute",
+    },
 }
 BASE = {"compat", "settings", "optimizers"}
 
@@ -39,8 +48,7 @@ def imported(path) -> set[str]:
             else:
                 out.update(a.name for a in node.names)
         elif isinstance(node, ast.Import):
-            out.update(a.name.split(".")[1] for a in node.names
-                       if a.name.startswith("lrbs_tf."))
+            out.update(a.name.split(".")[1] for a in node.names if a.name.startswith("lrbs_tf."))
     return out
 
 
@@ -54,8 +62,11 @@ def test_subpackages_import_only_what_they_may(package):
 
 
 def test_no_module_over_300_lines():
-    long = {str(p.relative_to(PACKAGE)): n for p in modules()
-            if (n := len(p.read_text().splitlines())) > 300}
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in modules()
+        if (n := len(p.read_text().splitlines())) > 300
+    }
     assert not long
 
 
@@ -67,9 +78,14 @@ def test_the_state_of_a_run_is_created_in_one_place():
     methods = {f.name: f for f in run.body if isinstance(f, ast.FunctionDef)}
 
     def assigned(function):
-        return {node.attr for node in ast.walk(function)
-                if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
-                and isinstance(node.value, ast.Name) and node.value.id == "self"}
+        return {
+            node.attr
+            for node in ast.walk(function)
+            if isinstance(node, ast.Attribute)
+            and isinstance(node.ctx, ast.Store)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "self"
+        }
 
     created = assigned(methods["__init__"])
     for name, function in methods.items():

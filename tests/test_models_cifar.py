@@ -1,4 +1,5 @@
 """CIFAR-10 models and data, augmentation, and the loss landscape between models."""
+
 import pickle
 
 import keras
@@ -6,13 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import needs_fmnist, run_script
 from lrbs_tf.data import cifar10 as D
 from lrbs_tf.data.datasets import load_dataset
-from lrbs_tf.probes.landscape import interpolate, random_plane, recompute_bn_statistics
+from lrbs_tf.data.pipeline import shift_and_flip
 from lrbs_tf.models.convnets import VGG11_LAYERS
 from lrbs_tf.models.registry import build_model
-from lrbs_tf.data.pipeline import shift_and_flip
+from lrbs_tf.probes.landscape import interpolate, random_plane, recompute_bn_statistics
+from tests.helpers import needs_fmnist, run_script
 
 
 def trainable(model):
@@ -36,11 +37,12 @@ def test_resnet_parameter_counts_match_published():
     # He et al. (2016) CIFAR ResNets with option-A shortcuts: 0.27M (n=3), 0.85M (n=9); the
     # exact counts 269,722 and 853,018 are those of the widely used reference implementation
     # (akamaster/pytorch_resnet_cifar10).
-    assert trainable(build_model("resnet56", (32, 32, 3), 10, seed=0, blocks_per_stage=3)) \
-        == 269_722
+    assert (
+        trainable(build_model("resnet56", (32, 32, 3), 10, seed=0, blocks_per_stage=3)) == 269_722
+    )
     model = build_model("resnet56", (32, 32, 3), 10, seed=0)
     assert trainable(model) == 853_018
-    assert sum(isinstance(l, keras.layers.Conv2D) for l in model.layers) + 1 == 56
+    assert sum(isinstance(layer, keras.layers.Conv2D) for layer in model.layers) + 1 == 56
 
 
 @pytest.mark.parametrize("name", ["vgg11", "resnet56"])
@@ -49,11 +51,12 @@ def test_forward_backward_shapes(name):
     x = tf.random.normal([4, 32, 32, 3])
     with tf.GradientTape() as tape:
         logits = model(x, training=True)
-        loss = tf.reduce_mean(logits ** 2)
+        loss = tf.reduce_mean(logits**2)
     grads = tape.gradient(loss, model.trainable_variables)
     assert logits.shape == (4, 10)
-    assert all(g is not None and g.shape == v.shape
-               for g, v in zip(grads, model.trainable_variables))
+    assert all(
+        g is not None and g.shape == v.shape for g, v in zip(grads, model.trainable_variables)
+    )
 
 
 def write_cifar_dir(root, per_batch=12, seed=0):
@@ -61,8 +64,10 @@ def write_cifar_dir(root, per_batch=12, seed=0):
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 b"labels": list(rng.integers(0, 10, per_batch))}
+        batch = {
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"labels": list(rng.integers(0, 10, per_batch)),
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f)
     return folder
@@ -77,7 +82,9 @@ def test_cifar_loading_from_pickle_batches(tmp_path):
     np.testing.assert_allclose(data.train.x.std(axis=(0, 1, 2)), 1, atol=1e-4)
     # The channel layout: the first 1024 bytes are red.
     raw = pickle.load(open(folder / "test_batch", "rb"), encoding="bytes")[b"data"][0]
-    image = data.test.x[0] * np.array(data.info["channel_std"]) + np.array(data.info["channel_mean"])
+    image = data.test.x[0] * np.array(data.info["channel_std"]) + np.array(
+        data.info["channel_mean"]
+    )
     np.testing.assert_allclose(image[..., 0].ravel() * 255, raw[:1024], atol=1e-3)
 
 
@@ -108,7 +115,7 @@ def test_augmentation_shifts_and_flips_only():
     np.testing.assert_array_equal(out.numpy(), again.numpy())  # stateless
     padded = np.pad(images.numpy(), [(0, 0), (4, 4), (4, 4), (0, 0)])
     for i in range(16):
-        candidates = [padded[i, r:r + 32, c:c + 32] for r in range(9) for c in range(9)]
+        candidates = [padded[i, r : r + 32, c : c + 32] for r in range(9) for c in range(9)]
         candidates += [c[:, ::-1] for c in candidates]
         assert any(np.array_equal(out[i].numpy(), c) for c in candidates)
 
@@ -125,8 +132,11 @@ def test_augmented_pipeline_keeps_labels():
         for img, label in zip(xb.numpy(), yb.numpy()):
             src = x[label]
             assert np.isclose(np.abs(img).sum(), 0) or any(
-                np.allclose(img[8:24, 8:24], s[8 + dr:24 + dr, 8 + dc:24 + dc])
-                for s in (src, src[:, ::-1]) for dr in range(-4, 5) for dc in range(-4, 5))
+                np.allclose(img[8:24, 8:24], s[8 + dr : 24 + dr, 8 + dc : 24 + dc])
+                for s in (src, src[:, ::-1])
+                for dr in range(-4, 5)
+                for dc in range(-4, 5)
+            )
 
 
 def _two_models():
@@ -147,12 +157,21 @@ def _loss(model, x, y):
 def test_interpolation_endpoints_reproduce_each_model():
     a, b, x, y = _two_models()
     before = [w.numpy().copy() for w in a.weights + b.weights]
-    curve = interpolate(a, b, (x, y), (x, y), alphas=[0.0, 0.5, 1.0], bn="interpolate",
-                        batch_size=64)
+    curve = interpolate(
+        a, b, (x, y), (x, y), alphas=[0.0, 0.5, 1.0], bn="interpolate", batch_size=64
+    )
     assert curve["train_loss"][0] == pytest.approx(_loss(a, x, y), rel=1e-6)
     assert curve["train_loss"][2] == pytest.approx(_loss(b, x, y), rel=1e-6)
-    rec = interpolate(a, b, (x, y), (x, y), alphas=[0.0, 1.0], bn="recompute",
-                      recompute_examples=64, batch_size=64)
+    rec = interpolate(
+        a,
+        b,
+        (x, y),
+        (x, y),
+        alphas=[0.0, 1.0],
+        bn="recompute",
+        recompute_examples=64,
+        batch_size=64,
+    )
     for model, value in ((a, rec["train_loss"][0]), (b, rec["train_loss"][1])):
         copy = keras.models.clone_model(model)
         copy.set_weights(model.get_weights())
@@ -167,10 +186,25 @@ def test_interpolation_endpoints_reproduce_each_model():
 @needs_fmnist
 @pytest.mark.parametrize("model", ["vgg11", "resnet56"])
 def test_short_real_run_on_the_stand_in(model, tmp_path):
-    proc = run_script("experiments/run.py", "--model", model, "--dataset", "cifar10_synthetic",
-                      "--ratio", "0.05/64", "--epochs", "1", "--train-size", "192",
-                      "--validation-size", "100", "--augment", "--logdir", tmp_path,
-                      timeout=600)
+    proc = run_script(
+        "experiments/run.py",
+        "--model",
+        model,
+        "--dataset",
+        "cifar10_synthetic",
+        "--ratio",
+        "0.05/64",
+        "--epochs",
+        "1",
+        "--train-size",
+        "192",
+        "--validation-size",
+        "100",
+        "--augment",
+        "--logdir",
+        tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     import json
 

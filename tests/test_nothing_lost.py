@@ -1,5 +1,6 @@
 """Nothing lost, round 2: what a run folder may be, what lrbs_tf may delete, damaged folders
 refused untouched, one process per folder, a full disk, a killed sweep."""
+
 import hashlib
 import json
 import os
@@ -14,8 +15,18 @@ import pytest
 from tests.helpers import ROOT, needs_fmnist, run_script
 
 pytestmark = needs_fmnist
-FLAGS = ["--ratio", "0.1/100", "--epochs", "1", "--train-size", "500", "--validation-size",
-         "500", "--width", "16"]
+FLAGS = [
+    "--ratio",
+    "0.1/100",
+    "--epochs",
+    "1",
+    "--train-size",
+    "500",
+    "--validation-size",
+    "500",
+    "--width",
+    "16",
+]
 
 
 def snapshot(folder) -> dict:
@@ -33,8 +44,9 @@ def snapshot(folder) -> dict:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     logdir = tmp_path_factory.mktemp("finished")
-    proc = run_script("experiments/run.py", *FLAGS, "--logdir", logdir, "--name", "run",
-                      timeout=300)
+    proc = run_script(
+        "experiments/run.py", *FLAGS, "--logdir", logdir, "--name", "run", timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return logdir / "run"
 
@@ -55,32 +67,49 @@ DAMAGE = [
     ("remove results.json", lambda r: os.remove(r / "results.json"), "results.json is missing"),
     ("remove config.json", lambda r: os.remove(r / "config.json"), "config.json is missing"),
     ("edit the status", _status_running, "no checkpoint to resume from"),
-    ("truncate model.keras", lambda r: open(r / "model.keras", "r+b").truncate(5000),
-     "does not match the digest"),
+    (
+        "truncate model.keras",
+        lambda r: open(r / "model.keras", "r+b").truncate(5000),
+        "does not match the digest",
+    ),
     ("remove model.keras", lambda r: os.remove(r / "model.keras"), "model.keras is missing"),
     ("results.json []", lambda r: _write(r / "results.json", "[]"), "a JSON list"),
-    ("results.json without epochs",
-     lambda r: _write(r / "results.json", '{"status": "finished"}'), "no list of epoch"),
-    ("config.json null", lambda r: _write(r / "config.json", '{"config": null}'),
-     "no 'config' object"),
-    ("corrupt written.json", lambda r: _write(r / "tb" / "written.json", '{"step": "x"}'),
-     "not a valid marks file"),
+    (
+        "results.json without epochs",
+        lambda r: _write(r / "results.json", '{"status": "finished"}'),
+        "no list of epoch",
+    ),
+    (
+        "config.json null",
+        lambda r: _write(r / "config.json", '{"config": null}'),
+        "no 'config' object",
+    ),
+    (
+        "corrupt written.json",
+        lambda r: _write(r / "tb" / "written.json", '{"step": "x"}'),
+        "not a valid marks file",
+    ),
     ("truncated written.json", lambda r: _write(r / "tb" / "written.json", '{"ste'), "corrupt"),
-    ("state.json without iterations", lambda r: (_status_running(r), _write(
-        r / "ckpt" / "state.json", '{"epoch": 0, "batch": 0, "metrics": []}')),
-     "not a valid state file"),
+    (
+        "state.json without iterations",
+        lambda r: (
+            _status_running(r),
+            _write(r / "ckpt" / "state.json", '{"epoch": 0, "batch": 0, "metrics": []}'),
+        ),
+        "not a valid state file",
+    ),
 ]
 
 
 @pytest.mark.parametrize("what,damage,fragment", DAMAGE, ids=[d[0] for d in DAMAGE])
-def test_a_damaged_run_folder_is_refused_and_left_alone(finished, tmp_path, what, damage,
-                                                        fragment):
+def test_a_damaged_run_folder_is_refused_and_left_alone(finished, tmp_path, what, damage, fragment):
     run = tmp_path / "run"
     shutil.copytree(finished, run)
     damage(run)
     before = snapshot(run)
-    proc = run_script("experiments/run.py", *FLAGS, "--logdir", tmp_path, "--name", "run",
-                      timeout=60)
+    proc = run_script(
+        "experiments/run.py", *FLAGS, "--logdir", tmp_path, "--name", "run", timeout=60
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and fragment in lines[0], proc.stderr
     assert "--overwrite would delete this run folder" in lines[0]
@@ -92,8 +121,16 @@ def test_overwrite_replaces_a_damaged_run(finished, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(finished, run)
     os.remove(run / "results.json")
-    proc = run_script("experiments/run.py", *FLAGS, "--logdir", tmp_path, "--name", "run",
-                      "--overwrite", timeout=300)
+    proc = run_script(
+        "experiments/run.py",
+        *FLAGS,
+        "--logdir",
+        tmp_path,
+        "--name",
+        "run",
+        "--overwrite",
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.load(open(run / "results.json"))["status"] == "finished"
 
@@ -106,8 +143,16 @@ def test_only_a_plain_new_name_or_a_run_of_ours_is_used(tmp_path, name, overwrit
     (logdir / "mydata" / "notes.txt").write_text("mine")
     (logdir / "finished-elsewhere.txt").write_text("also mine")
     before = snapshot(tmp_path)
-    proc = run_script("experiments/run.py", *FLAGS, "--logdir", logdir, "--name", name,
-                      *(["--overwrite"] if overwrite else []), timeout=60)
+    proc = run_script(
+        "experiments/run.py",
+        *FLAGS,
+        "--logdir",
+        logdir,
+        "--name",
+        name,
+        *(["--overwrite"] if overwrite else []),
+        timeout=60,
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert ("not an lrbs_tf run folder" if name == "mydata" else "--name must be") in lines[0]
@@ -122,12 +167,29 @@ def _wait_for(path, timeout=120):
 
 
 def test_one_process_per_run_folder_and_a_killed_one_does_not_block(tmp_path):
-    args = ["--ratio", "0.05/64", "--epochs", "4", "--train-size", "6000", "--validation-size",
-            "500", "--width", "32", "--logdir", str(tmp_path), "--name", "run"]
+    args = [
+        "--ratio",
+        "0.05/64",
+        "--epochs",
+        "4",
+        "--train-size",
+        "6000",
+        "--validation-size",
+        "500",
+        "--width",
+        "32",
+        "--logdir",
+        str(tmp_path),
+        "--name",
+        "run",
+    ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    first = subprocess.Popen([sys.executable, os.path.join(ROOT, "experiments", "run.py"),
-                              *args], env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "experiments", "run.py"), *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for(tmp_path / "run" / "results.json")
         second = run_script("experiments/run.py", *args, timeout=60)
@@ -147,8 +209,11 @@ def test_one_process_per_run_folder_and_a_killed_one_does_not_block(tmp_path):
 def tiny_disk(tmp_path):
     mount = tmp_path / "disk"
     mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()[:100]})")
     try:
@@ -160,8 +225,21 @@ def tiny_disk(tmp_path):
 def test_a_full_disk_fails_cleanly_and_resumes_with_space(finished, tiny_disk):
     shutil.copytree(finished, tiny_disk / "run")  # a finished run already on that disk
     kept = snapshot(tiny_disk / "run")
-    args = ["experiments/run.py", "--ratio", "0.1/100", "--epochs", "2", "--train-size",
-            "2000", "--validation-size", "500", "--logdir", tiny_disk, "--name", "big"]
+    args = [
+        "experiments/run.py",
+        "--ratio",
+        "0.1/100",
+        "--epochs",
+        "2",
+        "--train-size",
+        "2000",
+        "--validation-size",
+        "500",
+        "--logdir",
+        tiny_disk,
+        "--name",
+        "big",
+    ]
     proc = run_script(*args, timeout=300)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 74, proc.stderr[-2000:]
@@ -176,8 +254,22 @@ def test_a_full_disk_fails_cleanly_and_resumes_with_space(finished, tiny_disk):
     assert snapshot(tiny_disk / "run") == kept
 
 
-TUNE = ["--trials", "3", "--epochs", "3", "--train-size", "3000", "--validation-size", "500",
-        "--width", "16", "--batch-sizes", "50,100", "--seed", "0"]
+TUNE = [
+    "--trials",
+    "3",
+    "--epochs",
+    "3",
+    "--train-size",
+    "3000",
+    "--validation-size",
+    "500",
+    "--width",
+    "16",
+    "--batch-sizes",
+    "50,100",
+    "--seed",
+    "0",
+]
 
 
 def _trials(logdir):
@@ -193,20 +285,29 @@ def _one_finished_one_resumable(logdir) -> bool:
             pass
     return "finished" in statuses.values() and any(
         status == "running" and os.path.exists(logdir / name / "ckpt" / "state.json")
-        for name, status in statuses.items())
+        for name, status in statuses.items()
+    )
 
 
 def test_a_killed_sweep_proposes_the_same_trials_and_loses_none(tmp_path):
-    clean = run_script("experiments/tune.py", *TUNE, "--logdir", tmp_path / "clean",
-                       timeout=600)
+    clean = run_script("experiments/tune.py", *TUNE, "--logdir", tmp_path / "clean", timeout=600)
     assert clean.returncode == 0, clean.stderr[-2000:]
     names = _trials(tmp_path / "clean")
     assert len(names) == 3
     logdir = tmp_path / "killed"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "experiments", "tune.py"),
-                             *TUNE, "--logdir", str(logdir)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            os.path.join(ROOT, "experiments", "tune.py"),
+            *TUNE,
+            "--logdir",
+            str(logdir),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:  # kill when one trial is finished and another has a checkpoint
         deadline = time.time() + 400
         while not _one_finished_one_resumable(logdir):
@@ -215,8 +316,11 @@ def test_a_killed_sweep_proposes_the_same_trials_and_loses_none(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    first = {n: json.load(open(logdir / n / "results.json")) for n in _trials(logdir)
-             if os.path.exists(logdir / n / "results.json")}
+    first = {
+        n: json.load(open(logdir / n / "results.json"))
+        for n in _trials(logdir)
+        if os.path.exists(logdir / n / "results.json")
+    }
     again = run_script("experiments/tune.py", *TUNE, "--logdir", logdir, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert _trials(logdir) == names  # the same three trials, no orphans

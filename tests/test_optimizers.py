@@ -1,4 +1,5 @@
 """The ratio-scaled optimizer applies η = ratio × global batch size exactly, every step."""
+
 import os
 
 import keras
@@ -74,15 +75,18 @@ def test_per_step_ratio_from_dataset():
     sizes = [4, 8, 4]
     ratios = np.array([1e-3, 2e-3, 5e-4], np.float32)
     ds = tf.data.Dataset.from_tensor_slices((np.array([0, 4, 12]), np.array(sizes))).map(
-        lambda s, k: (tf.ones([k, 1], tf.float64), tf.zeros([k], tf.float64)))
+        lambda s, k: (tf.ones([k, 1], tf.float64), tf.zeros([k], tf.float64))
+    )
     ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(ratios))).map(
-        lambda xy, r: (xy[0], xy[1], r))
+        lambda xy, r: (xy[0], xy[1], r)
+    )
     model.fit(ds, epochs=1, verbose=0)
     _, rows, _ = model.step_log.drain()
     np.testing.assert_array_equal(rows[:, 3], ratios)
     np.testing.assert_array_equal(rows[:, 2], ratios * np.float32(sizes))
     assert -float(model.layers[-1].kernel.numpy()[0, 0]) == pytest.approx(
-        sum(float(v) for v in ratios * np.float32(sizes)), rel=1e-12)
+        sum(float(v) for v in ratios * np.float32(sizes)), rel=1e-12
+    )
 
 
 def test_single_trace_of_train_step():
@@ -130,10 +134,13 @@ def test_save_and_load_round_trip(tmp_path):
     inputs = keras.Input((3,))
     model = RatioModel(inputs, keras.layers.Dense(2)(inputs))
     inner = keras.optimizers.SGD(learning_rate=0.0, momentum=0.9)
-    model.compile(RatioScaledOptimizer(inner, ratio=2.5e-4),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(np.random.rand(40, 3), np.random.randint(0, 2, 40), batch_size=16, epochs=1,
-              verbose=0)
+    model.compile(
+        RatioScaledOptimizer(inner, ratio=2.5e-4),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(
+        np.random.rand(40, 3), np.random.randint(0, 2, 40), batch_size=16, epochs=1, verbose=0
+    )
     path = os.path.join(tmp_path, "m.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
@@ -163,9 +170,9 @@ def test_keras_tensorboard_callback_logs_applied_lr(tmp_path):
 
 def test_single_trace_with_metrics_and_per_step_ratios():
     """The MLP compiled as run.py does, a cyclic plan with per-step η/S: one train_step trace."""
-    from lrbs_tf.models.registry import build_model
-    from lrbs_tf.data.pipeline import eval_dataset
     from lrbs_tf.core.plan import make_plan
+    from lrbs_tf.data.pipeline import eval_dataset
+    from lrbs_tf.models.registry import build_model
     from lrbs_tf.training.engine import build_metrics, compile_model, fit_epoch
 
     n = 300
@@ -176,7 +183,7 @@ def test_single_trace_with_metrics_and_per_step_ratios():
     build_metrics(model, eval_dataset(x[:50], y[:50]))
     traces = []
     original = type(model).train_step
-    model.train_step = (lambda data: (traces.append(1), original(model, data))[1])
+    model.train_step = lambda data: (traces.append(1), original(model, data))[1]
     plan = make_plan(0.01, 32, bs_schedule="cyclic:32,100:1", ratio_schedule="tri:1e-4,5e-4:1")
     data = EpochData(x, y, seed=0)
     for epoch in range(3):

@@ -1,15 +1,22 @@
 """The per-epoch pipeline: permutations, batch sizes, cardinality, resumable order."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from lrbs_tf.data.pipeline import EpochData
 from lrbs_tf.core.plan import epoch_batch_sizes
+from lrbs_tf.data.pipeline import EpochData
 
 
-@pytest.mark.parametrize("n,size,expected", [
-    (10, 4, [4, 4, 2]), (8, 4, [4, 4]), (3, 5, [3]), (1, 1, [1]),
-])
+@pytest.mark.parametrize(
+    "n,size,expected",
+    [
+        (10, 4, [4, 4, 2]),
+        (8, 4, [4, 4]),
+        (3, 5, [3]),
+        (1, 1, [1]),
+    ],
+)
 def test_constant_sizes(n, size, expected):
     assert epoch_batch_sizes(n, size, 0) == expected
 

@@ -1,4 +1,5 @@
 """Nothing lost: SIGKILL and resume give the same run bit for bit; Ctrl-C saves and resumes."""
+
 import json
 import os
 import signal
@@ -8,8 +9,8 @@ import time
 
 import pytest
 
-from tests.helpers import ROOT, needs_fmnist, run_script
 from lrbs_tf.training.tensorboard import read_scalars
+from tests.helpers import ROOT, needs_fmnist, run_script
 
 pytestmark = needs_fmnist
 DRIVER = "tests/drivers/kill_during_training.py"
@@ -30,12 +31,15 @@ def reference(tmp_path_factory):
     return outcome(os.path.join(logdir, "run"))
 
 
-@pytest.mark.parametrize("checkpoint_steps,kill", [
-    (4, ["--kill-step", "14"]),          # inside epoch 2, resumed from the step-12 checkpoint
-    (0, ["--kill-step", "14"]),          # inside epoch 2, resumed from the end of epoch 1
-    (0, ["--kill-epoch-begin", "2"]),    # between epochs 2 and 3
-    (5, ["--kill-step", "10"]),          # after the last step of epoch 1, before its record
-])
+@pytest.mark.parametrize(
+    "checkpoint_steps,kill",
+    [
+        (4, ["--kill-step", "14"]),  # inside epoch 2, resumed from the step-12 checkpoint
+        (0, ["--kill-step", "14"]),  # inside epoch 2, resumed from the end of epoch 1
+        (0, ["--kill-epoch-begin", "2"]),  # between epochs 2 and 3
+        (5, ["--kill-step", "10"]),  # after the last step of epoch 1, before its record
+    ],
+)
 def test_sigkill_then_resume_is_bitwise_identical(reference, tmp_path, checkpoint_steps, kill):
     killed = run_script(DRIVER, tmp_path, "run", checkpoint_steps, *kill, timeout=300)
     assert killed.returncode == -signal.SIGKILL
@@ -62,12 +66,32 @@ def test_deterministic_mode_is_recorded(reference):
 
 
 def test_ctrl_c_saves_state_and_same_command_resumes(tmp_path):
-    args = ["experiments/run.py", "--ratio", "0.05/64", "--train-size", "6000",
-            "--validation-size", "500", "--epochs", "6", "--width", "32", "--logdir",
-            tmp_path, "--name", "run"]
+    args = [
+        "experiments/run.py",
+        "--ratio",
+        "0.05/64",
+        "--train-size",
+        "6000",
+        "--validation-size",
+        "500",
+        "--epochs",
+        "6",
+        "--width",
+        "32",
+        "--logdir",
+        tmp_path,
+        "--name",
+        "run",
+    ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     results_path = tmp_path / "run" / "results.json"
     deadline = time.time() + 120
     while time.time() < deadline:

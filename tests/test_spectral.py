@@ -1,4 +1,5 @@
 """Estimators against random symmetric matrices with known spectra (negative ones included)."""
+
 import numpy as np
 import pytest
 
@@ -31,8 +32,9 @@ def test_lanczos_top_eigenvalues(name):
 def test_lanczos_residuals_are_true_residuals():
     eigs = SPECTRA["psd_decay"]
     A, _ = matrix_with_spectrum(eigs)
-    res = sp.top_eigenvalues(lambda v: A @ v, 100, k=3, tol=1e-12, max_steps=12,
-                             return_vectors=True)
+    res = sp.top_eigenvalues(
+        lambda v: A @ v, 100, k=3, tol=1e-12, max_steps=12, return_vectors=True
+    )
     for theta, y, r in zip(res.eigenvalues, res.eigenvectors, res.residuals):
         assert np.linalg.norm(A @ y - theta * y) == pytest.approx(r, rel=1e-6, abs=1e-10)
     assert res.matvecs == 12
@@ -67,8 +69,10 @@ def test_trace_estimators_within_their_error(name):
     eigs = SPECTRA[name]
     A, _ = matrix_with_spectrum(eigs)
     f = lambda v: A @ v  # noqa: E731
-    for est in (sp.hutchinson_trace(f, len(eigs), num=400, seed=3),
-                sp.hutchpp_trace(f, len(eigs), num=60, seed=3)):
+    for est in (
+        sp.hutchinson_trace(f, len(eigs), num=400, seed=3),
+        sp.hutchpp_trace(f, len(eigs), num=60, seed=3),
+    ):
         assert abs(est.value - eigs.sum()) < 4 * est.stderr + 1e-9, (est, eigs.sum())
 
 
@@ -90,7 +94,7 @@ def test_frobenius():
     eigs = SPECTRA["indefinite"]
     A, _ = matrix_with_spectrum(eigs)
     est = sp.hutchinson_frobenius(lambda v: A @ v, len(eigs), num=400, seed=1)
-    assert abs(est.value - np.sqrt(np.sum(eigs ** 2))) < 4 * est.stderr
+    assert abs(est.value - np.sqrt(np.sum(eigs**2))) < 4 * est.stderr
 
 
 def test_slq_density_moments():
@@ -99,7 +103,7 @@ def test_slq_density_moments():
     dens = sp.slq_density(lambda v: A @ v, 80, runs=30, steps=40, seed=2)
     assert dens.weights.sum(axis=1) == pytest.approx(np.ones(30))
     # Each run's quadrature is exact for low-degree polynomials of the run's vector.
-    assert dens.trace(80) == pytest.approx(eigs.sum(), abs=4 * np.sqrt(2 * np.sum(eigs ** 2) / 30))
+    assert dens.trace(80) == pytest.approx(eigs.sum(), abs=4 * np.sqrt(2 * np.sum(eigs**2) / 30))
     grid = np.linspace(-15, 40, 2000)
     d = dens.density(grid)
     assert np.trapezoid(d, grid) == pytest.approx(1.0, abs=1e-3)

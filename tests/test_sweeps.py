@@ -1,5 +1,6 @@
 """Sweeps over η/S with keras-tuner: the HyperModel, the Fig. 3 grid, resume, divergence,
 HParams, and keras-tuner's distributed mode on 127.0.0.1."""
+
 import json
 import os
 import shutil
@@ -9,22 +10,43 @@ import sys
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, needs_fmnist, run_script
 from lrbs_tf.training.config import RunConfig
 from lrbs_tf.training.tensorboard import read_scalars
+from tests.helpers import ROOT, needs_fmnist, run_script
 
 pytestmark = needs_fmnist
-TINY = ["--train-size", "1000", "--validation-size", "500", "--epochs", "2", "--width", "32",
-        "--probe-examples", "300", "--probe-noise-examples", "100", "--no-loss-target"]
+TINY = [
+    "--train-size",
+    "1000",
+    "--validation-size",
+    "500",
+    "--epochs",
+    "2",
+    "--width",
+    "32",
+    "--probe-examples",
+    "300",
+    "--probe-noise-examples",
+    "100",
+    "--no-loss-target",
+]
 
 
 def test_hypermodel_trains_with_the_given_lr_and_batch(tmp_path):
     from lrbs_tf.sweeps.tuning import RatioHyperModel, make_tuner
 
-    base = RunConfig(lr=0.1, batch_size=100, epochs=1, train_size=600, validation_size=500,
-                     width=16, logdir=str(tmp_path / "runs"))
-    hypermodel = RatioHyperModel(base, space="ratio", ratio_range=(1e-4, 1e-3),
-                                 batch_sizes=[60, 200])
+    base = RunConfig(
+        lr=0.1,
+        batch_size=100,
+        epochs=1,
+        train_size=600,
+        validation_size=500,
+        width=16,
+        logdir=str(tmp_path / "runs"),
+    )
+    hypermodel = RatioHyperModel(
+        base, space="ratio", ratio_range=(1e-4, 1e-3), batch_sizes=[60, 200]
+    )
     tuner = make_tuner(hypermodel, "random", str(tmp_path / "kt"), "p", max_trials=2, seed=3)
     tuner.search(verbose=0)
     trials = tuner.oracle.get_best_trials(2)
@@ -49,8 +71,16 @@ def test_hypermodel_trains_with_the_given_lr_and_batch(tmp_path):
 
 def test_fig3_grid_end_to_end_with_resume_and_divergence(tmp_path):
     logdir = tmp_path / "grid"
-    args = ["experiments/fig3_grid.py", "--lrs", "0.05,1e6", "--batch-sizes", "100", *TINY,
-            "--logdir", logdir]
+    args = [
+        "experiments/fig3_grid.py",
+        "--lrs",
+        "0.05,1e6",
+        "--batch-sizes",
+        "100",
+        *TINY,
+        "--logdir",
+        logdir,
+    ]
     proc = run_script(*args, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.load(open(logdir / "fig3.json"))
@@ -89,38 +119,95 @@ def test_fig3_grid_end_to_end_with_resume_and_divergence(tmp_path):
 
 def test_distributed_grid_runs_each_trial_once(tmp_path):
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "launch_tuner.py"), "--workers", "2",
-         "--timeout", "400", "--logdir", str(tmp_path / "launch"), "--",
-         "experiments/fig3_grid.py", "--lrs", "0.05,0.2", "--batch-sizes", "100,250", *TINY,
-         "--logdir", str(tmp_path / "grid")], capture_output=True, text=True, timeout=500)
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "launch_tuner.py"),
+            "--workers",
+            "2",
+            "--timeout",
+            "400",
+            "--logdir",
+            str(tmp_path / "launch"),
+            "--",
+            "experiments/fig3_grid.py",
+            "--lrs",
+            "0.05,0.2",
+            "--batch-sizes",
+            "100,250",
+            *TINY,
+            "--logdir",
+            str(tmp_path / "grid"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=500,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    logs = {name: open(tmp_path / "launch" / "launch" / f"{name}.log").read()
-            for name in ("chief", "tuner0", "tuner1")}
-    trained = [line.split("] ")[1].split(":")[0] for name in ("tuner0", "tuner1")
-               for line in logs[name].splitlines() if line.startswith("[") and " η=" in line]
-    assert sorted(trained) == sorted(f"η={lr} S={s} seed=0" for lr in ("0.05", "0.2")
-                                     for s in (100, 250))
+    logs = {
+        name: open(tmp_path / "launch" / "launch" / f"{name}.log").read()
+        for name in ("chief", "tuner0", "tuner1")
+    }
+    trained = [
+        line.split("] ")[1].split(":")[0]
+        for name in ("tuner0", "tuner1")
+        for line in logs[name].splitlines()
+        if line.startswith("[") and " η=" in line
+    ]
+    assert sorted(trained) == sorted(
+        f"η={lr} S={s} seed=0" for lr in ("0.05", "0.2") for s in (100, 250)
+    )
     report = json.load(open(tmp_path / "grid" / "fig3.json"))
     assert [r["status"] for r in report["runs"]] == ["finished"] * 4
-    assert all(json.load(open(os.path.join(r["run_dir"], "results.json")))["resumed"] == 0
-               for r in report["runs"])
+    assert all(
+        json.load(open(os.path.join(r["run_dir"], "results.json")))["resumed"] == 0
+        for r in report["runs"]
+    )
 
 
 def test_worker_without_chief_fails_clearly(tmp_path):
-    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "9",
-           "KERASTUNER_TUNER_ID": "tuner0"}
-    proc = run_script("experiments/fig3_grid.py", *TINY, "--connect-timeout", "2", "--logdir",
-                      tmp_path, env=env, timeout=120)
+    env = {
+        "KERASTUNER_ORACLE_IP": "127.0.0.1",
+        "KERASTUNER_ORACLE_PORT": "9",
+        "KERASTUNER_TUNER_ID": "tuner0",
+    }
+    proc = run_script(
+        "experiments/fig3_grid.py",
+        *TINY,
+        "--connect-timeout",
+        "2",
+        "--logdir",
+        tmp_path,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "cannot reach the keras-tuner chief" in proc.stderr
 
 
 def test_tune_cli_trials_run_under_mirrored_strategy(tmp_path):
     """tune.py --strategy mirrored --cpu-devices 2: every trial runs on both logical CPUs with
     η = (η/S)·S for the global S (the model is built in the strategy's scope)."""
-    proc = run_script("experiments/tune.py", "--trials", "2", "--epochs", "1", "--train-size",
-                      "600", "--validation-size", "500", "--width", "32", "--batch-sizes", "61",
-                      "--logdir", tmp_path, "--strategy", "mirrored", "--cpu-devices", "2",
-                      timeout=400)
+    proc = run_script(
+        "experiments/tune.py",
+        "--trials",
+        "2",
+        "--epochs",
+        "1",
+        "--train-size",
+        "600",
+        "--validation-size",
+        "500",
+        "--width",
+        "32",
+        "--batch-sizes",
+        "61",
+        "--logdir",
+        tmp_path,
+        "--strategy",
+        "mirrored",
+        "--cpu-devices",
+        "2",
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = [d for d in os.listdir(tmp_path) if os.path.exists(tmp_path / d / "config.json")]
     assert len(runs) == 2

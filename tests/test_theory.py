@@ -1,4 +1,5 @@
 """Closed forms for SGD on quadratics against simulation (Monte-Carlo error stated per test)."""
+
 import numpy as np
 import pytest
 
@@ -57,8 +58,9 @@ def test_per_direction_variance_formula():
 def test_lyapunov_matches_isotropic_case():
     H = quadratic(SPECTRUM, seed=3)
     ratio = 2e-3
-    np.testing.assert_allclose(T.ou_stationary_covariance(H, H, ratio), ratio / 2 * np.eye(5),
-                               atol=1e-14)
+    np.testing.assert_allclose(
+        T.ou_stationary_covariance(H, H, ratio), ratio / 2 * np.eye(5), atol=1e-14
+    )
     assert T.expected_loss_continuous(H, H, ratio) == pytest.approx(ratio / 4 * np.trace(H))
     # General C: the Lyapunov solution satisfies its equation.
     C = quadratic(np.array([1.0, 3.0, 0.2, 0.5, 2.0]), seed=4)
@@ -99,8 +101,9 @@ def test_least_squares_sgd_with_finite_data():
     problem = T.LeastSquares.random(n=60, d=4, noise=1.0, seed=7)
     H, C = problem.hessian, problem.gradient_covariance()
     lr, batch = 0.05, 45
-    sim = T.simulate_least_squares_sgd(problem, lr, batch, steps=3000, burn_in=500,
-                                       chains=400, seed=8)
+    sim = T.simulate_least_squares_sgd(
+        problem, lr, batch, steps=3000, burn_in=500, chains=400, seed=8
+    )
     with_factor = T.expected_loss_discrete(H, C, lr, batch, finite_n=problem.n)
     without = T.expected_loss_discrete(H, C, lr, batch)
     assert abs(sim.mean_loss - with_factor) < 4 * sim.stderr + 0.02 * with_factor

@@ -1,21 +1,32 @@
-"""Short real training runs on a Fashion-MNIST subset: run folder, TensorBoard, divergence, seeds."""
+"""Short real training runs on a Fashion-MNIST subset: run folder, TensorBoard, divergence,
+seeds."""
+
 import json
 import os
 
 import numpy as np
 import pytest
 
-from tests.helpers import needs_fmnist, run_script
 from lrbs_tf.training.config import RunConfig
-from lrbs_tf.training.tensorboard import read_scalars
 from lrbs_tf.training.run import RunExistsError, train
+from lrbs_tf.training.tensorboard import read_scalars
+from tests.helpers import needs_fmnist, run_script
 
 pytestmark = needs_fmnist
 
 
 def small(tmp_path, **overrides):
-    settings = dict(lr=0.05, batch_size=64, epochs=2, train_size=1000, validation_size=500,
-                    width=32, logdir=str(tmp_path), eval_batch_size=500, jit_compile="off")
+    settings = dict(
+        lr=0.05,
+        batch_size=64,
+        epochs=2,
+        train_size=1000,
+        validation_size=500,
+        width=32,
+        logdir=str(tmp_path),
+        eval_batch_size=500,
+        jit_compile="off",
+    )
     settings.update(overrides)
     return RunConfig(**settings)
 
@@ -29,8 +40,14 @@ def test_run_folder_results_and_tensorboard(tmp_path):
     assert [e["epoch"] for e in saved["epochs"]] == [1, 2]
     for record in saved["epochs"]:
         assert record["steps"] == 16  # 15 × 64 + 40
-        for key in ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy",
-                    "test_loss", "test_accuracy"):
+        for key in (
+            "train_loss",
+            "train_accuracy",
+            "validation_loss",
+            "validation_accuracy",
+            "test_loss",
+            "test_accuracy",
+        ):
             assert np.isfinite(record[key]), key
     assert saved["final_test_accuracy"] == results["final_test_accuracy"] > 0.5
     assert saved["examples_per_second"] > 0 and saved["wall_time"] > 0
@@ -66,7 +83,9 @@ def test_existing_run_folder(tmp_path):
     first = train(config)
     again = train(config)  # the same command: the finished run is returned, not redone
     assert again == json.load(open(os.path.join(config.run_dir, "results.json")))
-    assert again["weights_sha1"] == first["weights_sha1"] and again["wall_time"] == first["wall_time"]
+    assert (
+        again["weights_sha1"] == first["weights_sha1"] and again["wall_time"] == first["wall_time"]
+    )
     other = small(tmp_path, epochs=2, name=os.path.basename(config.run_dir))
     with pytest.raises(RunExistsError, match="--overwrite"):
         train(other)
@@ -84,9 +103,24 @@ def test_same_seed_same_numbers(tmp_path):
 
 
 def test_divergence_via_cli(tmp_path):
-    proc = run_script("experiments/run.py", "--ratio", "1e6/64", "--train-size", "1000",
-                      "--validation-size", "500", "--epochs", "3", "--width", "16",
-                      "--logdir", tmp_path, "--name", "huge", timeout=300)
+    proc = run_script(
+        "experiments/run.py",
+        "--ratio",
+        "1e6/64",
+        "--train-size",
+        "1000",
+        "--validation-size",
+        "500",
+        "--epochs",
+        "3",
+        "--width",
+        "16",
+        "--logdir",
+        tmp_path,
+        "--name",
+        "huge",
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "diverged" in proc.stdout
     results = json.load(open(tmp_path / "huge" / "results.json"))
@@ -97,13 +131,27 @@ def test_divergence_via_cli(tmp_path):
 def test_probe_at_end_and_every_epoch(tmp_path):
     from lrbs_tf.training.config import ProbeSettings
 
-    settings = ProbeSettings(examples=300, noise_examples=100, batch_size=128, trace_matvecs=9,
-                             frobenius_samples=4, lanczos_max_steps=20)
+    settings = ProbeSettings(
+        examples=300,
+        noise_examples=100,
+        batch_size=128,
+        trace_matvecs=9,
+        frobenius_samples=4,
+        lanczos_max_steps=20,
+    )
     config = small(tmp_path, epochs=2, probe=settings, probe_every=1)
     results = train(config)
     probe = json.load(open(os.path.join(config.run_dir, "results.json")))["probe"]
-    for key in ("lambda_max", "trace", "frobenius", "frobenius_fd", "b_simple", "trace_c",
-                "grad_norm_sq", "stability_2_over_lr"):
+    for key in (
+        "lambda_max",
+        "trace",
+        "frobenius",
+        "frobenius_fd",
+        "b_simple",
+        "trace_c",
+        "grad_norm_sq",
+        "stability_2_over_lr",
+    ):
         assert np.isfinite(probe[key]), key
     assert probe["lambda_max"] > 0 and probe["trace"] > 0
     assert probe["stability_2_over_lr"] == pytest.approx(2 / 0.05)
@@ -117,9 +165,20 @@ def test_probe_at_end_and_every_epoch(tmp_path):
     assert "probe/b_simple" in scalars and "probe/trace" in scalars
 
     # tools/probe.py measures the saved model again, with the same subset and settings.
-    proc = run_script("tools/probe.py", config.run_dir, "--examples", "300", "--noise-examples",
-                      "100", "--batch-size", "128", "--no-finite-difference", "--density",
-                      "--compare-c", timeout=300)
+    proc = run_script(
+        "tools/probe.py",
+        config.run_dir,
+        "--examples",
+        "300",
+        "--noise-examples",
+        "100",
+        "--batch-size",
+        "128",
+        "--no-finite-difference",
+        "--density",
+        "--compare-c",
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     again = json.load(open(os.path.join(config.run_dir, "probe.json")))
     assert os.path.getsize(os.path.join(config.run_dir, "spectral_density.png")) > 5000
@@ -130,8 +189,9 @@ def test_probe_at_end_and_every_epoch(tmp_path):
     assert "λ_max" in proc.stdout
 
     # The advisor reads the same run folder.
-    proc = run_script("tools/advise.py", config.run_dir, "--batch-size", "256", "--json",
-                      timeout=60)
+    proc = run_script(
+        "tools/advise.py", config.run_dir, "--batch-size", "256", "--json", timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     advice = json.loads(proc.stdout)
     assert advice["rules"]["linear"]["lr"] == pytest.approx(0.05 * 4)
@@ -142,15 +202,19 @@ def test_probe_at_end_and_every_epoch(tmp_path):
     assert text.returncode == 0 and "verdict" in text.stdout
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--probe", "--probe-examples", "5000", "--train-size", "1000"], "--probe-examples"),
-    (["--probe", "--probe-bn", "ghost"], "--probe-bn"),
-    (["--probe-every", "-1"], "--probe-every"),
-    (["--probe", "--probe-noise-examples", "1"], "noise-examples"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--probe", "--probe-examples", "5000", "--train-size", "1000"], "--probe-examples"),
+        (["--probe", "--probe-bn", "ghost"], "--probe-bn"),
+        (["--probe-every", "-1"], "--probe-every"),
+        (["--probe", "--probe-noise-examples", "1"], "noise-examples"),
+    ],
+)
 def test_bad_probe_flags(args, fragment, tmp_path):
-    proc = run_script("experiments/run.py", "--ratio", "0.1/100", *args, "--logdir", tmp_path,
-                      timeout=60)
+    proc = run_script(
+        "experiments/run.py", "--ratio", "0.1/100", *args, "--logdir", tmp_path, timeout=60
+    )
     assert proc.returncode == 2 and fragment in proc.stderr and len(proc.stderr.splitlines()) == 1
     assert not any(tmp_path.iterdir())
 

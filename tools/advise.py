@@ -5,6 +5,7 @@ still holds there.
 
 The command is :mod:`lrbs_tf.cli.advise` (installed as ``lrbs-advise``).
 """
+
 import sys
 
 from lrbs_tf.cli.advise import main

@@ -11,6 +11,7 @@ per-step TensorBoard scalars, non-finite check) with its default XLA and steps-p
 settings. Prints, per S, the median examples/s of each and
 ``run_vs_plain_fit_throughput: <ratio>`` (>1: lrbs_tf is faster).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,19 +29,22 @@ def main():
     p.add_argument("--train-size", type=int, default=20000)
     p.add_argument("--batch-sizes", default="25,128,1000")
     p.add_argument("--jit", default="auto", choices=("auto", "on", "off"))
-    p.add_argument("--steps-per-execution", type=int,
-                   help="default: run.py's rule, about 512 examples per call (at most 32)")
+    p.add_argument(
+        "--steps-per-execution",
+        type=int,
+        help="default: run.py's rule, about 512 examples per call (at most 32)",
+    )
     args = p.parse_args()
 
     import keras
     import tensorflow as tf
 
-    from lrbs_tf.training import callbacks as cb
-    from lrbs_tf.data.fashion_mnist import load_fashion_mnist
-    from lrbs_tf.models.registry import build_model
-    from lrbs_tf.data.pipeline import EpochData, eval_dataset
-    from lrbs_tf.core.plan import epoch_batch_sizes
     from lrbs_tf.core.optimizers import StepLog
+    from lrbs_tf.core.plan import epoch_batch_sizes
+    from lrbs_tf.data.fashion_mnist import load_fashion_mnist
+    from lrbs_tf.data.pipeline import EpochData, eval_dataset
+    from lrbs_tf.models.registry import build_model
+    from lrbs_tf.training import callbacks as cb
     from lrbs_tf.training.engine import build_metrics, compile_model, fit_epoch
 
     data = load_fashion_mnist(train_size=args.train_size)
@@ -52,12 +56,18 @@ def main():
     for batch_size in [int(s) for s in args.batch_sizes.split(",")]:
         plain = build_model("mlp", x.shape[1:], 10, seed=0)
         plain = keras.Model(plain.inputs, plain.outputs)  # a plain functional model
-        plain.compile(keras.optimizers.SGD(lr_per_example * batch_size),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
+        plain.compile(
+            keras.optimizers.SGD(lr_per_example * batch_size),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
         spe = args.steps_per_execution or max(1, min(32, 512 // batch_size))
-        ours = compile_model(build_model("mlp", x.shape[1:], 10, seed=0), lr_per_example,
-                             jit_compile=jit, steps_per_execution=spe)
+        ours = compile_model(
+            build_model("mlp", x.shape[1:], 10, seed=0),
+            lr_per_example,
+            jit_compile=jit,
+            steps_per_execution=spe,
+        )
         train_data = EpochData(x, y, seed=0)
         ours.step_log = StepLog(len(y) // batch_size + 1)
         build_metrics(ours, eval_dataset(data.validation.x[:100], data.validation.y[:100]))
@@ -75,10 +85,14 @@ def main():
                 rates["plain"].append(len(y) / t_plain)
                 rates["lrbs_tf"].append(len(y) / t_ours)
         med = {k: statistics.median(v) for k, v in rates.items()}
-        print(f"S={batch_size}: plain fit {med['plain']:,.0f} ex/s, lrbs_tf {med['lrbs_tf']:,.0f} "
-              f"ex/s (medians of {args.rounds} interleaved epochs of {len(y)} examples)")
-        print(f"run_vs_plain_fit_throughput: {med['lrbs_tf'] / med['plain']:.2f}  (S={batch_size})",
-              flush=True)
+        print(
+            f"S={batch_size}: plain fit {med['plain']:,.0f} ex/s, lrbs_tf {med['lrbs_tf']:,.0f} "
+            f"ex/s (medians of {args.rounds} interleaved epochs of {len(y)} examples)"
+        )
+        print(
+            f"run_vs_plain_fit_throughput: {med['lrbs_tf'] / med['plain']:.2f}  (S={batch_size})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

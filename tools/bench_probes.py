@@ -9,6 +9,7 @@ Prints ``hvp_vs_gradient_time: <ratio>`` for the default method, the number of H
 needs to get λ_max within 1e-3 relative of a tightly converged reference, and the number of
 traces of the HVP function during the Lanczos run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,11 +30,11 @@ def main():
     import numpy as np
     import tensorflow as tf
 
-    from lrbs_tf.probes import spectral
     from lrbs_tf.data.fashion_mnist import load_fashion_mnist
-    from lrbs_tf.probes.hessian import HessianOperator
-    from lrbs_tf.models.registry import build_model
     from lrbs_tf.data.pipeline import EpochData, eval_dataset
+    from lrbs_tf.models.registry import build_model
+    from lrbs_tf.probes import spectral
+    from lrbs_tf.probes.hessian import HessianOperator
     from lrbs_tf.training.engine import build_metrics, compile_model, fit_epoch
 
     data = load_fashion_mnist(train_size=20000)
@@ -42,13 +43,17 @@ def main():
     train = EpochData(data.train.x, data.train.y, seed=0)
     for epoch in range(args.train_epochs):
         fit_epoch(model, train, [128] * (20000 // 128) + [20000 % 128], epoch, verbose=0)
-    x, y = data.train.x[:args.examples], data.train.y[:args.examples]
-    ops = {m: HessianOperator(model, x, y, batch_size=args.examples, method=m)
-           for m in ("rr", "fr")}
+    x, y = data.train.x[: args.examples], data.train.y[: args.examples]
+    ops = {
+        m: HessianOperator(model, x, y, batch_size=args.examples, method=m) for m in ("rr", "fr")
+    }
     v = tf.constant(np.random.default_rng(0).standard_normal(ops["rr"].dim), tf.float32)
     zero = tf.zeros_like(v)
-    calls = {"gradient": lambda: ops["rr"]._grad(zero), "hvp_rr": lambda: ops["rr"]._hvp(v),
-             "hvp_fr": lambda: ops["fr"]._hvp(v)}
+    calls = {
+        "gradient": lambda: ops["rr"]._grad(zero),
+        "hvp_rr": lambda: ops["rr"]._hvp(v),
+        "hvp_fr": lambda: ops["fr"]._hvp(v),
+    }
     for fn in calls.values():
         fn().numpy()  # trace and warm up
     times = {k: [] for k in calls}
@@ -58,27 +63,35 @@ def main():
             fn().numpy()
             times[name].append(time.perf_counter() - tick)
     med = {k: statistics.median(t) for k, t in times.items()}
-    print(f"{args.examples} examples, {ops['rr'].dim} parameters; median ms: "
-          + ", ".join(f"{k} {1000 * t:.1f}" for k, t in med.items()))
-    print(f"hvp_vs_gradient_time: {med['hvp_rr'] / med['gradient']:.2f}  (reverse-over-reverse, "
-          f"the default)")
-    print(f"hvp_fr_vs_gradient_time: {med['hvp_fr'] / med['gradient']:.2f}  "
-          f"(forward-over-reverse)")
+    print(
+        f"{args.examples} examples, {ops['rr'].dim} parameters; median ms: "
+        + ", ".join(f"{k} {1000 * t:.1f}" for k, t in med.items())
+    )
+    print(
+        f"hvp_vs_gradient_time: {med['hvp_rr'] / med['gradient']:.2f}  (reverse-over-reverse, "
+        f"the default)"
+    )
+    print(f"hvp_fr_vs_gradient_time: {med['hvp_fr'] / med['gradient']:.2f}  (forward-over-reverse)")
 
     op = HessianOperator(model, x, y, batch_size=min(args.examples, 1000))
-    reference = spectral.top_eigenvalues(op.matvec, op.dim, k=1, tol=1e-9, max_steps=150,
-                                         seed=1).eigenvalues[0]
+    reference = spectral.top_eigenvalues(
+        op.matvec, op.dim, k=1, tol=1e-9, max_steps=150, seed=1
+    ).eigenvalues[0]
     needed = None
     for steps in range(2, 60):
-        est = spectral.top_eigenvalues(op.matvec, op.dim, k=1, tol=0.0, max_steps=steps,
-                                       seed=2).eigenvalues[0]
+        est = spectral.top_eigenvalues(
+            op.matvec, op.dim, k=1, tol=0.0, max_steps=steps, seed=2
+        ).eigenvalues[0]
         if abs(est - reference) <= 1e-3 * abs(reference):
             needed = steps
             break
     default = spectral.top_eigenvalues(op.matvec, op.dim, k=1, tol=1e-3, max_steps=100, seed=2)
-    print(f"lambda_max reference {reference:.6g}; lanczos_hvps_for_1e-3: {needed}; the default "
-          f"residual rule (tol 1e-3) stopped after {default.matvecs} HVPs at "
-          f"{default.eigenvalues[0]:.6g} (rel. error {abs(default.eigenvalues[0] / reference - 1):.1e})")
+    print(
+        f"lambda_max reference {reference:.6g}; lanczos_hvps_for_1e-3: {needed}; the default "
+        f"residual rule (tol 1e-3) stopped after {default.matvecs} HVPs at "
+        f"{default.eigenvalues[0]:.6g} "
+        f"(rel. error {abs(default.eigenvalues[0] / reference - 1):.1e})"
+    )
     print(f"hvp_traces_during_lanczos: {op.trace_counts()['hvp']}  ({op.matvecs} HVPs)")
 
 

@@ -10,6 +10,7 @@ baseline is their time-weighted mix: 2N examples in t(128) + t(640). Prints
 traces of the train step over the whole benchmark (1 means no retracing per batch size).
 ``--stage 0.02`` switches every few steps, the worst case.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,18 +27,22 @@ def main():
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--train-size", type=int, default=20000)
     p.add_argument("--stage", type=float, default=1.0, help="cyclic stage length in epochs")
-    p.add_argument("--jit", default="off", choices=("on", "off"),
-                   help="XLA (default off: the cyclic run has 3+ batch shapes)")
+    p.add_argument(
+        "--jit",
+        default="off",
+        choices=("on", "off"),
+        help="XLA (default off: the cyclic run has 3+ batch shapes)",
+    )
     args = p.parse_args()
 
     import tensorflow as tf
 
-    from lrbs_tf.training import callbacks as cb
-    from lrbs_tf.data.fashion_mnist import load_fashion_mnist
-    from lrbs_tf.models.registry import build_model
     from lrbs_tf.core.optimizers import RatioModel, StepLog
-    from lrbs_tf.data.pipeline import EpochData, eval_dataset
     from lrbs_tf.core.plan import make_plan
+    from lrbs_tf.data.fashion_mnist import load_fashion_mnist
+    from lrbs_tf.data.pipeline import EpochData, eval_dataset
+    from lrbs_tf.models.registry import build_model
+    from lrbs_tf.training import callbacks as cb
     from lrbs_tf.training.engine import build_metrics, compile_model, fit_epoch
 
     data = load_fashion_mnist(train_size=args.train_size)
@@ -52,12 +57,18 @@ def main():
         return original(self, batch)
 
     RatioModel.train_step = counting
-    plans = {"const128": make_plan(0.005, 128), "const640": make_plan(0.005, 640),
-             "cyclic": make_plan(0.005, 128, bs_schedule=f"cyclic:128,640:{args.stage:g}")}
+    plans = {
+        "const128": make_plan(0.005, 128),
+        "const640": make_plan(0.005, 640),
+        "cyclic": make_plan(0.005, 128, bs_schedule=f"cyclic:128,640:{args.stage:g}"),
+    }
     models = {}
     for name in plans:
-        model = compile_model(build_model("mlp", data.train.x.shape[1:], 10, seed=0), 1e-5,
-                              jit_compile=args.jit == "on")
+        model = compile_model(
+            build_model("mlp", data.train.x.shape[1:], 10, seed=0),
+            1e-5,
+            jit_compile=args.jit == "on",
+        )
         model.step_log = StepLog(n // 128 + 2)
         build_metrics(model, eval_dataset(data.validation.x[:100], data.validation.y[:100]))
         models[name] = (model, [cb.StepScalars(writer, model.step_log)])
@@ -69,20 +80,23 @@ def main():
             tick = time.perf_counter()
             for e in range(2 if name == "cyclic" else 1):
                 sizes, ratios = plan.epoch(n, epoch + e)
-                fit_epoch(model, train_data, sizes, epoch + e, callbacks, verbose=0,
-                          ratios=ratios)
+                fit_epoch(model, train_data, sizes, epoch + e, callbacks, verbose=0, ratios=ratios)
             if r:
                 times[name].append(time.perf_counter() - tick)
         epoch += 2
     med = {k: statistics.median(v) for k, v in times.items()}
     constant_rate = 2 * n / (med["const128"] + med["const640"])
     cyclic_rate = 2 * n / med["cyclic"]
-    print(f"constant 128: {n / med['const128']:,.0f} ex/s, constant 640: "
-          f"{n / med['const640']:,.0f} ex/s, time-weighted mix {constant_rate:,.0f} ex/s")
+    print(
+        f"constant 128: {n / med['const128']:,.0f} ex/s, constant 640: "
+        f"{n / med['const640']:,.0f} ex/s, time-weighted mix {constant_rate:,.0f} ex/s"
+    )
     print(f"cyclic 128<->640 (stage {args.stage:g} epochs): {cyclic_rate:,.0f} ex/s")
     print(f"cyclic_vs_constant_throughput: {cyclic_rate / constant_rate:.2f}")
-    print(f"train_step traces: {traces['count']} over {len(plans)} models "
-          f"(one per model = no retracing per batch size)")
+    print(
+        f"train_step traces: {traces['count']} over {len(plans)} models "
+        f"(one per model = no retracing per batch size)"
+    )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ Prints the kills per third of the run and in the final phase, the number of dist
 points, and ``kill_resume_ok: K/N`` (K kills after which the folder was consistent and the
 final run is identical to the reference); exits non-zero unless K = N.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,17 +43,46 @@ import zipfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CHECKPOINT_STEPS = 20
-RUN = ["--ratio", "0.05/64", "--train-size", "12800", "--validation-size", "1000", "--epochs",
-       "6", "--width", "128", "--deterministic", "--checkpoint-steps", str(CHECKPOINT_STEPS),
-       "--probe", "--probe-examples", "1000", "--probe-noise-examples", "200"]
+RUN = [
+    "--ratio",
+    "0.05/64",
+    "--train-size",
+    "12800",
+    "--validation-size",
+    "1000",
+    "--epochs",
+    "6",
+    "--width",
+    "128",
+    "--deterministic",
+    "--checkpoint-steps",
+    str(CHECKPOINT_STEPS),
+    "--probe",
+    "--probe-examples",
+    "1000",
+    "--probe-noise-examples",
+    "200",
+]
 STEPS = 6 * 12800 // 64
 
 
 def start(logdir, name):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, "experiments", "run.py"), *RUN,
-                             "--logdir", logdir, "--name", name], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            os.path.join(ROOT, "experiments", "run.py"),
+            *RUN,
+            "--logdir",
+            logdir,
+            "--name",
+            name,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def checkpoint_step(run_dir) -> int | None:
@@ -82,8 +112,7 @@ def timeline(logdir) -> dict:
     if proc.returncode != 0:
         sys.exit(f"chaos.py: the reference run failed: {err.strip().splitlines()[-1:]}")
     began, last = began or total / 3, last or total
-    return {"total": total, "startup": began, "final": total - last,
-            "step": (last - began) / STEPS}
+    return {"total": total, "startup": began, "final": total - last, "step": (last - began) / STEPS}
 
 
 def plan_kills(count: int, clock: dict, rng: random.Random) -> list[tuple]:
@@ -115,15 +144,18 @@ def kill_at(proc, run_dir, kind, step, clock, rng) -> str:
     else:
         target = STEPS if kind == "final" else step
         while proc.poll() is None and (checkpoint_step(run_dir) or 0) < min(
-                target, STEPS - STEPS % CHECKPOINT_STEPS):
+            target, STEPS - STEPS % CHECKPOINT_STEPS
+        ):
             time.sleep(0.005)
-        extra = (rng.uniform(0, clock["final"]) if kind == "final"
-                 else rng.uniform(0, CHECKPOINT_STEPS * clock["step"]))
+        extra = (
+            rng.uniform(0, clock["final"])
+            if kind == "final"
+            else rng.uniform(0, CHECKPOINT_STEPS * clock["step"])
+        )
         deadline = time.time() + extra
         while proc.poll() is None and time.time() < deadline:
             time.sleep(0.005)
-        where = (f"{extra:.2f} s into the final phase" if kind == "final"
-                 else f"near step {step}")
+        where = f"{extra:.2f} s into the final phase" if kind == "final" else f"near step {step}"
     if proc.poll() is not None:
         return f"finished before the kill (rc {proc.returncode})"
     proc.send_signal(signal.SIGKILL)
@@ -132,14 +164,17 @@ def kill_at(proc, run_dir, kind, step, clock, rng) -> str:
 
 
 def folder_consistent(run_dir) -> tuple[bool, str]:
-    from lrbs_tf.training import runfolder
-    from lrbs_tf.training import runio
+    from lrbs_tf.training import runfolder, runio
 
     if not os.path.exists(run_dir):
         return True, "killed before the folder existed"
     try:
-        for name, kind in (("config.json", "config"), ("results.json", "results"),
-                           ("ckpt/state.json", "state"), ("tb/written.json", "marks")):
+        for name, kind in (
+            ("config.json", "config"),
+            ("results.json", "results"),
+            ("ckpt/state.json", "state"),
+            ("tb/written.json", "marks"),
+        ):
             if os.path.exists(os.path.join(run_dir, name)):
                 runio.shaped(os.path.join(run_dir, name), kind)
         status = "none"
@@ -148,8 +183,9 @@ def folder_consistent(run_dir) -> tuple[bool, str]:
         state_path = os.path.join(run_dir, "ckpt", "state.json")
         if os.path.exists(state_path):
             state = runfolder._checked_state(run_dir, state_path)
-            return True, (f"status {status}, checkpoint at epoch {state['epoch'] + 1} batch "
-                          f"{state['batch']}")
+            return True, (
+                f"status {status}, checkpoint at epoch {state['epoch'] + 1} batch {state['batch']}"
+            )
         return status in ("none", "running", "finished"), f"status {status}, no checkpoint"
     except (runio.RunFolderError, KeyError, OSError) as e:
         return False, str(e)
@@ -170,17 +206,22 @@ def outcome(run_dir) -> dict:
 
     results = json.load(open(os.path.join(run_dir, "results.json")))
     with zipfile.ZipFile(os.path.join(run_dir, "model.keras")) as archive:
-        model = {name: archive.read(name) for name in archive.namelist()
-                 if name != "metadata.json"}  # metadata.json holds the date it was saved
+        model = {
+            name: archive.read(name) for name in archive.namelist() if name != "metadata.json"
+        }  # metadata.json holds the date it was saved
     probe = {k: v for k, v in (results.get("probe") or {}).items() if k != "seconds"}
-    tb = {split: {t: sorted(v) for t, v in read_scalars(
-        os.path.join(run_dir, "tb", split)).items()}
-        for split in ("train", "validation", "test", "probe")}
-    return {"model.keras": model, "weights_sha1": results.get("weights_sha1"),
-            "epochs": [{k: v for k, v in e.items() if k != "wall_time"}
-                       for e in results["epochs"]],
-            "probe": probe, **{f"tb/{k}": v for k, v in tb.items()},
-            "_resumed": results.get("resumed")}
+    tb = {
+        split: {t: sorted(v) for t, v in read_scalars(os.path.join(run_dir, "tb", split)).items()}
+        for split in ("train", "validation", "test", "probe")
+    }
+    return {
+        "model.keras": model,
+        "weights_sha1": results.get("weights_sha1"),
+        "epochs": [{k: v for k, v in e.items() if k != "wall_time"} for e in results["epochs"]],
+        "probe": probe,
+        **{f"tb/{k}": v for k, v in tb.items()},
+        "_resumed": results.get("resumed"),
+    }
 
 
 def main():
@@ -197,9 +238,11 @@ def main():
     shutil.rmtree(os.path.join(workdir, "chaos"), ignore_errors=True)
     tick = time.time()
     clock = timeline(workdir)
-    print(f"reference run: {clock['total']:.1f} s: start-up {clock['startup']:.1f} s, "
-          f"{STEPS} steps at {1000 * clock['step']:.1f} ms, final phase {clock['final']:.1f} s",
-          flush=True)
+    print(
+        f"reference run: {clock['total']:.1f} s: start-up {clock['startup']:.1f} s, "
+        f"{STEPS} steps at {1000 * clock['step']:.1f} ms, final phase {clock['final']:.1f} s",
+        flush=True,
+    )
     run_dir = os.path.join(workdir, "chaos")
     consistent, thirds, final_kills, points = 0, [0, 0, 0], 0, []
     for i, (kind, step, fraction) in enumerate(plan_kills(args.kills, clock, rng)):
@@ -211,8 +254,11 @@ def main():
             final_kills += kind == "final"
         ok, detail = folder_consistent(run_dir)
         consistent += ok
-        print(f"kill {i + 1:2d}/{args.kills} ({fraction:4.0%} of the run): {note}; "
-              f"{'consistent' if ok else 'INCONSISTENT'} ({detail})", flush=True)
+        print(
+            f"kill {i + 1:2d}/{args.kills} ({fraction:4.0%} of the run): {note}; "
+            f"{'consistent' if ok else 'INCONSISTENT'} ({detail})",
+            flush=True,
+        )
     points.append(resume_point(run_dir))
     final = start(workdir, "chaos")
     _, err = final.communicate()
@@ -223,12 +269,20 @@ def main():
         got, want = outcome(run_dir), outcome(os.path.join(workdir, "reference"))
         differ = [k for k in want if not k.startswith("_") and got[k] != want[k]]
         identical = not differ
-        print(f"final run: resumed {got['_resumed']} times; "
-              + ("model.keras, weights, epochs, probe and every TensorBoard folder identical to "
-                 "the reference" if identical else f"DIFFERENT from the reference: {differ}"))
+        print(
+            f"final run: resumed {got['_resumed']} times; "
+            + (
+                "model.keras, weights, epochs, probe and every TensorBoard folder identical to "
+                "the reference"
+                if identical
+                else f"DIFFERENT from the reference: {differ}"
+            )
+        )
     distinct = len({p for p in points if p is not None})
-    print(f"kills by third of the run: {thirds[0]} / {thirds[1]} / {thirds[2]} "
-          f"({final_kills} in the final phase); distinct resume points: {distinct}")
+    print(
+        f"kills by third of the run: {thirds[0]} / {thirds[1]} / {thirds[2]} "
+        f"({final_kills} in the final phase); distinct resume points: {distinct}"
+    )
     ok = consistent if identical else 0
     print(f"kill_resume_ok: {ok}/{args.kills}  ({time.time() - tick:.0f} s, runs in {workdir})")
     sys.exit(0 if ok == args.kills else 1)

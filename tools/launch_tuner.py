@@ -14,6 +14,7 @@ On several machines, run the same script on each with the variables set by hand 
 every worker pointing at the chief's address and port) and a ``--logdir`` on a shared file
 system, as keras-tuner's distributed mode documents.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,15 +47,27 @@ def main():
         p.error("--workers must be at least 1")
     os.makedirs(os.path.join(args.logdir, "launch"), exist_ok=True)
     port = free_port()
-    base_env = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1",
-                    KERASTUNER_ORACLE_PORT=str(port), TF_CPP_MIN_LOG_LEVEL="2")
+    base_env = dict(
+        os.environ,
+        KERASTUNER_ORACLE_IP="127.0.0.1",
+        KERASTUNER_ORACLE_PORT=str(port),
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
     procs = {}
     for tuner_id in ["chief"] + [f"tuner{i}" for i in range(args.workers)]:
         log_path = os.path.join(args.logdir, "launch", f"{tuner_id}.log")
         log = open(log_path, "w")
-        procs[tuner_id] = (subprocess.Popen(
-            [sys.executable, *script], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            env=dict(base_env, KERASTUNER_TUNER_ID=tuner_id)), log, log_path)
+        procs[tuner_id] = (
+            subprocess.Popen(
+                [sys.executable, *script],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(base_env, KERASTUNER_TUNER_ID=tuner_id),
+            ),
+            log,
+            log_path,
+        )
         print(f"started {tuner_id} (pid {procs[tuner_id][0].pid}), log {log_path}", flush=True)
         if tuner_id == "chief":
             time.sleep(2.0)  # let the chief open its port first

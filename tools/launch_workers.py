@@ -12,6 +12,7 @@ Exit status: 0 if every worker finished, else the first failing worker's status.
 On several machines, start the same script on each with ``TF_CONFIG`` listing every worker's
 ``host:port`` and that machine's own index (see the README); this helper is for one machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,21 +22,28 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 from lrbs_tf.cli.common import ArgumentParser, fail
 from lrbs_tf.distribute.cluster import free_ports, local_tf_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PROG = "launch_workers.py"
 
 
 def main(argv=None) -> int:
-    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("-n", "--workers", type=int, default=2)
     p.add_argument("--timeout", type=float, default=3600, help="seconds for the whole launch")
-    p.add_argument("--grace", type=float, default=60,
-                   help="seconds the others get to stop after one worker failed")
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=60,
+        help="seconds the others get to stop after one worker failed",
+    )
     p.add_argument("--log-dir", help="worker logs (default: a new temporary folder)")
     p.add_argument("script", help="the script to run, e.g. experiments/run.py")
     p.add_argument("args", nargs=argparse.REMAINDER, help="its flags (after --)")
@@ -59,11 +67,16 @@ def main(argv=None) -> int:
         log_path = os.path.join(log_dir, f"worker-{i}.log")
         logs.append(log_path)
         out = open(log_path, "w")
-        procs.append(subprocess.Popen(
-            [sys.executable, "-u", script, *script_args, "--strategy", "multiworker"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd()))
-        print(f"worker {i}: pid {procs[-1].pid}, 127.0.0.1:{ports[i]}, log {log_path}",
-              flush=True)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-u", script, *script_args, "--strategy", "multiworker"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=os.getcwd(),
+            )
+        )
+        print(f"worker {i}: pid {procs[-1].pid}, 127.0.0.1:{ports[i]}, log {log_path}", flush=True)
 
     deadline = time.time() + args.timeout
     failed_at = None
@@ -78,8 +91,11 @@ def main(argv=None) -> int:
                     codes[i] = proc.returncode
                     if proc.returncode != 0 and failed_at is None:
                         failed_at = time.time()
-                        print(f"worker {i} exited with status {proc.returncode}; waiting up to "
-                              f"{args.grace:g} s for the others", flush=True)
+                        print(
+                            f"worker {i} exited with status {proc.returncode}; waiting up to "
+                            f"{args.grace:g} s for the others",
+                            flush=True,
+                        )
             now = time.time()
             if now > deadline or (failed_at is not None and now > failed_at + args.grace):
                 why = "timed out" if now > deadline else "did not stop after a peer failed"

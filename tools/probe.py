@@ -5,6 +5,7 @@
 
 The command is :mod:`lrbs_tf.cli.probe` (installed as ``lrbs-probe``).
 """
+
 import sys
 
 from lrbs_tf.cli.probe import main

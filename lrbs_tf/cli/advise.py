@@ -10,17 +10,18 @@ no rescaling rules, η·λ_max against the stability limit 2, the finite-populat
 that of the final weights at the old ratio; at a new ratio SGD will settle elsewhere, so treat
 the checks as a first-order guide.
 """
+
 from __future__ import annotations
 
 import json
 import os
 
-from lrbs_tf.cli.common import ArgumentParser, fail, format_table
+from lrbs_tf.cli.common import ArgumentParser, fail, format_table, program
 from lrbs_tf.theory.advice import advise
 from lrbs_tf.training import runio
 from lrbs_tf.training.runio import read_run
 
-PROG = "advise.py"
+PROG = program("advise.py")
 
 
 def load_probe(run_dir: str) -> dict:
@@ -30,8 +31,10 @@ def load_probe(run_dir: str) -> dict:
     path = os.path.join(run_dir, "probe.json")
     if os.path.exists(path):
         return runio.read_json(path)
-    raise runio.RunFolderError(f"{run_dir} has no curvature probe: rerun with --probe or run "
-                               f"'python tools/probe.py {run_dir}'")
+    raise runio.RunFolderError(
+        f"{run_dir} has no curvature probe: rerun with --probe or run "
+        f"'python tools/probe.py {run_dir}'"
+    )
 
 
 def main(argv=None):
@@ -43,8 +46,14 @@ def main(argv=None):
     try:
         config = read_run(args.run_dir, statuses=("finished",))[0]["config"]
         probe = load_probe(args.run_dir)
-        advice = advise(config["lr"], config["batch_size"], config["num_train"],
-                        probe["lambda_max"], probe["b_simple"], args.batch_size)
+        advice = advise(
+            config["lr"],
+            config["batch_size"],
+            config["num_train"],
+            probe["lambda_max"],
+            probe["b_simple"],
+            args.batch_size,
+        )
     except (runio.RunFolderError, ValueError, KeyError, TypeError) as e:
         fail(PROG, e if not isinstance(e, KeyError) else f"run files lack {e}")
     if args.json:
@@ -52,25 +61,54 @@ def main(argv=None):
         return 0
     b = advice["base"]
     print(f"run        {args.run_dir}")
-    print(f"now        η/S = {b['lr']:g}/{b['batch_size']} = {b['ratio']:.4g}, N = "
-          f"{b['num_train']}, λ_max = {b['lambda_max']:.4g} (η·λ_max = {b['lr_lambda_max']:.3g}), "
-          f"B_simple = {b['b_simple']:.4g}")
+    print(
+        f"now        η/S = {b['lr']:g}/{b['batch_size']} = {b['ratio']:.4g}, N = "
+        f"{b['num_train']}, λ_max = {b['lambda_max']:.4g} (η·λ_max = {b['lr_lambda_max']:.3g}), "
+        f"B_simple = {b['b_simple']:.4g}"
+    )
     print(f"target     S = {advice['target_batch']}\n")
-    print(format_table(["rule", "η", "η/S", "η/S change", "η·λ_max", "stability"],
-                       [[name, f"{r['lr']:.4g}", f"{r['ratio']:.4g}", f"×{r['ratio_change']:.3g}",
-                         f"{r['lr_lambda_max']:.3g}", r["stability"]]
-                        for name, r in advice["rules"].items()]))
+    print(
+        format_table(
+            ["rule", "η", "η/S", "η/S change", "η·λ_max", "stability"],
+            [
+                [
+                    name,
+                    f"{r['lr']:.4g}",
+                    f"{r['ratio']:.4g}",
+                    f"×{r['ratio_change']:.3g}",
+                    f"{r['lr_lambda_max']:.3g}",
+                    r["stability"],
+                ]
+                for name, r in advice["rules"].items()
+            ],
+        )
+    )
     c = advice["checks"]
-    print(f"\nS/N        {advice['target_batch'] / b['num_train']:.3g}: finite-population factor "
-          f"(N−S)/(N−1) = {c['finite_population_factor']:.3f}"
-          + ("" if c["batch_well_below_n"] else " — S is not well below N: the gradient noise "
-             "shrinks and the η/S scaling breaks"))
-    print(f"S/B_simple {c['batch_over_b_simple']:.3g}: " +
-          ("noise-dominated steps, linear scaling keeps the dynamics with fewer steps"
-           if c["noise_dominated"] else "beyond the simple noise scale: larger batches buy "
-           "less and less"))
+    print(
+        f"\nS/N        {advice['target_batch'] / b['num_train']:.3g}: finite-population factor "
+        f"(N−S)/(N−1) = {c['finite_population_factor']:.3f}"
+        + (
+            ""
+            if c["batch_well_below_n"]
+            else " — S is not well below N: the gradient noise shrinks and the η/S scaling breaks"
+        )
+    )
+    print(
+        f"S/B_simple {c['batch_over_b_simple']:.3g}: "
+        + (
+            "noise-dominated steps, linear scaling keeps the dynamics with fewer steps"
+            if c["noise_dominated"]
+            else "beyond the simple noise scale: larger batches buy less and less"
+        )
+    )
     steps = advice["steps_per_epoch"]
-    print(f"steps      {steps['before']} → {steps['after']} per epoch "
-          f"(×{steps['after'] / steps['before']:.3g})")
-    print(f"verdict    linear rule {'expected to hold' if advice['linear_rule_expected_to_hold'] else 'outside the regime where the theory holds'}")
+    print(
+        f"steps      {steps['before']} → {steps['after']} per epoch "
+        f"(×{steps['after'] / steps['before']:.3g})"
+    )
+    holds = advice["linear_rule_expected_to_hold"]
+    print(
+        "verdict    linear rule "
+        + ("expected to hold" if holds else "outside the regime where the theory holds")
+    )
     return 0

@@ -1,10 +1,18 @@
 """Shared command-line plumbing: one-line errors with exit status 2, quiet TensorFlow start-up."""
+
 from __future__ import annotations
 
 import argparse
 import contextlib
 import os
 import sys
+
+
+def program(script: str) -> str:
+    """The name a command reports itself under: ``lrbs-run`` (entry point), ``lrbs_tf run``
+    (``python -m lrbs_tf``), else the script's own name (``run.py``)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return name if name.startswith("lrbs") else script
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -26,13 +34,26 @@ def quiet_tensorflow() -> None:
 
 
 # Run settings every figure script and sweep shares (their flags come from RunConfig).
-SHARED = ("epochs", "seed", "model", "width", "dataset", "data_dir", "train_size",
-          "validation_size", "augment", "logdir", "overwrite", "deterministic")
+SHARED = (
+    "epochs",
+    "seed",
+    "model",
+    "width",
+    "dataset",
+    "data_dir",
+    "train_size",
+    "validation_size",
+    "augment",
+    "logdir",
+    "overwrite",
+    "deterministic",
+)
 DEVICES = ("strategy", "devices", "cpu_devices", "peer_timeout")
 
 
-def add_run_flags(parser, epochs: int | None = None, logdir: str | None = None,
-                  names=SHARED + DEVICES) -> None:
+def add_run_flags(
+    parser, epochs: int | None = None, logdir: str | None = None, names=SHARED + DEVICES
+) -> None:
     """Flags for the run settings ``names`` (declared in :class:`RunConfig`; a script's own
     defaults for ``epochs`` and ``logdir``)."""
     from lrbs_tf.settings import add_flags
@@ -62,9 +83,12 @@ def split_cpu_now(prog: str, args) -> None:
 def refuse_multiworker_sweep(prog: str, args) -> None:
     """keras-tuner sweeps run their trials with ``--strategy mirrored`` at most."""
     if args.strategy == "multiworker":
-        fail(prog, "--strategy multiworker is not supported by keras-tuner sweeps: spread the "
-                   "trials over machines with keras-tuner's distributed mode "
-                   "(tools/launch_tuner.py) and use --strategy mirrored for each machine's GPUs")
+        fail(
+            prog,
+            "--strategy multiworker is not supported by keras-tuner sweeps: spread the "
+            "trials over machines with keras-tuner's distributed mode "
+            "(tools/launch_tuner.py) and use --strategy mirrored for each machine's GPUs",
+        )
 
 
 def distribute_kwargs(args) -> dict:
@@ -122,16 +146,24 @@ def reported_errors(prog: str, logdir: str):
     except (DataError, RunFolderError, DistributeError) as e:
         fail(prog, e)
     except KeyboardInterrupt:
-        fail(prog, "interrupted before training started; nothing to resume",
-             status=EXIT_INTERRUPTED)
+        fail(
+            prog, "interrupted before training started; nothing to resume", status=EXIT_INTERRUPTED
+        )
     except DiskFullError as e:
         fail(prog, e.strerror or e, status=EXIT_DISK_FULL)
     except OSError as e:
         if disk_full(e):
-            fail(prog, f"the disk of {logdir} is full ({e.strerror or e}); free some space "
-                       "and run the same command again", status=EXIT_DISK_FULL)
-        fail(prog, f"{e.strerror or e} ({e.filename or logdir}): check that {logdir} is "
-                   "writable", status=1)
+            fail(
+                prog,
+                f"the disk of {logdir} is full ({e.strerror or e}); free some space "
+                "and run the same command again",
+                status=EXIT_DISK_FULL,
+            )
+        fail(
+            prog,
+            f"{e.strerror or e} ({e.filename or logdir}): check that {logdir} is writable",
+            status=1,
+        )
     except Exception as e:
         if "tensorflow" not in sys.modules:
             raise
@@ -148,13 +180,36 @@ def _tensorflow_error(prog: str, e: Exception) -> None:
 
     if isinstance(e, RunInterrupted):
         fail(prog, e, status=EXIT_INTERRUPTED)
-    if isinstance(e, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
-                      tf.errors.CancelledError, tf.errors.AbortedError)):
+    if isinstance(
+        e,
+        (
+            tf.errors.UnavailableError,
+            tf.errors.DeadlineExceededError,
+            tf.errors.CancelledError,
+            tf.errors.AbortedError,
+        ),
+    ):
         # what a collective raises when another worker died or never answered
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        telling = [ln for ln in lines if any(w in ln for w in (
-            "unhealthy", "crashed", "Error reported", "Deadline", "onnect", "timed out"))]
+        telling = [
+            ln
+            for ln in lines
+            if any(
+                w in ln
+                for w in (
+                    "unhealthy",
+                    "crashed",
+                    "Error reported",
+                    "Deadline",
+                    "onnect",
+                    "timed out",
+                )
+            )
+        ]
         reason = (telling or lines or [type(e).__name__])[0]
-        fail(prog, f"lost contact with another worker ({type(e).__name__}: {reason[:300]}); "
-                   "start all workers again to resume from the chief's last checkpoint",
-             status=PEER_LOST_EXIT)
+        fail(
+            prog,
+            f"lost contact with another worker ({type(e).__name__}: {reason[:300]}); "
+            "start all workers again to resume from the chief's last checkpoint",
+            status=PEER_LOST_EXIT,
+        )

@@ -18,14 +18,25 @@ Measured on 2 CPU cores: 3 min 40 s for the default. Measured result: within-pai
 distances (mean |Δ test accuracy| over epochs) 0.0005 (cyclic) and 0.0007 (constant) against
 0.020 across pairs; best test accuracy 86.6 % / 86.6 % (cyclic pair), 84.7 % / 84.7 %.
 """
+
 from __future__ import annotations
 
-from lrbs_tf.cli.common import (ArgumentParser, add_run_flags, fail, format_table, percent,
-                                quiet_tensorflow, reported_errors, run_kwargs, say)
+from lrbs_tf.cli.common import (
+    ArgumentParser,
+    add_run_flags,
+    fail,
+    format_table,
+    percent,
+    program,
+    quiet_tensorflow,
+    reported_errors,
+    run_kwargs,
+    say,
+)
 from lrbs_tf.core.ratio import RatioError
 from lrbs_tf.settings import ConfigError
 
-PROG = "fig1_cyclic.py"
+PROG = program("fig1_cyclic.py")
 
 
 def main(argv=None):
@@ -50,17 +61,39 @@ def main(argv=None):
     table, distances = report["runs"], report["curve_distances"]
     within, across = report["within_pair"], report["across_pairs"]
     print()
-    print(format_table(["setting", "η/S at start", "best test acc", "final test acc", "status"],
-                       [[r["setting"], f"{r['ratio_start']:.3g}", percent(r["best_test_accuracy"]),
-                         percent(r["final_test_accuracy"]), r["status"]] for r in table]))
+    print(
+        format_table(
+            ["setting", "η/S at start", "best test acc", "final test acc", "status"],
+            [
+                [
+                    r["setting"],
+                    f"{r['ratio_start']:.3g}",
+                    percent(r["best_test_accuracy"]),
+                    percent(r["final_test_accuracy"]),
+                    r["status"],
+                ]
+                for r in table
+            ],
+        )
+    )
     print("\ncurve distance = mean |Δ test accuracy| over epochs")
-    print(format_table(["pair of runs", "test", "train"],
-                       [[k, f"{v:.4f}", f"{distances['train_accuracy'][k]:.4f}"]
-                        for k, v in distances["test_accuracy"].items()]))
-    verdict = ("each pair is closer to itself than to the other pair"
-               if report["pairs_closer_than_across"]
-               else "NOT every pair is closer to itself than across pairs")
-    print(f"\nwithin pairs {', '.join(f'{d:.4f}' for d in within)}; across pairs "
-          f"{', '.join(f'{d:.4f}' for d in across)}: {verdict}")
+    print(
+        format_table(
+            ["pair of runs", "test", "train"],
+            [
+                [k, f"{v:.4f}", f"{distances['train_accuracy'][k]:.4f}"]
+                for k, v in distances["test_accuracy"].items()
+            ],
+        )
+    )
+    verdict = (
+        "each pair is closer to itself than to the other pair"
+        if report["pairs_closer_than_across"]
+        else "NOT every pair is closer to itself than across pairs"
+    )
+    print(
+        f"\nwithin pairs {', '.join(f'{d:.4f}' for d in within)}; across pairs "
+        f"{', '.join(f'{d:.4f}' for d in across)}: {verdict}"
+    )
     print(f"\nwrote {report['png'][0]}\n      {report['png'][1]}\n      {report['csv']}")
     return 0

@@ -22,14 +22,25 @@ the baseline in train accuracy linear 0.0053, sqrt 0.0128, none 0.0122 (linear c
 the paper); in test accuracy linear 0.023, sqrt 0.017, none 0.016 (within the epoch-to-epoch
 noise; not resolved at this length).
 """
+
 from __future__ import annotations
 
-from lrbs_tf.cli.common import (ArgumentParser, add_run_flags, fail, format_table, percent,
-                                quiet_tensorflow, reported_errors, run_kwargs, say)
+from lrbs_tf.cli.common import (
+    ArgumentParser,
+    add_run_flags,
+    fail,
+    format_table,
+    percent,
+    program,
+    quiet_tensorflow,
+    reported_errors,
+    run_kwargs,
+    say,
+)
 from lrbs_tf.core.ratio import RatioError
 from lrbs_tf.settings import ConfigError
 
-PROG = "fig2_rescaling.py"
+PROG = program("fig2_rescaling.py")
 
 
 def main(argv=None):
@@ -43,8 +54,9 @@ def main(argv=None):
     from lrbs_tf.figures import fig2
 
     try:
-        runs = fig2.configs(args.base, args.batch_size, args.rules, args.lr_schedule,
-                            **run_kwargs(args))
+        runs = fig2.configs(
+            args.base, args.batch_size, args.rules, args.lr_schedule, **run_kwargs(args)
+        )
     except (ConfigError, RatioError) as e:
         fail(PROG, e)
     quiet_tensorflow()
@@ -54,14 +66,35 @@ def main(argv=None):
         say("this worker's part is done; the chief (worker 0) writes the tables and figures")
         return 0
     print()
-    print(format_table(
-        ["setting", "η/S", "dist. to baseline (test)", "(train)", "best test", "final test",
-         "status"],
-        [[r["setting"], f"{r['ratio']:.3g}", f"{r['distance_to_baseline_test']:.4f}",
-          f"{r['distance_to_baseline_train']:.4f}", percent(r["best_test_accuracy"]),
-          percent(r["final_test_accuracy"]), r["status"]] for r in report["runs"]]))
+    print(
+        format_table(
+            [
+                "setting",
+                "η/S",
+                "dist. to baseline (test)",
+                "(train)",
+                "best test",
+                "final test",
+                "status",
+            ],
+            [
+                [
+                    r["setting"],
+                    f"{r['ratio']:.3g}",
+                    f"{r['distance_to_baseline_test']:.4f}",
+                    f"{r['distance_to_baseline_train']:.4f}",
+                    percent(r["best_test_accuracy"]),
+                    percent(r["final_test_accuracy"]),
+                    r["status"],
+                ]
+                for r in report["runs"]
+            ],
+        )
+    )
     closest = report["closest"]
-    print(f"\nclosest to the baseline: {closest['train']} (train accuracy curve), "
-          f"{closest['test']} (test accuracy curve)")
+    print(
+        f"\nclosest to the baseline: {closest['train']} (train accuracy curve), "
+        f"{closest['test']} (test accuracy curve)"
+    )
     print(f"wrote {report['png']}\n      {report['csv']}")
     return 0

@@ -1,4 +1,4 @@
-"""Paper Fig. 3: η/S against the curvature and accuracy of the minima SGD reaches (MLP, Fashion-MNIST).
+"""Paper Fig. 3: η/S against the curvature and accuracy of the minima SGD reaches.
 
     python experiments/fig3_grid.py --preset quick       # PRESET_QUICK
     python experiments/fig3_grid.py --preset standard    # PRESET_STANDARD
@@ -20,17 +20,29 @@ minutes, and the same command continues. In keras-tuner's distributed mode
 
 RESULTS
 """
+
 from __future__ import annotations
 
 import os
 
-from lrbs_tf.cli.common import (DEVICES, ArgumentParser, add_run_flags, fail, format_table,
-                                quiet_tensorflow, refuse_multiworker_sweep, reported_errors,
-                                run_kwargs, say, split_cpu_now)
+from lrbs_tf.cli.common import (
+    DEVICES,
+    ArgumentParser,
+    add_run_flags,
+    fail,
+    format_table,
+    program,
+    quiet_tensorflow,
+    refuse_multiworker_sweep,
+    reported_errors,
+    run_kwargs,
+    say,
+    split_cpu_now,
+)
 from lrbs_tf.figures.fig3 import PRESETS, QUANTITIES, grid
 from lrbs_tf.settings import ConfigError
 
-PROG = "fig3_grid.py"
+PROG = program("fig3_grid.py")
 RUN_FLAGS = ("width", "validation_size", "data_dir", "deterministic") + DEVICES
 
 
@@ -47,9 +59,11 @@ def _numbers(text: str, flag: str, kind=float) -> tuple:
         fail(PROG, f"{flag}: {text!r} is not a list of {'whole ' if kind is int else ''}numbers")
     low = 0 if flag == "--seeds" else 1e-300
     if not all(math.isfinite(v) and v >= low for v in values):
-        fail(PROG, f"{flag} values must be finite and {'>= 0' if low == 0 else 'positive'}, "
-                   f"got {text!r}")
-    if flag == "--seeds" and max(values) >= 2 ** 31:
+        fail(
+            PROG,
+            f"{flag} values must be finite and {'>= 0' if low == 0 else 'positive'}, got {text!r}",
+        )
+    if flag == "--seeds" and max(values) >= 2**31:
         fail(PROG, f"--seeds must be below 2^31, got {text!r}")
     return values
 
@@ -59,41 +73,58 @@ def parse(argv):
 
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    p.add_argument("--lrs", help="comma-separated η values: the grid η × --batch-sizes "
-                   "replaces the preset's points")
+    p.add_argument(
+        "--lrs",
+        help="comma-separated η values: the grid η × --batch-sizes replaces the preset's points",
+    )
     p.add_argument("--batch-sizes", help="comma-separated S values (with --lrs)")
     p.add_argument("--epochs", type=int, help="the epoch cap (every epoch without a target)")
-    p.add_argument("--loss-target", type=float,
-                   help="stop a run when its training-set loss at the weights is at most this")
+    p.add_argument(
+        "--loss-target",
+        type=float,
+        help="stop a run when its training-set loss at the weights is at most this",
+    )
     p.add_argument("--no-loss-target", action="store_true", help="train every run --epochs")
     p.add_argument("--seeds", help="comma-separated seeds")
-    p.add_argument("--train-size", type=int, help="train on a seeded subset of this size "
-                   "(default: the preset's)")
+    p.add_argument(
+        "--train-size",
+        type=int,
+        help="train on a seeded subset of this size (default: the preset's)",
+    )
     p.add_argument("--probe-examples", type=int)
     p.add_argument("--probe-noise-examples", type=int)
-    p.add_argument("--max-minutes", type=float, help="stop at the first run boundary after "
-                   "this many minutes; the same command continues")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        help="stop at the first run boundary after this many minutes; the same command continues",
+    )
     p.add_argument("--logdir", default=None, help="default: runs/fig3-<preset>")
-    p.add_argument("--connect-timeout", type=float, default=60,
-                   help="distributed workers: seconds to wait for the chief")
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=60,
+        help="distributed workers: seconds to wait for the chief",
+    )
     add_run_flags(p, names=RUN_FLAGS)
     args = p.parse_args(argv)
     refuse_multiworker_sweep(PROG, args)
     preset = PRESETS[args.preset]
     changes = {}
     lrs = None if args.lrs is None else _numbers(args.lrs, "--lrs")
-    batches = None if args.batch_sizes is None else _numbers(args.batch_sizes, "--batch-sizes",
-                                                             int)
+    batches = None if args.batch_sizes is None else _numbers(args.batch_sizes, "--batch-sizes", int)
     if (lrs is None) != (batches is None):
-        fail(PROG, "--lrs and --batch-sizes go together (their grid replaces the preset's "
-                   "points)")
+        fail(PROG, "--lrs and --batch-sizes go together (their grid replaces the preset's points)")
     if lrs is not None:
         changes["points"] = grid(lrs, batches)
     if args.seeds is not None:
         changes["seeds"] = _numbers(args.seeds, "--seeds", int)
-    for flag, key in (("epochs", "epochs"), ("loss_target", "loss_target"),
-                      ("train_size", "train_size"), ("probe_examples", "probe_examples"),
-                      ("probe_noise_examples", "noise_examples")):
+    for flag, key in (
+        ("epochs", "epochs"),
+        ("loss_target", "loss_target"),
+        ("train_size", "train_size"),
+        ("probe_examples", "probe_examples"),
+        ("probe_noise_examples", "noise_examples"),
+    ):
         if getattr(args, flag) is not None:
             changes[key] = getattr(args, flag)
     if args.no_loss_target:
@@ -137,35 +168,73 @@ def main(argv=None):
 def summary(out: dict) -> str:
     """The table, the correlations and the headline numbers, as printed."""
     target = out["loss_target"]
-    lines = [format_table(
-        ["η", "S", "η/S", "seed", "status", "epochs", "loss@w", "acc@w", "val acc", "λ_max",
-         "‖H‖_F", "Tr H", "‖H‖_F fd (ε)"],
-        [[f"{r['lr']:g}", r["batch_size"], f"{r['ratio']:.2e}", r["seed"],
-          r["status"] + ("" if r["converged"] is not False else " (capped)"), r["epochs"],
-          _f(r["final_weights_loss"], 3), _f(r["final_weights_accuracy"], 4),
-          _f(r["validation_accuracy"], 4), _f(r["lambda_max"], 4), _f(r["frobenius"], 4),
-          _f(r["trace"], 4),
-          "-" if r["frobenius_fd"] is None else f"{r['frobenius_fd']:.4g} ({r['fd_eps']:g})"]
-         for r in out["runs"]])]
+    lines = [
+        format_table(
+            [
+                "η",
+                "S",
+                "η/S",
+                "seed",
+                "status",
+                "epochs",
+                "loss@w",
+                "acc@w",
+                "val acc",
+                "λ_max",
+                "‖H‖_F",
+                "Tr H",
+                "‖H‖_F fd (ε)",
+            ],
+            [
+                [
+                    f"{r['lr']:g}",
+                    r["batch_size"],
+                    f"{r['ratio']:.2e}",
+                    r["seed"],
+                    r["status"] + ("" if r["converged"] is not False else " (capped)"),
+                    r["epochs"],
+                    _f(r["final_weights_loss"], 3),
+                    _f(r["final_weights_accuracy"], 4),
+                    _f(r["validation_accuracy"], 4),
+                    _f(r["lambda_max"], 4),
+                    _f(r["frobenius"], 4),
+                    _f(r["trace"], 4),
+                    "-"
+                    if r["frobenius_fd"] is None
+                    else f"{r['frobenius_fd']:.4g} ({r['fd_eps']:g})",
+                ]
+                for r in out["runs"]
+            ],
+        )
+    ]
     counts = out["counts"]
     lines.append("")
     if target is not None:
-        lines.append(f"runs: {counts['runs']}; at the loss target {target:g}: "
-                     f"{counts['counted']}; capped (hollow, not in ρ): {counts['capped']}; "
-                     f"diverged: {counts['diverged']}; missing: {counts['missing']}")
+        lines.append(
+            f"runs: {counts['runs']}; at the loss target {target:g}: "
+            f"{counts['counted']}; capped (hollow, not in ρ): {counts['capped']}; "
+            f"diverged: {counts['diverged']}; missing: {counts['missing']}"
+        )
     else:
-        lines.append(f"runs: {counts['runs']} (no loss target: every finished run counts); "
-                     f"diverged: {counts['diverged']}; missing: {counts['missing']}")
+        lines.append(
+            f"runs: {counts['runs']} (no loss target: every finished run counts); "
+            f"diverged: {counts['diverged']}; missing: {counts['missing']}"
+        )
     lines.append("Spearman correlation with η/S over the counted runs:")
     for key, label in QUANTITIES + (("final_weights_loss", "training-set loss at weights"),):
         c = out["spearman_vs_ratio"][key]
         lines.append(f"  {label:30s} {_f(c['rho'], 2):>6} (p {_f(c['p'], 2)}, n {c['n']})")
-    lines.append(f"λ_max spans {_f(out['lambda_max_decades'], 2)} decades over "
-                 f"{_f(out['ratio_decades'], 2)} decades of η/S; final-weights losses within "
-                 f"a factor {_f(out['final_weights_loss_spread'], 3)}")
-    lines += [f"wrote {out['png']}", f"      {out['csv']}",
-              f"view  tensorboard --logdir {os.path.dirname(out['png'])}   (HParams tab)",
-              f"time  {out['wall_time'] / 60:.1f} min"]
+    lines.append(
+        f"λ_max spans {_f(out['lambda_max_decades'], 2)} decades over "
+        f"{_f(out['ratio_decades'], 2)} decades of η/S; final-weights losses within "
+        f"a factor {_f(out['final_weights_loss_spread'], 3)}"
+    )
+    lines += [
+        f"wrote {out['png']}",
+        f"      {out['csv']}",
+        f"view  tensorboard --logdir {os.path.dirname(out['png'])}   (HParams tab)",
+        f"time  {out['wall_time'] / 60:.1f} min",
+    ]
     return "\n".join(lines)
 
 

@@ -19,15 +19,24 @@ but from 0.220 at B (α=1) to 0.448 at α=1.5 — the low-ratio side is the shar
 paper; A→C looks the same (0.230 → 0.452), while B→C (equal η/S) stays between 0.221 and 0.236
 on both sides.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from lrbs_tf.cli.common import (ArgumentParser, add_run_flags, fail, quiet_tensorflow,
-                                reported_errors, run_kwargs, say)
+from lrbs_tf.cli.common import (
+    ArgumentParser,
+    add_run_flags,
+    fail,
+    program,
+    quiet_tensorflow,
+    reported_errors,
+    run_kwargs,
+    say,
+)
 from lrbs_tf.settings import ConfigError
 
-PROG = "fig4_interpolation.py"
+PROG = program("fig4_interpolation.py")
 
 
 def main(argv=None):
@@ -36,8 +45,12 @@ def main(argv=None):
     p.add_argument("--paper", action="store_true", help="the paper's ResNet56/VGG11 pairs")
     p.add_argument("--bn", choices=("recompute", "interpolate"), default="recompute")
     p.add_argument("--points", type=int, default=31, help="α values in [-1, 2]")
-    p.add_argument("--eval-examples", type=int, default=5000,
-                   help="training and validation examples to evaluate on")
+    p.add_argument(
+        "--eval-examples",
+        type=int,
+        default=5000,
+        help="training and validation examples to evaluate on",
+    )
     p.add_argument("--plane-points", type=int, default=11, help="0 skips the random plane")
     args = p.parse_args(argv)
     from lrbs_tf.figures import fig4
@@ -53,16 +66,25 @@ def main(argv=None):
         fail(PROG, e)
     quiet_tensorflow()
     with reported_errors(PROG, args.logdir):
-        report = fig4.run(configs, pairs, args.logdir, args.bn, args.points, args.eval_examples,
-                          args.plane_points, say)
+        report = fig4.run(
+            configs,
+            pairs,
+            args.logdir,
+            args.bn,
+            args.points,
+            args.eval_examples,
+            args.plane_points,
+            say,
+        )
     if report is None:
         say("this worker's part is done; the chief (worker 0) writes the tables and figures")
         return 0
     alphas = np.linspace(-1, 2, args.points)
     for key, c in report["curves"].items():
         at = {a: c["train_loss"][np.argmin(abs(alphas - a))] for a in (0, 1, -0.5, 1.5)}
-        print(f"{key}: train loss at α=0 {at[0]:.4f}, α=1 {at[1]:.4f}, α=-0.5 {at[-0.5]:.4f}, "
-              f"α=1.5 {at[1.5]:.4f}")
-    print("wrote " + "\n      ".join(report["png"])
-          + f"\ntime  {report['wall_time'] / 60:.1f} min")
+        print(
+            f"{key}: train loss at α=0 {at[0]:.4f}, α=1 {at[1]:.4f}, α=-0.5 {at[-0.5]:.4f}, "
+            f"α=1.5 {at[1.5]:.4f}"
+        )
+    print("wrote " + "\n      ".join(report["png"]) + f"\ntime  {report['wall_time'] / 60:.1f} min")
     return 0

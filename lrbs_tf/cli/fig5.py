@@ -20,14 +20,24 @@ curves; on N = 12000 β = 15 (S = 750) falls behind (82.8 % against 86.1-86.5 %)
 both β = 9 and β = 15 start far lower (47 % and 14 % after one epoch, against 77 %) and β = 15
 ends lowest (78.3 % against 80.2-82.1 %): the scaling breaks for large β, sooner on smaller sets.
 """
+
 from __future__ import annotations
 
-from lrbs_tf.cli.common import (ArgumentParser, add_run_flags, fail, format_table,
-                                quiet_tensorflow, reported_errors, run_kwargs, say)
+from lrbs_tf.cli.common import (
+    ArgumentParser,
+    add_run_flags,
+    fail,
+    format_table,
+    program,
+    quiet_tensorflow,
+    reported_errors,
+    run_kwargs,
+    say,
+)
 from lrbs_tf.core.ratio import RatioError
 from lrbs_tf.settings import ConfigError
 
-PROG = "fig5_breakdown.py"
+PROG = program("fig5_breakdown.py")
 
 
 def _ints(text, what, low=1):
@@ -55,8 +65,11 @@ def main(argv=None):
         args.dataset = args.dataset if args.dataset != "fashion_mnist" else "cifar10"
         args.epochs, args.lr_schedule = 200, args.lr_schedule or "divide::25"
         args.train_sizes, args.betas = "45000,22500,12000", "1,3,5,7,9,11,13,15"
-    betas, sizes, seeds = (_ints(args.betas, "--betas"), _ints(args.train_sizes, "--train-sizes"),
-                           _ints(args.seeds, "--seeds", low=0))
+    betas, sizes, seeds = (
+        _ints(args.betas, "--betas"),
+        _ints(args.train_sizes, "--train-sizes"),
+        _ints(args.seeds, "--seeds", low=0),
+    )
     from lrbs_tf.figures import fig5
 
     settings = {k: v for k, v in run_kwargs(args).items() if k not in ("train_size", "seed")}
@@ -71,12 +84,22 @@ def main(argv=None):
         say("this worker's part is done; the chief (worker 0) writes the tables and figures")
         return 0
     print()
-    print(format_table(["N", "β", "η/S", "final val acc", "best val acc", "diverged"],
-                       [[r["train_size"], r["beta"], f"{r['lr']:g}/{r['batch_size']}",
-                         _ms(r["final_mean"], r["final_std"]), _ms(r["best_mean"], r["best_std"]),
-                         f"{r['diverged_seeds']}/{r['seeds']}" + ("*" if r["diverged_seeds"]
-                                                                else "")]
-                        for r in report["rows"]]))
+    print(
+        format_table(
+            ["N", "β", "η/S", "final val acc", "best val acc", "diverged"],
+            [
+                [
+                    r["train_size"],
+                    r["beta"],
+                    f"{r['lr']:g}/{r['batch_size']}",
+                    _ms(r["final_mean"], r["final_std"]),
+                    _ms(r["best_mean"], r["best_std"]),
+                    f"{r['diverged_seeds']}/{r['seeds']}" + ("*" if r["diverged_seeds"] else ""),
+                ]
+                for r in report["rows"]
+            ],
+        )
+    )
     print(f"\nwrote {report['png']}\ntime  {report['wall_time'] / 60:.1f} min")
     return 0
 

@@ -7,30 +7,47 @@ Loads ``model.keras`` and ``config.json`` from the run folder, rebuilds the same
 (same data source, seed and sizes), measures on a fixed, seeded subset of the training set,
 prints the values and writes them with every setting to ``<run>/probe.json``.
 """
+
 from __future__ import annotations
 
 import json
 import os
 
-from lrbs_tf.cli.common import ArgumentParser, fail, quiet_tensorflow
+from lrbs_tf.cli.common import ArgumentParser, fail, program, quiet_tensorflow
 from lrbs_tf.probes.settings import ProbeSettings
 from lrbs_tf.settings import ConfigError, add_flags, values_from
 
-PROG = "probe.py"
+PROG = program("probe.py")
 
 
 def main(argv=None):
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir")
-    names = add_flags(p, ProbeSettings, names=("examples", "noise_examples", "batch_size",
-                                               "bn_mode", "dtype", "seed",
-                                               "finite_difference"))
-    p.add_argument("--density", action="store_true",
-                   help="also the spectral density by stochastic Lanczos quadrature "
-                        "(10 runs × 80 steps), plotted to <run>/spectral_density.png")
-    p.add_argument("--compare-c", action="store_true",
-                   help="also compare the gradient covariance C with H (Tr C/Tr H, overlap of "
-                        "their top-5 eigenvector subspaces)")
+    names = add_flags(
+        p,
+        ProbeSettings,
+        names=(
+            "examples",
+            "noise_examples",
+            "batch_size",
+            "bn_mode",
+            "dtype",
+            "seed",
+            "finite_difference",
+        ),
+    )
+    p.add_argument(
+        "--density",
+        action="store_true",
+        help="also the spectral density by stochastic Lanczos quadrature "
+        "(10 runs × 80 steps), plotted to <run>/spectral_density.png",
+    )
+    p.add_argument(
+        "--compare-c",
+        action="store_true",
+        help="also compare the gradient covariance C with H (Tr C/Tr H, overlap of "
+        "their top-5 eigenvector subspaces)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON only")
     args = p.parse_args(argv)
     from lrbs_tf.training import runio
@@ -42,8 +59,9 @@ def main(argv=None):
         if not os.path.exists(model_path):
             raise runio.RunFolderError(f"{model_path} is missing")
         config = saved["config"]
-        settings = ProbeSettings(**values_from(args, names)).validate(config["num_train"],
-                                                                       prefix="")
+        settings = ProbeSettings(**values_from(args, names)).validate(
+            config["num_train"], prefix=""
+        )
     except (runio.RunFolderError, ConfigError, KeyError, TypeError) as e:
         fail(PROG, e if not isinstance(e, KeyError) else f"config.json lacks {e}")
     quiet_tensorflow()
@@ -56,9 +74,13 @@ def main(argv=None):
     except Exception as e:  # a file from another Keras/lrbs_tf version, or damaged
         fail(PROG, f"cannot load {model_path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
     try:
-        data = load_dataset(config["dataset"], data_dir=config.get("data_dir"),
-                            validation_size=config["validation_size"],
-                            train_size=config.get("train_size"), seed=config["seed"])
+        data = load_dataset(
+            config["dataset"],
+            data_dir=config.get("data_dir"),
+            validation_size=config["validation_size"],
+            train_size=config.get("train_size"),
+            seed=config["seed"],
+        )
     except DataError as e:
         fail(PROG, e)
     if data.info["train_fingerprint"] != saved["data"]["train_fingerprint"]:
@@ -67,44 +89,63 @@ def main(argv=None):
     lr = config["lr"]
     measured = dict(prober(lr=lr), settings=prober.describe())
     if args.density:
-        from lrbs_tf.probes import spectral
         from lrbs_tf.figures.plots import spectral_density_plot
+        from lrbs_tf.probes import spectral
 
-        density = spectral.slq_density(prober.op.matvec, prober.op.dim, runs=10, steps=80,
-                                       seed=args.seed)
-        measured["spectral_density"] = {"nodes": density.nodes.tolist(),
-                                        "weights": density.weights.tolist(),
-                                        "trace_estimate": density.trace(prober.op.dim)}
+        density = spectral.slq_density(
+            prober.op.matvec, prober.op.dim, runs=10, steps=80, seed=args.seed
+        )
+        measured["spectral_density"] = {
+            "nodes": density.nodes.tolist(),
+            "weights": density.weights.tolist(),
+            "trace_estimate": density.trace(prober.op.dim),
+        }
         measured["spectral_density_png"] = spectral_density_plot(
-            density, os.path.join(args.run_dir, "spectral_density.png"),
-            f"Hessian spectral density (SLQ), η/S = {config['lr']:g}/{config['batch_size']}")
+            density,
+            os.path.join(args.run_dir, "spectral_density.png"),
+            f"Hessian spectral density (SLQ), η/S = {config['lr']:g}/{config['batch_size']}",
+        )
     if args.compare_c:
         from lrbs_tf.probes.noise import compare_with_hessian
 
-        measured["c_vs_h"] = compare_with_hessian(prober.noise_op, k=5,
-                                                  max_examples=settings.noise_examples,
-                                                  trace_h=None, seed=args.seed)
+        measured["c_vs_h"] = compare_with_hessian(
+            prober.noise_op, k=5, max_examples=settings.noise_examples, trace_h=None, seed=args.seed
+        )
     runio.write_json(os.path.join(args.run_dir, "probe.json"), measured)
     if args.json:
         print(json.dumps(runio._clean(measured), indent=2))
         return 0
     print(f"run         {args.run_dir}  (η/S = {lr:g}/{config['batch_size']})")
-    print(f"λ_max       {measured['lambda_max']:.5g}  (2/η = {2 / lr:.5g}, η·λ_max = "
-          f"{lr * measured['lambda_max']:.3g}; Lanczos {measured['lanczos_matvecs']} HVPs, "
-          f"converged {all(measured['lanczos_converged'])})")
+    print(
+        f"λ_max       {measured['lambda_max']:.5g}  (2/η = {2 / lr:.5g}, η·λ_max = "
+        f"{lr * measured['lambda_max']:.3g}; Lanczos {measured['lanczos_matvecs']} HVPs, "
+        f"converged {all(measured['lanczos_converged'])})"
+    )
     print(f"Tr H        {measured['trace']:.5g} ± {measured['trace_stderr']:.2g}  (Hutch++)")
-    print(f"‖H‖_F       {measured['frobenius']:.5g} ± {measured['frobenius_stderr']:.2g}  "
-          f"(Hutchinson)" + (f"; finite differences {measured['frobenius_fd']:.5g} "
-                             f"(ε = {settings.fd_eps:g})" if "frobenius_fd" in measured else ""))
-    print(f"noise       Tr C {measured['trace_c']:.5g}, |g|² {measured['grad_norm_sq']:.4g}, "
-          f"B_simple {measured['b_simple']:.5g}")
+    print(
+        f"‖H‖_F       {measured['frobenius']:.5g} ± {measured['frobenius_stderr']:.2g}  "
+        f"(Hutchinson)"
+        + (
+            f"; finite differences {measured['frobenius_fd']:.5g} (ε = {settings.fd_eps:g})"
+            if "frobenius_fd" in measured
+            else ""
+        )
+    )
+    print(
+        f"noise       Tr C {measured['trace_c']:.5g}, |g|² {measured['grad_norm_sq']:.4g}, "
+        f"B_simple {measured['b_simple']:.5g}"
+    )
     if "c_vs_h" in measured:
         c = measured["c_vs_h"]
-        print(f"C vs H      Tr C/Tr H = {c['trace_c_over_trace_h']:.3g}, top-{c['k']} subspace "
-              f"overlap {c['top_k_overlap']:.3g} (random: {c['random_overlap_baseline']:.1g})")
+        print(
+            f"C vs H      Tr C/Tr H = {c['trace_c_over_trace_h']:.3g}, top-{c['k']} subspace "
+            f"overlap {c['top_k_overlap']:.3g} (random: {c['random_overlap_baseline']:.1g})"
+        )
     if "spectral_density_png" in measured:
         print(f"density     {measured['spectral_density_png']}")
-    print(f"settings    {settings.examples} examples, BN {settings.bn_mode}, {settings.dtype}; "
-          f"{measured['seconds']:.1f} s")
+    print(
+        f"settings    {settings.examples} examples, BN {settings.bn_mode}, {settings.dtype}; "
+        f"{measured['seconds']:.1f} s"
+    )
     print(f"wrote       {os.path.join(args.run_dir, 'probe.json')}")
     return 0

@@ -24,18 +24,19 @@ events (``tb/``).
 Measured on 2 CPU cores: ``--ratio 0.005/640`` (3 epochs) takes 15 s in all and reaches 78.0 %
 test accuracy; ``--ratio 0.1/100 --epochs 5`` 18 s and 87.3 %; ``--probe`` adds about 30 s.
 """
+
 from __future__ import annotations
 
 import os
 
-from lrbs_tf.cli.common import ArgumentParser, fail, quiet_tensorflow, reported_errors
+from lrbs_tf.cli.common import ArgumentParser, fail, program, quiet_tensorflow, reported_errors
 from lrbs_tf.core.ratio import RatioError, parse_ratio, rescale_lr, resolve_ratio
 from lrbs_tf.core.schedules import ScheduleError, parse_schedule
 from lrbs_tf.probes.settings import PROBE_GROUP, ProbeSettings
 from lrbs_tf.settings import ConfigError, add_flags, values_from
 from lrbs_tf.training.config import SCHEDULES, RunConfig
 
-PROG = "run.py"
+PROG = program("run.py")
 
 
 def parse_args(argv=None) -> RunConfig:
@@ -49,24 +50,46 @@ def parse_args(argv=None) -> RunConfig:
     g.add_argument("--base", help="base recipe LR/BATCH for --rescale, e.g. 0.1/50")
     groups[PROBE_GROUP] = p.add_argument_group(PROBE_GROUP)
     groups[PROBE_GROUP].add_argument(
-        "--probe", action="store_true",
-        help="measure curvature and gradient noise at the end of training")
+        "--probe",
+        action="store_true",
+        help="measure curvature and gradient noise at the end of training",
+    )
     names = add_flags(p, RunConfig, groups=groups)
     probe_names = add_flags(p, ProbeSettings, prefix="probe-", groups=groups)
     args = p.parse_args(argv)
     try:
-        ratio = base_ratio(args.ratio, args.lr, args.batch_size, args.rescale, args.base,
-                           args.lr_schedule, args.bs_schedule, args.ratio_schedule)
-        probe = (ProbeSettings(**values_from(args, probe_names, prefix="probe-"))
-                 if args.probe or args.probe_every else None)
-        return RunConfig(lr=ratio.lr, batch_size=ratio.batch_size, probe=probe,
-                         **values_from(args, names)).validate()
+        ratio = base_ratio(
+            args.ratio,
+            args.lr,
+            args.batch_size,
+            args.rescale,
+            args.base,
+            args.lr_schedule,
+            args.bs_schedule,
+            args.ratio_schedule,
+        )
+        probe = (
+            ProbeSettings(**values_from(args, probe_names, prefix="probe-"))
+            if args.probe or args.probe_every
+            else None
+        )
+        return RunConfig(
+            lr=ratio.lr, batch_size=ratio.batch_size, probe=probe, **values_from(args, names)
+        ).validate()
     except (RatioError, ConfigError) as e:
         fail(PROG, e)
 
 
-def base_ratio(ratio=None, lr=None, batch_size=None, rescale=None, base=None,
-               lr_schedule=None, bs_schedule=None, ratio_schedule=None):
+def base_ratio(
+    ratio=None,
+    lr=None,
+    batch_size=None,
+    rescale=None,
+    base=None,
+    lr_schedule=None,
+    bs_schedule=None,
+    ratio_schedule=None,
+):
     """The base η0/S0 of a run from its command-line flags.
 
     ``--rescale RULE --base η0/S0 --batch-size S`` moves a recipe to batch S. Otherwise the
@@ -89,11 +112,15 @@ def base_ratio(ratio=None, lr=None, batch_size=None, rescale=None, base=None,
             return False
 
     if lr_schedule and explicit(lr_schedule) and (lr is not None or ratio is not None):
-        raise RatioError("--lr-schedule already gives η: drop --lr/--ratio, or leave the "
-                         "schedule's BASE empty to take η0 from them")
+        raise RatioError(
+            "--lr-schedule already gives η: drop --lr/--ratio, or leave the "
+            "schedule's BASE empty to take η0 from them"
+        )
     if ratio_schedule and explicit(ratio_schedule) and (lr is not None or ratio is not None):
-        raise RatioError("--ratio-schedule already gives η/S: drop --lr/--ratio, or leave "
-                         "the schedule's BASE empty")
+        raise RatioError(
+            "--ratio-schedule already gives η/S: drop --lr/--ratio, or leave "
+            "the schedule's BASE empty"
+        )
     try:
         if batch_size is None and bs_schedule and (ratio is None or "/" not in str(ratio)):
             batch_size = max(1, round(parse_schedule(bs_schedule)(0.0)))
@@ -117,11 +144,17 @@ def summary(results: dict, config: RunConfig) -> str:
         "",
         f"run        {config.run_name}",
         f"η/S        {config.lr:g}/{config.batch_size} = {config.ratio:.6g}"
-        + "".join(f", {k.replace('_', ' ')} {v}" for k, v in config.plan().describe().items()
-                  if config.lr_schedule or config.bs_schedule or config.ratio_schedule),
+        + "".join(
+            f", {k.replace('_', ' ')} {v}"
+            for k, v in config.plan().describe().items()
+            if config.lr_schedule or config.bs_schedule or config.ratio_schedule
+        ),
         f"status     {results['status']}"
-        + (f" (non-finite loss in epoch {results['diverged_epoch']})"
-           if results["diverged"] else ""),
+        + (
+            f" (non-finite loss in epoch {results['diverged_epoch']})"
+            if results["diverged"]
+            else ""
+        ),
     ]
     if results.get("final_test_accuracy") is not None:
         lines += [
@@ -131,30 +164,43 @@ def summary(results: dict, config: RunConfig) -> str:
             f"val acc    {results['final_validation_accuracy']:.4f} final, "
             f"{results['best_validation_accuracy']:.4f} best",
             f"train loss {results['final_train_loss']:.4f} (running mean of the last epoch)"
-            + (f"; {results['final_weights_loss']:.4f} over the training set at the final "
-               "weights" if results.get("final_weights_loss") is not None else ""),
+            + (
+                f"; {results['final_weights_loss']:.4f} over the training set at the final weights"
+                if results.get("final_weights_loss") is not None
+                else ""
+            ),
         ]
     if results.get("examples_per_second"):
-        lines.append(f"speed      {results['examples_per_second']:,.0f} examples/s, "
-                     f"{results['wall_time']:.1f} s in all")
+        lines.append(
+            f"speed      {results['examples_per_second']:,.0f} examples/s, "
+            f"{results['wall_time']:.1f} s in all"
+        )
     probe = results.get("probe")
     if probe:
-        lines.append(f"curvature  λ_max {probe['lambda_max']:.4g} (2/η = "
-                     f"{probe.get('stability_2_over_lr', float('nan')):.4g}), Tr H "
-                     f"{probe['trace']:.4g} ± {probe['trace_stderr']:.2g}, ‖H‖_F "
-                     f"{probe['frobenius']:.4g} (finite diff. "
-                     f"{probe.get('frobenius_fd', float('nan')):.4g})")
-        lines.append(f"noise      Tr C {probe['trace_c']:.4g}, |g|² {probe['grad_norm_sq']:.3g}, "
-                     f"B_simple {probe['b_simple']:.4g} (on {probe['noise_num_examples']} "
-                     f"examples, {probe['seconds']:.0f} s)")
+        lines.append(
+            f"curvature  λ_max {probe['lambda_max']:.4g} (2/η = "
+            f"{probe.get('stability_2_over_lr', float('nan')):.4g}), Tr H "
+            f"{probe['trace']:.4g} ± {probe['trace_stderr']:.2g}, ‖H‖_F "
+            f"{probe['frobenius']:.4g} (finite diff. "
+            f"{probe.get('frobenius_fd', float('nan')):.4g})"
+        )
+        lines.append(
+            f"noise      Tr C {probe['trace_c']:.4g}, |g|² {probe['grad_norm_sq']:.3g}, "
+            f"B_simple {probe['b_simple']:.4g} (on {probe['noise_num_examples']} "
+            f"examples, {probe['seconds']:.0f} s)"
+        )
     where = results.get("distribute")
     if where and where["replicas"] > 1:
-        lines.append(f"devices    {where['strategy']}, {where['replicas']} replicas"
-                     + (f", task {where['task']}" if "task" in where else "")
-                     + f"; weights sha1 {results['weights_sha1'][:16]}")
+        lines.append(
+            f"devices    {where['strategy']}, {where['replicas']} replicas"
+            + (f", task {where['task']}" if "task" in where else "")
+            + f"; weights sha1 {results['weights_sha1'][:16]}"
+        )
     if results.get("chief", True):
-        lines += [f"folder     {run_dir}",
-                  f"view       tensorboard --logdir {os.path.join(run_dir, 'tb')}"]
+        lines += [
+            f"folder     {run_dir}",
+            f"view       tensorboard --logdir {os.path.join(run_dir, 'tb')}",
+        ]
     else:
         lines.append(f"folder     written by the chief: {config.run_dir}")
     return "\n".join(lines)

@@ -17,11 +17,12 @@ discrete formula is within 4 standard errors of the simulation at 16/16 grid poi
 low at ηλ_max = 1.6; with real batches the (N − S)/(N − 1) factor tracks the fall of E[L] as
 S → N.
 """
+
 from __future__ import annotations
 
-from lrbs_tf.cli.common import ArgumentParser, fail, format_table
+from lrbs_tf.cli.common import ArgumentParser, fail, format_table, program
 
-PROG = "theory_check.py"
+PROG = program("theory_check.py")
 
 
 def main(argv=None):
@@ -37,15 +38,39 @@ def main(argv=None):
 
     report = theory.run(args.logdir, args.chains, args.steps, args.seed)
     rows = report["grid"]
-    print(format_table(
-        ["η", "S", "ηλmax", "simulated E[L]", "± s.e.", "η/(4S)TrH", "rel.err", "discrete",
-         "rel.err"],
-        [[r["lr"], r["batch"], f"{r['lr_lambda_max']:.2f}", f"{r['simulated']:.4g}",
-          f"{r['stderr']:.1g}", f"{r['continuous']:.4g}",
-          f"{100 * r['rel_error_continuous']:+.1f}%", f"{r['discrete']:.4g}",
-          f"{100 * r['rel_error_discrete']:+.2f}%"] for r in rows]))
-    print(f"\nlargest |relative error|: discrete {100 * report['max_abs_rel_error_discrete']:.2f}%, "
-          f"continuous {100 * report['max_abs_rel_error_continuous']:.1f}%; discrete within "
-          f"4 s.e. of the simulation at {report['discrete_within_4se']}/{len(rows)} grid points")
+    print(
+        format_table(
+            [
+                "η",
+                "S",
+                "ηλmax",
+                "simulated E[L]",
+                "± s.e.",
+                "η/(4S)TrH",
+                "rel.err",
+                "discrete",
+                "rel.err",
+            ],
+            [
+                [
+                    r["lr"],
+                    r["batch"],
+                    f"{r['lr_lambda_max']:.2f}",
+                    f"{r['simulated']:.4g}",
+                    f"{r['stderr']:.1g}",
+                    f"{r['continuous']:.4g}",
+                    f"{100 * r['rel_error_continuous']:+.1f}%",
+                    f"{r['discrete']:.4g}",
+                    f"{100 * r['rel_error_discrete']:+.2f}%",
+                ]
+                for r in rows
+            ],
+        )
+    )
+    print(
+        f"\nlargest |relative error|: discrete {100 * report['max_abs_rel_error_discrete']:.2f}%, "
+        f"continuous {100 * report['max_abs_rel_error_continuous']:.1f}%; discrete within "
+        f"4 s.e. of the simulation at {report['discrete_within_4se']}/{len(rows)} grid points"
+    )
     print(f"wrote {report['png']} ({report['wall_time']:.0f} s)")
     return 0

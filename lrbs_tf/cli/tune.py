@@ -17,21 +17,39 @@ validation accuracy. Writes ``tune.csv``/``tune.json`` (all trials, best first) 
 Measured on 2 CPU cores: ``--algorithm random --trials 8 --epochs 3`` with the defaults takes
 1.3 minutes; the best trial was η/S = 0.124/128 (9.7e-4) at 88.2 % validation accuracy.
 """
+
 from __future__ import annotations
 
 import os
 import time
 
-from lrbs_tf.cli.common import (DEVICES, ArgumentParser, add_run_flags, fail, format_table,
-                                quiet_tensorflow, refuse_multiworker_sweep, reported_errors,
-                                run_kwargs, split_cpu_now)
+from lrbs_tf.cli.common import (
+    DEVICES,
+    ArgumentParser,
+    add_run_flags,
+    fail,
+    format_table,
+    program,
+    quiet_tensorflow,
+    refuse_multiworker_sweep,
+    reported_errors,
+    run_kwargs,
+    split_cpu_now,
+)
 from lrbs_tf.probes.settings import ProbeSettings
 from lrbs_tf.settings import ConfigError
 from lrbs_tf.training.config import RunConfig
 
-PROG = "tune.py"
-RUN_FLAGS = ("epochs", "seed", "width", "train_size", "validation_size", "data_dir",
-             "logdir") + DEVICES
+PROG = program("tune.py")
+RUN_FLAGS = (
+    "epochs",
+    "seed",
+    "width",
+    "train_size",
+    "validation_size",
+    "data_dir",
+    "logdir",
+) + DEVICES
 
 
 def _floats(text, what, count=None):
@@ -71,16 +89,19 @@ def main(argv=None):
     if args.trials < 1:
         fail(PROG, f"--trials must be at least 1, got {args.trials}")
     try:
-        base = RunConfig(lr=lr_range[0], batch_size=max(batch_sizes),
-                         probe=ProbeSettings(examples=2000, noise_examples=500)
-                         if args.probe else None, **run_kwargs(args, RUN_FLAGS)).validate()
+        base = RunConfig(
+            lr=lr_range[0],
+            batch_size=max(batch_sizes),
+            probe=ProbeSettings(examples=2000, noise_examples=500) if args.probe else None,
+            **run_kwargs(args, RUN_FLAGS),
+        ).validate()
     except (ConfigError, ValueError) as e:
         fail(PROG, e)
     quiet_tensorflow()
     split_cpu_now(PROG, args)
-    from lrbs_tf.training import runio
     from lrbs_tf.sweeps import tuning
     from lrbs_tf.sweeps.tables import row_of
+    from lrbs_tf.training import runio
 
     os.makedirs(args.logdir, exist_ok=True)
     if tuning.distributed_role() not in (None, "chief"):
@@ -91,17 +112,32 @@ def main(argv=None):
     tick = time.time()
 
     def progress(config, results):
-        print(f"[trial] η={config.lr:.4g} S={config.batch_size} η/S={config.ratio:.3g}: "
-              f"{results['status']}, val acc {results.get('final_validation_accuracy', 0):.4f} "
-              f"({(time.time() - tick) / 60:.1f} min)", flush=True)
+        print(
+            f"[trial] η={config.lr:.4g} S={config.batch_size} η/S={config.ratio:.3g}: "
+            f"{results['status']}, val acc {results.get('final_validation_accuracy', 0):.4f} "
+            f"({(time.time() - tick) / 60:.1f} min)",
+            flush=True,
+        )
 
-    hypermodel = tuning.RatioHyperModel(base, space=args.space, ratio_range=ratio_range,
-                                        lr_range=lr_range, batch_sizes=batch_sizes,
-                                        name_prefix="tune", on_trial_end=progress)
+    hypermodel = tuning.RatioHyperModel(
+        base,
+        space=args.space,
+        ratio_range=ratio_range,
+        lr_range=lr_range,
+        batch_sizes=batch_sizes,
+        name_prefix="tune",
+        on_trial_end=progress,
+    )
     tuning.write_hparams_config(args.logdir)
-    tuner = tuning.make_tuner(hypermodel, args.algorithm, os.path.join(args.logdir, "keras_tuner"),
-                              f"{args.algorithm}-{args.space}", max_trials=args.trials,
-                              seed=args.seed, max_epochs=args.epochs)
+    tuner = tuning.make_tuner(
+        hypermodel,
+        args.algorithm,
+        os.path.join(args.logdir, "keras_tuner"),
+        f"{args.algorithm}-{args.space}",
+        max_trials=args.trials,
+        seed=args.seed,
+        max_epochs=args.epochs,
+    )
     with reported_errors(PROG, args.logdir):
         tuner.search(verbose=0)
     if tuning.distributed_role() not in (None, "chief"):
@@ -114,24 +150,40 @@ def main(argv=None):
             results = runio.read_json(os.path.join(config.run_dir, "results.json"))
         except runio.RunFolderError:
             results = None
-        rows.append(dict(row_of(config, results), trial_id=trial.trial_id,
-                         objective=trial.score))
+        rows.append(dict(row_of(config, results), trial_id=trial.trial_id, objective=trial.score))
     if not rows:
         fail(PROG, "no trial finished", status=1)
     runio.write_csv(os.path.join(args.logdir, "tune.csv"), rows, list(rows[0]))
-    runio.write_json(os.path.join(args.logdir, "tune.json"), {"trials": rows,
-                                                              "wall_time": time.time() - tick})
+    runio.write_json(
+        os.path.join(args.logdir, "tune.json"), {"trials": rows, "wall_time": time.time() - tick}
+    )
     runio.write_json(os.path.join(args.logdir, "best.json"), rows[0])
     print()
-    print(format_table(["trial", "η", "S", "η/S", "status", "val acc", "test acc", "λ_max"],
-                       [[r["trial_id"], f"{r['lr']:.4g}", r["batch_size"], f"{r['ratio']:.3g}",
-                         r["status"], _f(r["validation_accuracy"]), _f(r["test_accuracy"]),
-                         _f(r["lambda_max"])] for r in rows]))
+    print(
+        format_table(
+            ["trial", "η", "S", "η/S", "status", "val acc", "test acc", "λ_max"],
+            [
+                [
+                    r["trial_id"],
+                    f"{r['lr']:.4g}",
+                    r["batch_size"],
+                    f"{r['ratio']:.3g}",
+                    r["status"],
+                    _f(r["validation_accuracy"]),
+                    _f(r["test_accuracy"]),
+                    _f(r["lambda_max"]),
+                ]
+                for r in rows
+            ],
+        )
+    )
     best = rows[0]
-    print(f"\nbest: η/S = {best['lr']:.4g}/{best['batch_size']} (η/S = {best['ratio']:.3g}), "
-          f"val acc {_f(best['validation_accuracy'])}\nwrote {os.path.join(args.logdir, 'best.json')}"
-          f"\nview  tensorboard --logdir {args.logdir}   (HParams tab)\n"
-          f"time  {(time.time() - tick) / 60:.1f} min")
+    print(
+        f"\nbest: η/S = {best['lr']:.4g}/{best['batch_size']} (η/S = {best['ratio']:.3g}), "
+        f"val acc {_f(best['validation_accuracy'])}\nwrote {os.path.join(args.logdir, 'best.json')}"
+        f"\nview  tensorboard --logdir {args.logdir}   (HParams tab)\n"
+        f"time  {(time.time() - tick) / 60:.1f} min"
+    )
     return 0
 
 

@@ -12,6 +12,7 @@ replicas, and records ``lr``, ``batch_size`` and ``ratio`` of every step in a :c
 Compiling the optimizer into a model that does not feed it raises a clear error when the train
 step is traced.
 """
+
 from __future__ import annotations
 
 import threading
@@ -22,8 +23,16 @@ import tensorflow as tf
 from lrbs_tf import compat
 from lrbs_tf.core.steplog import RATIO_KEY, StepLog, split_step_ratio
 
-__all__ = ["RatioScaledOptimizer", "RatioModel", "RatioTrainStep", "StepLog",
-           "global_batch_size", "as_ratio_model", "split_step_ratio", "RATIO_KEY"]
+__all__ = [
+    "RatioScaledOptimizer",
+    "RatioModel",
+    "RatioTrainStep",
+    "StepLog",
+    "global_batch_size",
+    "as_ratio_model",
+    "split_step_ratio",
+    "RATIO_KEY",
+]
 
 
 def global_batch_size(x) -> tf.Tensor:
@@ -56,16 +65,22 @@ class RatioScaledOptimizer(keras.optimizers.Optimizer):
 
     def __init__(self, inner_optimizer=None, ratio=1e-4, name=None, **kwargs):
         if kwargs:
-            raise ValueError(f"RatioScaledOptimizer does not take {sorted(kwargs)}; "
-                             "set them on the inner optimizer")
+            raise ValueError(
+                f"RatioScaledOptimizer does not take {sorted(kwargs)}; "
+                "set them on the inner optimizer"
+            )
         if inner_optimizer is None:
             inner_optimizer = keras.optimizers.SGD(learning_rate=0.0)
         if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
             raise TypeError(f"inner_optimizer must be a Keras optimizer, got {inner_optimizer!r}")
-        if isinstance(compat.raw_learning_rate(inner_optimizer),
-                      keras.optimizers.schedules.LearningRateSchedule):
-            raise ValueError("the inner optimizer must have a float learning rate, not a "
-                             "LearningRateSchedule: the wrapper sets it every step")
+        if isinstance(
+            compat.raw_learning_rate(inner_optimizer),
+            keras.optimizers.schedules.LearningRateSchedule,
+        ):
+            raise ValueError(
+                "the inner optimizer must have a float learning rate, not a "
+                "LearningRateSchedule: the wrapper sets it every step"
+            )
         super().__init__(learning_rate=0.0, name=name)
         self.inner_optimizer = inner_optimizer
         self.initial_ratio = float(ratio)
@@ -76,11 +91,19 @@ class RatioScaledOptimizer(keras.optimizers.Optimizer):
         if self.built:
             return
         self.ratio = self.add_variable(
-            shape=(), dtype="float32", initializer=keras.initializers.Constant(self.initial_ratio),
-            aggregation="only_first_replica", name="ratio")
+            shape=(),
+            dtype="float32",
+            initializer=keras.initializers.Constant(self.initial_ratio),
+            aggregation="only_first_replica",
+            name="ratio",
+        )
         self.batch_size = self.add_variable(
-            shape=(), dtype="float32", initializer="zeros",
-            aggregation="only_first_replica", name="batch_size")
+            shape=(),
+            dtype="float32",
+            initializer="zeros",
+            aggregation="only_first_replica",
+            name="batch_size",
+        )
         self.inner_optimizer.build(var_list)
         super().build(var_list)
 
@@ -104,7 +127,8 @@ class RatioScaledOptimizer(keras.optimizers.Optimizer):
             raise ValueError(
                 "RatioScaledOptimizer needs the global batch size of every step: train with "
                 "lrbs_tf.optimizers.RatioModel (as_ratio_model(model)) or the RatioTrainStep "
-                "mixin, or call optimizer.set_step(batch_size) before apply()")
+                "mixin, or call optimizer.set_step(batch_size) before apply()"
+            )
         self._fed.step = False
         self.inner_optimizer.learning_rate.assign(self.ratio * self.batch_size)
         return self.inner_optimizer.apply(grads, trainable_variables)
@@ -115,8 +139,10 @@ class RatioScaledOptimizer(keras.optimizers.Optimizer):
 
     @learning_rate.setter
     def learning_rate(self, value):
-        raise AttributeError("the learning rate of a RatioScaledOptimizer is ratio × batch size; "
-                             "set it through .ratio (or set_step) instead")
+        raise AttributeError(
+            "the learning rate of a RatioScaledOptimizer is ratio × batch size; "
+            "set it through .ratio (or set_step) instead"
+        )
 
     @property
     def iterations(self):
@@ -129,14 +155,18 @@ class RatioScaledOptimizer(keras.optimizers.Optimizer):
         self.inner_optimizer.finalize_variable_values(var_list)
 
     def get_config(self):
-        return {"name": self.name, "ratio": self.initial_ratio,
-                "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer)}
+        return {
+            "name": self.name,
+            "ratio": self.initial_ratio,
+            "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+        }
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        inner = keras.saving.deserialize_keras_object(config.pop("inner_optimizer"),
-                                                      custom_objects=custom_objects)
+        inner = keras.saving.deserialize_keras_object(
+            config.pop("inner_optimizer"), custom_objects=custom_objects
+        )
         return cls(inner, **config)
 
 
@@ -187,11 +217,18 @@ class RatioTrainStep:
         if self.step_log is not None:
             batch_loss = tf.cast(local_loss, tf.float32)
             if replicas > 1:
-                batch_loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
-                                            batch_loss * tf.cast(local, tf.float32)) / batch
+                batch_loss = (
+                    ctx.all_reduce(
+                        tf.distribute.ReduceOp.SUM, batch_loss * tf.cast(local, tf.float32)
+                    )
+                    / batch
+                )
             lr = tf.convert_to_tensor(optimizer.learning_rate)
-            ratio = (tf.convert_to_tensor(optimizer.ratio)
-                     if isinstance(optimizer, RatioScaledOptimizer) else lr / batch)
+            ratio = (
+                tf.convert_to_tensor(optimizer.ratio)
+                if isinstance(optimizer, RatioScaledOptimizer)
+                else lr / batch
+            )
             self.step_log.record(optimizer.iterations, (batch_loss, batch, lr, ratio))
         return logs
 
@@ -225,10 +262,13 @@ class RatioModel(RatioTrainStep, keras.Model):
 
 
 def as_ratio_model(model: keras.Model) -> keras.Model:
-    """The same layers and weights as ``model`` (functional or Sequential) as a :class:`RatioModel`."""
+    """The same layers and weights as ``model`` (functional or Sequential), as a
+    :class:`RatioModel`."""
     if isinstance(model, RatioTrainStep):
         return model
     if not model.built or not getattr(model, "inputs", None):
-        raise ValueError("as_ratio_model needs a built functional or Sequential model; for a "
-                         "subclassed model, inherit from lrbs_tf.optimizers.RatioTrainStep")
+        raise ValueError(
+            "as_ratio_model needs a built functional or Sequential model; for a "
+            "subclassed model, inherit from lrbs_tf.optimizers.RatioTrainStep"
+        )
     return RatioModel(inputs=model.inputs, outputs=model.outputs, name=model.name)

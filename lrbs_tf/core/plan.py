@@ -10,17 +10,19 @@ Two of the three quantities are given and the third follows from η = (η/S)·S:
 Per step the optimizer receives η/S and multiplies by the real global batch, so a ragged last
 batch keeps the scheduled ratio. Pure Python: usable for validation before TensorFlow loads.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Callable
+from collections.abc import Callable
 
 from lrbs_tf.core.schedules import Constant, ScheduleError, grow_batch_instead, parse_schedule
 
 
-def epoch_batch_sizes(num_examples: int, size_at: Callable[[float], int] | int,
-                      epoch: int, min_batch: int = 1) -> list[int]:
+def epoch_batch_sizes(
+    num_examples: int, size_at: Callable[[float], int] | int, epoch: int, min_batch: int = 1
+) -> list[int]:
     """Batch sizes of epoch ``epoch`` (0-based): ``size_at(epoch + seen/num_examples)`` per batch.
 
     A last batch smaller than ``min_batch`` joins the one before it (under a ``tf.distribute``
@@ -46,8 +48,9 @@ def _raw_sizes(num_examples, size_at, epoch) -> list[int]:
     while seen < num_examples:
         size = int(size_at(epoch + seen / num_examples))
         if size <= 0:
-            raise ValueError(f"batch size schedule gave {size} at epoch "
-                             f"{epoch + seen / num_examples:g}")
+            raise ValueError(
+                f"batch size schedule gave {size} at epoch {epoch + seen / num_examples:g}"
+            )
         size = min(size, num_examples - seen)
         sizes.append(size)
         seen += size
@@ -68,8 +71,9 @@ class TrainingPlan:
             return float(self.ratio(t))
         return float(self.lr(t)) / self.batch_at(t)
 
-    def epoch(self, num_examples: int, epoch: int,
-              min_batch: int = 1) -> tuple[list[int], list[float]]:
+    def epoch(
+        self, num_examples: int, epoch: int, min_batch: int = 1
+    ) -> tuple[list[int], list[float]]:
         """Batch sizes and η/S of every step of ``epoch``, each evaluated at the batch's start;
         a last batch under ``min_batch`` examples joins the one before it."""
         sizes = epoch_batch_sizes(num_examples, self.batch_at, epoch, min_batch)
@@ -89,9 +93,15 @@ class TrainingPlan:
         return out
 
 
-def make_plan(lr: float, batch_size: int, lr_schedule: str | None = None,
-              bs_schedule: str | None = None, ratio_schedule: str | None = None,
-              keep_ratio: bool = False, grow_batch: bool = False) -> TrainingPlan:
+def make_plan(
+    lr: float,
+    batch_size: int,
+    lr_schedule: str | None = None,
+    bs_schedule: str | None = None,
+    ratio_schedule: str | None = None,
+    keep_ratio: bool = False,
+    grow_batch: bool = False,
+) -> TrainingPlan:
     """Build a plan from base η0, S0 and optional schedule specs (see :mod:`lrbs_tf.schedules`)."""
     if lr_schedule and ratio_schedule:
         raise ScheduleError("give --lr-schedule or --ratio-schedule, not both")
@@ -100,8 +110,10 @@ def make_plan(lr: float, batch_size: int, lr_schedule: str | None = None,
     if keep_ratio and (lr_schedule or ratio_schedule):
         raise ScheduleError("--keep-ratio conflicts with an η or η/S schedule")
     if grow_batch and (not lr_schedule or bs_schedule):
-        raise ScheduleError("--grow-batch turns an --lr-schedule into a batch-size schedule; "
-                            "give --lr-schedule and no --bs-schedule")
+        raise ScheduleError(
+            "--grow-batch turns an --lr-schedule into a batch-size schedule; "
+            "give --lr-schedule and no --bs-schedule"
+        )
     batch = parse_schedule(bs_schedule, base=batch_size) if bs_schedule else Constant(batch_size)
     if ratio_schedule:
         return TrainingPlan(batch, ratio=parse_schedule(ratio_schedule, base=lr / batch_size))

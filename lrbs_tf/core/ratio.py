@@ -7,6 +7,7 @@ SGD with step η and batch S discretises dθ = −g(θ)dt + sqrt(η/S)·R(θ)dW 
 2018, Eq. 5): the path properties depend on η/S only, while η alone sets the step of the
 Euler–Maruyama discretisation.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -123,7 +124,9 @@ def rescale_exponent(rule: str) -> float:
     try:
         p = float(rule)
     except (TypeError, ValueError):
-        raise RatioError(f"rescale rule must be linear, sqrt, none or a power p, got {rule!r}") from None
+        raise RatioError(
+            f"rescale rule must be linear, sqrt, none or a power p, got {rule!r}"
+        ) from None
     if not math.isfinite(p):
         raise RatioError(f"rescale power must be finite, got {rule!r}")
     return p
@@ -142,6 +145,7 @@ def rescale_lr(base: Ratio, batch_size: int, rule: str = "linear") -> Ratio:
     except OverflowError:
         lr = math.inf
     if not 0 < lr < math.inf:
-        raise RatioError(f"rescaling {base} to batch {batch} with power {p:g} gives η = {lr:g}: "
-                         "out of range")
+        raise RatioError(
+            f"rescaling {base} to batch {batch} with power {p:g} gives η = {lr:g}: out of range"
+        )
     return Ratio(lr, batch)

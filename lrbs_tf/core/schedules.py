@@ -25,14 +25,25 @@ low-noise stage S=640), ``--lr-schedule cyclic:0.001,0.005:4``,
 "Grow S instead of decaying η" (Smith et al. 2018) is :func:`grow_batch_instead`: it turns a
 decaying η schedule into a growing batch-size schedule with the same η/S at every point.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
-__all__ = ["Constant", "SquareWave", "Triangle", "Milestones", "DivideEvery", "Warmup",
-           "GrowBatch", "grow_batch_instead", "parse_schedule", "ScheduleError"]
+__all__ = [
+    "Constant",
+    "SquareWave",
+    "Triangle",
+    "Milestones",
+    "DivideEvery",
+    "Warmup",
+    "GrowBatch",
+    "grow_batch_instead",
+    "parse_schedule",
+    "ScheduleError",
+]
 
 
 class ScheduleError(ValueError):
@@ -104,12 +115,14 @@ class Milestones:
     def __call__(self, t: float) -> float:
         _check_t(t)
         reached = sum(1 for m in self.milestones if t >= m - 1e-9)
-        return self.base * self.factor ** reached
+        return self.base * self.factor**reached
 
     @property
     def spec(self) -> str:
-        return (f"milestones:{self.base:g}@{','.join(f'{m:g}' for m in self.milestones)}"
-                f"x{self.factor:g}")
+        return (
+            f"milestones:{self.base:g}@{','.join(f'{m:g}' for m in self.milestones)}"
+            f"x{self.factor:g}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,15 +230,17 @@ def parse_schedule(spec: str, base: float | None = None, _depth: int = 0):
             if len(parts) not in (2, 3):
                 raise ScheduleError(f"divide needs BASE:K[:DIVISOR], got {spec!r}")
             divisor = _num(parts[2], "divisor") if len(parts) == 3 else 2.0
-            return DivideEvery(_num(parts[0], "divide base", base), _num(parts[1], "K (epochs)"),
-                               divisor)
+            return DivideEvery(
+                _num(parts[0], "divide base", base), _num(parts[1], "K (epochs)"), divisor
+            )
         if kind == "warmup":
             epochs, _, inner = rest.partition(":")
             if not inner:
                 raise ScheduleError(f"warmup needs EPOCHS:INNER_SCHEDULE, got {spec!r}")
-            return Warmup(_num(epochs, "warm-up epochs"),
-                          parse_schedule(inner, base, _depth + 1))
+            return Warmup(_num(epochs, "warm-up epochs"), parse_schedule(inner, base, _depth + 1))
     except ScheduleError:
         raise
-    raise ScheduleError(f"unknown schedule {kind!r} in {spec!r}; use const, cyclic, tri, "
-                        "milestones, divide or warmup")
+    raise ScheduleError(
+        f"unknown schedule {kind!r} in {spec!r}; use const, cyclic, tri, "
+        "milestones, divide or warmup"
+    )

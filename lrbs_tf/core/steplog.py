@@ -1,5 +1,6 @@
 """What each train step carries and records: the per-step η/S riding with a batch
 (:data:`RATIO_KEY`, :func:`split_step_ratio`) and the in-graph :class:`StepLog`."""
+
 from __future__ import annotations
 
 import tensorflow as tf
@@ -23,10 +24,12 @@ class StepLog:
         self.distributed = tf.distribute.has_strategy()
         kwargs = dict(trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         with tf.init_scope():
-            self.rows = tf.Variable(tf.zeros([self.capacity, len(self.FIELDS)]),
-                                    name="step_log_rows", **kwargs)
-            self.steps = tf.Variable(tf.zeros([self.capacity], tf.int64), name="step_log_steps",
-                                     **kwargs)
+            self.rows = tf.Variable(
+                tf.zeros([self.capacity, len(self.FIELDS)]), name="step_log_rows", **kwargs
+            )
+            self.steps = tf.Variable(
+                tf.zeros([self.capacity], tf.int64), name="step_log_steps", **kwargs
+            )
             self.count = tf.Variable(tf.constant(0, tf.int64), name="step_log_count", **kwargs)
 
     def record(self, step, values) -> None:

@@ -3,4 +3,5 @@ variable-batch tf.data pipeline that serves each epoch's batches (:mod:`.pipelin
 
 May import: :mod:`lrbs_tf.core`, :mod:`lrbs_tf.distribute`.
 """
+
 from lrbs_tf.data.datasets import Data, DataError, Split, load_dataset  # noqa: F401

@@ -1,6 +1,7 @@
 """CIFAR-10 from the python batches or tensorflow-datasets, and a generated stand-in of the
 same shape (``cifar10_synthetic``), with a seeded validation split and per-channel
 normalisation."""
+
 from __future__ import annotations
 
 import os
@@ -20,14 +21,25 @@ def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
             batch = pickle.load(f, encoding="bytes")
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"], dtype=np.int32)
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError,
-            AttributeError) as e:
-        raise DataError(f"cannot read CIFAR-10 batch {path}: {type(e).__name__}: {e} "
-                        "(truncated or not a CIFAR-10 python batch); download the archive "
-                        f"again from {CIFAR10_ARCHIVE}") from None
+    except (
+        OSError,
+        EOFError,
+        pickle.UnpicklingError,
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+    ) as e:
+        raise DataError(
+            f"cannot read CIFAR-10 batch {path}: {type(e).__name__}: {e} "
+            "(truncated or not a CIFAR-10 python batch); download the archive "
+            f"again from {CIFAR10_ARCHIVE}"
+        ) from None
     if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
-        raise DataError(f"{path}: data {data.shape} / labels {labels.shape} are not CIFAR-10 "
-                        "(expected N×3072 and N labels)")
+        raise DataError(
+            f"{path}: data {data.shape} / labels {labels.shape} are not CIFAR-10 "
+            "(expected N×3072 and N labels)"
+        )
     if labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
         raise DataError(f"{path}: labels outside 0..9")
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
@@ -35,31 +47,38 @@ def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _load_cifar10_arrays(data_dir: str | None) -> tuple[dict, str]:
     searched = []
-    for folder in ([data_dir, os.path.join(data_dir, "cifar-10-batches-py")] if data_dir else []):
+    for folder in [data_dir, os.path.join(data_dir, "cifar-10-batches-py")] if data_dir else []:
         names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
         searched.append(folder)
         if all(os.path.isfile(os.path.join(folder, n)) for n in names):
             parts = [_read_cifar_batch(os.path.join(folder, n)) for n in names]
-            return {"train_images": np.concatenate([p[0] for p in parts[:5]]),
-                    "train_labels": np.concatenate([p[1] for p in parts[:5]]),
-                    "test_images": parts[5][0], "test_labels": parts[5][1]}, \
-                f"python batches in {os.path.abspath(folder)}"
+            return {
+                "train_images": np.concatenate([p[0] for p in parts[:5]]),
+                "train_labels": np.concatenate([p[1] for p in parts[:5]]),
+                "test_images": parts[5][0],
+                "test_labels": parts[5][1],
+            }, f"python batches in {os.path.abspath(folder)}"
     try:
         import tensorflow_datasets as tfds
 
         arrays = {}
         for part in ("train", "test"):
-            x, y = tfds.as_numpy(tfds.load("cifar10", split=part, batch_size=-1,
-                                           as_supervised=True, data_dir=data_dir))
+            x, y = tfds.as_numpy(
+                tfds.load(
+                    "cifar10", split=part, batch_size=-1, as_supervised=True, data_dir=data_dir
+                )
+            )
             arrays[f"{part}_images"], arrays[f"{part}_labels"] = x, y.astype(np.int32)
         return arrays, "tensorflow-datasets cifar10"
     except Exception as e:  # offline, or no prepared tfds directory
         searched.append(f"tensorflow-datasets cifar10 ({type(e).__name__})")
-    raise DataError("CIFAR-10 not found; searched " + "; ".join(searched) + ". Fix: download "
-                    f"{CIFAR10_ARCHIVE}, unpack it and pass --data-dir <folder with "
-                    "cifar-10-batches-py>, or point --data-dir at a prepared "
-                    "tensorflow-datasets directory; for a smoke run use --dataset "
-                    "cifar10_synthetic")
+    raise DataError(
+        "CIFAR-10 not found; searched " + "; ".join(searched) + ". Fix: download "
+        f"{CIFAR10_ARCHIVE}, unpack it and pass --data-dir <folder with "
+        "cifar-10-batches-py>, or point --data-dir at a prepared "
+        "tensorflow-datasets directory; for a smoke run use --dataset "
+        "cifar10_synthetic"
+    )
 
 
 def synthetic_cifar10(num_train: int = 6000, num_test: int = 1000, seed: int = 1234) -> dict:
@@ -73,8 +92,14 @@ def synthetic_cifar10(num_train: int = 6000, num_test: int = 1000, seed: int = 1
     patterns = []
     for c in range(10):
         f = 1 + c % 4
-        base = np.stack([np.sin(np.pi * f * xx + c), np.cos(np.pi * f * yy - c),
-                         np.sin(np.pi * (xx + yy) * (1 + c // 4))], axis=-1)
+        base = np.stack(
+            [
+                np.sin(np.pi * f * xx + c),
+                np.cos(np.pi * f * yy - c),
+                np.sin(np.pi * (xx + yy) * (1 + c // 4)),
+            ],
+            axis=-1,
+        )
         patterns.append(127.5 + 60 * base)
     patterns = np.array(patterns)
 
@@ -87,8 +112,13 @@ def synthetic_cifar10(num_train: int = 6000, num_test: int = 1000, seed: int = 1
     return {"train_images": xtr, "train_labels": ytr, "test_images": xte, "test_labels": yte}
 
 
-def load_cifar10(data_dir: str | None = None, validation_size: int = 5000,
-                 train_size: int | None = None, seed: int = 0, synthetic: bool = False) -> Data:
+def load_cifar10(
+    data_dir: str | None = None,
+    validation_size: int = 5000,
+    train_size: int | None = None,
+    seed: int = 0,
+    synthetic: bool = False,
+) -> Data:
     """CIFAR-10 with a seeded validation split (default 45000/5000), normalised per channel
     with the training split's mean and standard deviation. ``synthetic`` uses the generated
     stand-in (:func:`synthetic_cifar10`) instead of the real data."""
@@ -106,14 +136,26 @@ def load_cifar10(data_dir: str | None = None, validation_size: int = 5000,
         return Split(((x.astype(np.float32) / 255.0 - mean) / std).astype(np.float32), y)
 
     name = "cifar10_synthetic" if synthetic else "cifar10"
-    data = Data(name=name, train=split(x_all[train_idx], y_all[train_idx]),
-                validation=split(x_all[val_idx], y_all[val_idx]),
-                test=split(arrays["test_images"], arrays["test_labels"]),
-                num_classes=10, source=source, info={})
-    data.info = {"dataset": name, "source": source, "synthetic": synthetic, "split_seed": seed,
-                 "train_size": len(data.train), "validation_size": len(data.validation),
-                 "test_size": len(data.test), "channel_mean": mean.tolist(),
-                 "channel_std": std.tolist(),
-                 "train_fingerprint": fingerprint(data.train.x, data.train.y),
-                 "validation_fingerprint": fingerprint(data.validation.y)}
+    data = Data(
+        name=name,
+        train=split(x_all[train_idx], y_all[train_idx]),
+        validation=split(x_all[val_idx], y_all[val_idx]),
+        test=split(arrays["test_images"], arrays["test_labels"]),
+        num_classes=10,
+        source=source,
+        info={},
+    )
+    data.info = {
+        "dataset": name,
+        "source": source,
+        "synthetic": synthetic,
+        "split_seed": seed,
+        "train_size": len(data.train),
+        "validation_size": len(data.validation),
+        "test_size": len(data.test),
+        "channel_mean": mean.tolist(),
+        "channel_std": std.tolist(),
+        "train_fingerprint": fingerprint(data.train.x, data.train.y),
+        "validation_fingerprint": fingerprint(data.validation.y),
+    }
     return data

@@ -1,11 +1,13 @@
 """Datasets as numpy arrays: the splits a run uses, where they came from, and loading a
 dataset by name (:mod:`.fashion_mnist`, :mod:`.cifar10`)."""
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 
 import numpy as np
+
 
 class DataError(RuntimeError):
     """Data that cannot be found or read; the message says where we looked and how to fix it."""
@@ -61,9 +63,11 @@ def load_dataset(name: str, **kwargs) -> Data:
     from lrbs_tf.data import cifar10, fashion_mnist
     from lrbs_tf.data.specs import DATASETS
 
-    loaders = {"fashion_mnist": fashion_mnist.load_fashion_mnist,
-               "cifar10": cifar10.load_cifar10,
-               "cifar10_synthetic": lambda **kw: cifar10.load_cifar10(synthetic=True, **kw)}
+    loaders = {
+        "fashion_mnist": fashion_mnist.load_fashion_mnist,
+        "cifar10": cifar10.load_cifar10,
+        "cifar10_synthetic": lambda **kw: cifar10.load_cifar10(synthetic=True, **kw),
+    }
     if name not in loaders:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(loaders))}")
     if name != "fashion_mnist":

@@ -6,6 +6,7 @@ is used or refused, never skipped; without one, from the Debian package location
 through tensorflow-datasets (which downloads when online). A file that is there but truncated
 or malformed is an error, never skipped silently.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -38,20 +39,26 @@ def read_idx(path: str, ndim: int) -> np.ndarray:
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"cannot read {path}: {e} (truncated or not gzip?); "
-                        "reinstall it (apt-get install --reinstall dataset-fashion-mnist) or "
-                        "point --data-dir at a good copy") from None
+        raise DataError(
+            f"cannot read {path}: {e} (truncated or not gzip?); "
+            "reinstall it (apt-get install --reinstall dataset-fashion-mnist) or "
+            "point --data-dir at a good copy"
+        ) from None
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{path} is too short ({len(raw)} bytes) to be an idx file")
     magic, *dims = struct.unpack(f">{1 + ndim}I", raw[:header])
     if magic != _IDX_MAGIC[ndim]:
-        raise DataError(f"{path} is not a {ndim}-d unsigned-byte idx file "
-                        f"(magic {magic}, expected {_IDX_MAGIC[ndim]})")
+        raise DataError(
+            f"{path} is not a {ndim}-d unsigned-byte idx file "
+            f"(magic {magic}, expected {_IDX_MAGIC[ndim]})"
+        )
     expected = int(np.prod(dims))
     if len(raw) - header != expected:
-        raise DataError(f"{path} holds {len(raw) - header} bytes of data, "
-                        f"the header promises {expected} (dims {dims}): truncated or corrupt")
+        raise DataError(
+            f"{path} holds {len(raw) - header} bytes of data, "
+            f"the header promises {expected} (dims {dims}): truncated or corrupt"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -80,11 +87,15 @@ def check_data_dir(dataset: str, data_dir: str, label: str = "--data-dir") -> No
     if not os.path.isdir(data_dir):
         raise DataError(f"{label} {data_dir} is not a folder")
     if dataset == "fashion_mnist":
-        missing = [stem + ".gz" for stem in FASHION_MNIST_FILES.values()
-                   if _find_file(data_dir, stem) is None]
+        missing = [
+            stem + ".gz"
+            for stem in FASHION_MNIST_FILES.values()
+            if _find_file(data_dir, stem) is None
+        ]
         if 0 < len(missing) < len(FASHION_MNIST_FILES):
-            raise DataError(f"{label} {data_dir} lacks {', '.join(missing)} of the four "
-                            "Fashion-MNIST idx files")
+            raise DataError(
+                f"{label} {data_dir} lacks {', '.join(missing)} of the four Fashion-MNIST idx files"
+            )
 
 
 _IDX_CACHE: dict = {}
@@ -107,12 +118,16 @@ def _load_fashion_mnist_idx(directory: str) -> dict | None:
 
 
 def _parse_fashion_mnist(directory: str, paths: dict) -> dict:
-    arrays = {key: read_idx(path, 3 if key.endswith("images") else 1) for key, path in paths.items()}
+    arrays = {
+        key: read_idx(path, 3 if key.endswith("images") else 1) for key, path in paths.items()
+    }
     for part in ("train", "test"):
         images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
         if images.shape[1:] != (28, 28) or len(images) != len(labels):
-            raise DataError(f"{directory}: {part} images {images.shape} and labels {labels.shape} "
-                            "do not form a 28x28 Fashion-MNIST split")
+            raise DataError(
+                f"{directory}: {part} images {images.shape} and labels {labels.shape} "
+                "do not form a 28x28 Fashion-MNIST split"
+            )
         if labels.max(initial=0) > 9:
             raise DataError(f"{directory}: {part} labels go up to {labels.max()}, expected 0..9")
     arrays["files"] = {key: os.path.abspath(path) for key, path in paths.items()}
@@ -124,15 +139,22 @@ def _load_fashion_mnist_tfds(data_dir: str | None) -> dict:
 
     arrays = {}
     for part in ("train", "test"):
-        x, y = tfds.as_numpy(tfds.load("fashion_mnist", split=part, batch_size=-1,
-                                       as_supervised=True, data_dir=data_dir))
+        x, y = tfds.as_numpy(
+            tfds.load(
+                "fashion_mnist", split=part, batch_size=-1, as_supervised=True, data_dir=data_dir
+            )
+        )
         arrays[f"{part}_images"], arrays[f"{part}_labels"] = x[..., 0], y
     return arrays
 
 
-def load_fashion_mnist(data_dir: str | None = None, validation_size: int = 10000,
-                       train_size: int | None = None, seed: int = 0,
-                       allow_download: bool = True) -> Data:
+def load_fashion_mnist(
+    data_dir: str | None = None,
+    validation_size: int = 10000,
+    train_size: int | None = None,
+    seed: int = 0,
+    allow_download: bool = True,
+) -> Data:
     """Fashion-MNIST with a seeded validation split held out of the 60000 training images.
 
     ``train_size`` keeps a seeded subset of what remains for training; the test set (10000) is
@@ -150,8 +172,10 @@ def load_fashion_mnist(data_dir: str | None = None, validation_size: int = 10000
     if explicit:
         check_data_dir("fashion_mnist", explicit, _candidate_dirs(data_dir)[0][0])
     if arrays is None and allow_download:
-        searched.append("tensorflow-datasets 'fashion_mnist'"
-                        + (f" in {explicit}" if explicit else " (download)"))
+        searched.append(
+            "tensorflow-datasets 'fashion_mnist'"
+            + (f" in {explicit}" if explicit else " (download)")
+        )
         try:
             arrays = _load_fashion_mnist_tfds(explicit)
             source = "tensorflow-datasets fashion_mnist"
@@ -163,7 +187,8 @@ def load_fashion_mnist(data_dir: str | None = None, validation_size: int = 10000
             "Fashion-MNIST not found; searched " + "; ".join(searched) + ". Fix: run "
             "'sudo apt-get install dataset-fashion-mnist', or put train-images-idx3-ubyte.gz, "
             "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz in a "
-            f"folder and pass --data-dir (or set ${ENV_DATA_DIR})")
+            f"folder and pass --data-dir (or set ${ENV_DATA_DIR})"
+        )
     x_all, y_all = arrays["train_images"], arrays["train_labels"].astype(np.int32)
     val_idx, train_idx = seeded_split(len(y_all), validation_size, train_size, seed)
 
@@ -192,6 +217,11 @@ def load_fashion_mnist(data_dir: str | None = None, validation_size: int = 10000
         "train_fingerprint": fingerprint(data.train.x, data.train.y),
         "validation_fingerprint": fingerprint(data.validation.y),
     }
-    log.info("Fashion-MNIST from %s: %d train / %d validation / %d test", source,
-             len(data.train), len(data.validation), len(data.test))
+    log.info(
+        "Fashion-MNIST from %s: %d train / %d validation / %d test",
+        source,
+        len(data.train),
+        len(data.validation),
+        len(data.test),
+    )
     return data

@@ -6,26 +6,29 @@ can be rebuilt exactly after a restart, and batches ``[k, ...)`` of an epoch can
 without replaying them. The batch sizes of an epoch come from
 :func:`lrbs_tf.plan.epoch_batch_sizes`; the last batch holds what is left.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-from lrbs_tf.distribute.strategy import data_options
 from lrbs_tf.core.optimizers import RATIO_KEY
+from lrbs_tf.distribute.strategy import data_options
 
 
 def epoch_permutation(num_examples: int, seed: int, epoch: int) -> tf.Tensor:
     """The example order of an epoch: a stateless shuffle keyed by ``(seed, epoch)``."""
     return tf.random.experimental.stateless_shuffle(
-        tf.range(num_examples, dtype=tf.int64), seed=tf.constant([seed, epoch], tf.int64))
+        tf.range(num_examples, dtype=tf.int64), seed=tf.constant([seed, epoch], tf.int64)
+    )
 
 
 class EpochData:
     """Training arrays kept as tensors, served epoch by epoch in variable-size batches."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, seed: int, shuffle: bool = True,
-                 augment: bool = False):
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, seed: int, shuffle: bool = True, augment: bool = False
+    ):
         self.num_examples = len(y)
         self.seed = int(seed)
         self.shuffle = shuffle
@@ -34,8 +37,9 @@ class EpochData:
             self.x = tf.constant(x)  # read by the training-set evaluation too (one copy)
             self.y = tf.constant(y)
 
-    def dataset(self, sizes: list[int], epoch: int, skip_batches: int = 0,
-                ratios: list[float] | None = None) -> tf.data.Dataset:
+    def dataset(
+        self, sizes: list[int], epoch: int, skip_batches: int = 0, ratios: list[float] | None = None
+    ) -> tf.data.Dataset:
         """Batches of epoch ``epoch`` with the given sizes, starting at batch ``skip_batches``.
 
         With ``ratios`` (one η/S per batch) elements are ``(x, y, {RATIO_KEY: ratios})``, the
@@ -54,11 +58,12 @@ class EpochData:
         augment, seed = self.augment, self.seed
 
         def gather(start, size, *ratio):
-            idx = order[start:start + size]
+            idx = order[start : start + size]
             images = tf.gather(x, idx)
             if augment:
-                images = shift_and_flip(images, tf.stack([tf.constant(seed, tf.int64) * 100003
-                                                          + epoch, start]))
+                images = shift_and_flip(
+                    images, tf.stack([tf.constant(seed, tf.int64) * 100003 + epoch, start])
+                )
             if ratio:
                 return images, tf.gather(y, idx), {RATIO_KEY: tf.fill([size], ratio[0])}
             return images, tf.gather(y, idx)
@@ -83,8 +88,9 @@ def shift_and_flip(images, seed, pad: int = 4):
     shape = tf.shape(images)
     n, h, w = shape[0], shape[1], shape[2]
     padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-    offsets = tf.random.stateless_uniform([n, 2], seed=seed, minval=0, maxval=2 * pad + 1,
-                                          dtype=tf.int32)
+    offsets = tf.random.stateless_uniform(
+        [n, 2], seed=seed, minval=0, maxval=2 * pad + 1, dtype=tf.int32
+    )
     rows = offsets[:, :1] + tf.range(h)[None, :]
     cols = offsets[:, 1:] + tf.range(w)[None, :]
     out = tf.gather(padded, rows, axis=1, batch_dims=1)

@@ -1,6 +1,7 @@
 """What each dataset is, for settings checked before anything loads: examples available for
 training + validation (the rest is the official test set), the validation split held out by
 default, the input shape and the number of classes. Pure Python."""
+
 from __future__ import annotations
 
 import dataclasses

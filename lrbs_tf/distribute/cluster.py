@@ -2,11 +2,11 @@
 
 Pure Python: readable before any strategy exists (a CLI decides who writes its outputs).
 """
+
 from __future__ import annotations
 
 import json
 import os
-
 
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 
@@ -19,8 +19,10 @@ def cluster_from_env() -> dict:
     """The parsed ``TF_CONFIG``, checked: a cluster with workers and this task's place in it."""
     raw = os.environ.get("TF_CONFIG")
     if not raw:
-        raise DistributeError("--strategy multiworker needs TF_CONFIG (start the workers with "
-                              "tools/launch_workers.py, or see the README)")
+        raise DistributeError(
+            "--strategy multiworker needs TF_CONFIG (start the workers with "
+            "tools/launch_workers.py, or see the README)"
+        )
     try:
         config = json.loads(raw)
         workers = config["cluster"]["worker"]
@@ -28,14 +30,20 @@ def cluster_from_env() -> dict:
         index = int(task["index"])
         kind = task["type"]
     except (ValueError, KeyError, TypeError) as e:
-        raise DistributeError(f"TF_CONFIG is not a cluster spec with cluster.worker and "
-                              f"task.type/index ({e})") from None
+        raise DistributeError(
+            f"TF_CONFIG is not a cluster spec with cluster.worker and task.type/index ({e})"
+        ) from None
     size = len(config["cluster"].get(kind, []))
     if kind not in ("worker", "chief") or not 0 <= index < size:
-        raise DistributeError(f"TF_CONFIG task {kind}:{index} is not in the cluster "
-                              f"({size} {kind} address(es))")
-    return {"workers": workers, "type": kind, "index": index,
-            "chief": config["cluster"].get("chief", [])}
+        raise DistributeError(
+            f"TF_CONFIG task {kind}:{index} is not in the cluster ({size} {kind} address(es))"
+        )
+    return {
+        "workers": workers,
+        "type": kind,
+        "index": index,
+        "chief": config["cluster"].get("chief", []),
+    }
 
 
 def free_ports(count: int) -> list[int]:
@@ -55,8 +63,12 @@ def free_ports(count: int) -> list[int]:
 
 def local_tf_config(ports: list[int], index: int) -> str:
     """``TF_CONFIG`` of worker ``index`` in a cluster of workers on 127.0.0.1:``ports``."""
-    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                       "task": {"type": "worker", "index": index}})
+    return json.dumps(
+        {
+            "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+            "task": {"type": "worker", "index": index},
+        }
+    )
 
 
 def chief_task() -> bool:

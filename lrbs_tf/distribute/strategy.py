@@ -5,15 +5,17 @@
 * :func:`make_strategy` turns ``auto | none | mirrored | multiworker`` (+ devices) into a
   strategy: ``auto`` is MirroredStrategy when more than one GPU is visible, else none;
   ``multiworker`` is MultiWorkerMirroredStrategy from ``TF_CONFIG`` (see
-  ``tools/launch_workers.py``), with a :class:`~lrbs_tf.distribute.watchdog.Watchdog` so that a missing or dead peer ends
-  the process with a clear error instead of a hang.
+  ``tools/launch_workers.py``), with a :class:`~lrbs_tf.distribute.watchdog.Watchdog` so
+  that a missing or dead peer ends the process with a clear error instead of a hang.
 * Under any strategy the batch size that sets the noise is the **global** batch, summed over
   replicas and workers: :class:`lrbs_tf.core.optimizers.RatioTrainStep` all-reduces it every step
   and reduces the loss as Σ(per-example loss) / global batch, so gradients, η and the reported
   S do not depend on the replica count.
 * Keras 3's ``fit`` needs a narrow, version-guarded work-around under
-  MultiWorkerMirroredStrategy (keras-team/keras#20585): :func:`lrbs_tf.compat.keras_multiworker_fix`.
+  MultiWorkerMirroredStrategy (keras-team/keras#20585):
+  :func:`lrbs_tf.compat.keras_multiworker_fix`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,15 +45,18 @@ def split_cpu(count: int) -> None:
         return
     try:
         tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
+        )
     except RuntimeError as e:
         raise DistributeError(
             f"cannot split the CPU into {count} devices after TensorFlow has started ({e}); "
-            "call lrbs_tf.distribute.split_cpu before any TensorFlow operation") from None
+            "call lrbs_tf.distribute.split_cpu before any TensorFlow operation"
+        ) from None
 
 
-def make_strategy(name: str = "auto", devices: str | None = None,
-                  peer_timeout: float | None = None):
+def make_strategy(
+    name: str = "auto", devices: str | None = None, peer_timeout: float | None = None
+):
     """The strategy for ``name`` (one of :data:`STRATEGIES`), or None for a single device.
 
     ``devices`` is a comma-separated list (``/gpu:0,/gpu:1`` or ``/cpu:0,/cpu:1``) for
@@ -86,8 +91,10 @@ def _new_strategy(name, devices, peer_timeout):
         log.info("MirroredStrategy over %s", ", ".join(chosen))
         return tf.distribute.MirroredStrategy(chosen)
     if devices is not None:
-        raise DistributeError("--devices does not apply to --strategy multiworker: each worker "
-                              "uses its own devices; set CUDA_VISIBLE_DEVICES per worker")
+        raise DistributeError(
+            "--devices does not apply to --strategy multiworker: each worker "
+            "uses its own devices; set CUDA_VISIBLE_DEVICES per worker"
+        )
     return _multiworker(peer_timeout)
 
 
@@ -99,16 +106,21 @@ def _device_list(devices: str | None) -> list[str]:
         known = {_short(d.name) for d in tf.config.list_logical_devices()}
         missing = [d for d in chosen if _short(d) not in known]
         if missing:
-            raise DistributeError(f"unknown device(s) {', '.join(missing)}; this machine has "
-                                  f"{', '.join(sorted(known))}")
+            raise DistributeError(
+                f"unknown device(s) {', '.join(missing)}; this machine has "
+                f"{', '.join(sorted(known))}"
+            )
         if len(set(chosen)) != len(chosen):
             raise DistributeError(f"--devices lists a device twice: {devices}")
         return chosen
     gpus = tf.config.list_logical_devices("GPU")
     chosen = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
     if len(chosen) < 2:
-        log.warning("MirroredStrategy with a single device (%s): split the CPU with "
-                    "--cpu-devices N to test multi-device code without GPUs", chosen[0])
+        log.warning(
+            "MirroredStrategy with a single device (%s): split the CPU with "
+            "--cpu-devices N to test multi-device code without GPUs",
+            chosen[0],
+        )
     return chosen
 
 
@@ -129,9 +141,13 @@ def _multiworker(peer_timeout):
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
     strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     pause_watchdog()
-    log.info("MultiWorkerMirroredStrategy: task %s:%d of %d worker(s), %d replica(s) in sync",
-             cluster["type"], cluster["index"], len(cluster["workers"]) + len(cluster["chief"]),
-             strategy.num_replicas_in_sync)
+    log.info(
+        "MultiWorkerMirroredStrategy: task %s:%d of %d worker(s), %d replica(s) in sync",
+        cluster["type"],
+        cluster["index"],
+        len(cluster["workers"]) + len(cluster["chief"]),
+        strategy.num_replicas_in_sync,
+    )
     return strategy
 
 
@@ -164,12 +180,17 @@ def describe(strategy) -> dict:
     if strategy is None:
         return {"strategy": "none", "replicas": 1}
     name = "MultiWorkerMirroredStrategy" if is_multiworker(strategy) else type(strategy).__name__
-    out = {"strategy": name, "replicas": replicas(strategy),
-           "devices": list(strategy.extended.worker_devices)}
+    out = {
+        "strategy": name,
+        "replicas": replicas(strategy),
+        "devices": list(strategy.extended.worker_devices),
+    }
     if is_multiworker(strategy):
         resolver = strategy.cluster_resolver
-        out.update(workers=sum(len(v) for v in resolver.cluster_spec().as_dict().values()),
-                   task=f"{resolver.task_type}:{resolver.task_id}")
+        out.update(
+            workers=sum(len(v) for v in resolver.cluster_spec().as_dict().values()),
+            task=f"{resolver.task_type}:{resolver.task_id}",
+        )
     return out
 
 
@@ -188,16 +209,19 @@ def check_workers_agree(strategy, values, what: str) -> None:
         def on_replica():
             ctx = tf.distribute.get_replica_context()
             return ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.stack([local, local * local]))
+
         return strategy.run(on_replica)
 
     sums = strategy.experimental_local_results(reduce())[0].numpy()
     n = replicas(strategy)
     mean = sums[0] / n
-    spread = sums[1] / n - mean ** 2
-    if np.any(np.abs(spread) > 1e-9 * (1.0 + mean ** 2)):
-        raise DistributeError(f"the workers disagree on {what}; with --strategy multiworker "
-                              "put --logdir on a file system every worker can read (the "
-                              "others resume from the chief's checkpoint)")
+    spread = sums[1] / n - mean**2
+    if np.any(np.abs(spread) > 1e-9 * (1.0 + mean**2)):
+        raise DistributeError(
+            f"the workers disagree on {what}; with --strategy multiworker "
+            "put --logdir on a file system every worker can read (the "
+            "others resume from the chief's checkpoint)"
+        )
 
 
 def data_options():

@@ -3,6 +3,7 @@
 Training, evaluation and probes report progress through :func:`heartbeat` (the training loop
 wraps the probes' work in it; the probes themselves know nothing of workers).
 """
+
 from __future__ import annotations
 
 import os
@@ -10,6 +11,7 @@ import sys
 import time
 
 _watchdog = None  # this process's Watchdog, once started
+
 
 class Watchdog:
     """Ends this process when nothing has progressed for ``timeout`` seconds.
@@ -53,7 +55,9 @@ while True:
         self.sent = 0.0
         self.process = subprocess.Popen(
             [sys.executable, "-c", self.CODE, str(os.getpid()), str(self.timeout), what],
-            stdin=subprocess.PIPE, close_fds=True)
+            stdin=subprocess.PIPE,
+            close_fds=True,
+        )
 
     def beat(self, what: str | None = None) -> None:
         now = time.monotonic()

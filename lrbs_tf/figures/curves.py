@@ -1,4 +1,5 @@
 """Comparing the learning curves of runs (figure scripts)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,9 @@ from lrbs_tf.training.config import RunConfig
 
 def curve(results: dict, key: str) -> np.ndarray:
     """Per-epoch values of ``key`` (e.g. ``test_accuracy``) as a float array (NaN if missing)."""
-    return np.array([np.nan if e.get(key) is None else float(e[key])
-                     for e in results["epochs"]], dtype=float)
+    return np.array(
+        [np.nan if e.get(key) is None else float(e[key]) for e in results["epochs"]], dtype=float
+    )
 
 
 def curve_distance(a: dict, b: dict, key: str = "test_accuracy") -> float:

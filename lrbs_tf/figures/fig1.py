@@ -5,6 +5,7 @@ Four runs, square waves starting in the low-noise stage: CBS S 640↔128 at η =
 every step (7.8e-6 ↔ 3.9e-5, and 7.8e-6): if SGD's dynamics depend on η/S only, each pair's
 learning curves coincide per epoch (per data point), and differ across pairs.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,13 @@ from lrbs_tf.training.config import RunConfig
 
 SETTINGS = [  # name, base η, base S, schedules, pair
     ("CBS 640↔128, η=0.005", 0.005, 640, dict(bs_schedule="cyclic:640,128:{stage}"), "cyclic"),
-    ("CLR 0.001↔0.005, S=128", 0.001, 128, dict(lr_schedule="cyclic:0.001,0.005:{stage}"),
-     "cyclic"),
+    (
+        "CLR 0.001↔0.005, S=128",
+        0.001,
+        128,
+        dict(lr_schedule="cyclic:0.001,0.005:{stage}"),
+        "cyclic",
+    ),
     ("constant 0.001/128", 0.001, 128, {}, "constant"),
     ("constant 0.005/640", 0.005, 640, {}, "constant"),
 ]
@@ -29,8 +35,13 @@ def configs(stage: float, **run_settings) -> list[tuple]:
         sched = {k: v.format(stage=stage) for k, v in schedules.items()}
         kind = "cbs" if "bs_schedule" in sched else "clr" if sched else "const"
         name = f"fig1-{pair}-{kind}-lr{lr:g}-bs{batch}-seed{run_settings.get('seed', 0)}"
-        out.append((label, pair, RunConfig(lr=lr, batch_size=batch, name=name, **sched,
-                                           **run_settings).validate()))
+        out.append(
+            (
+                label,
+                pair,
+                RunConfig(lr=lr, batch_size=batch, name=name, **sched, **run_settings).validate(),
+            )
+        )
     return out
 
 
@@ -43,34 +54,63 @@ def run(runs: list[tuple], logdir: str, say=lambda line: None) -> dict | None:
     results = train_all([(label, config) for label, _, config in runs], say)
     if not is_chief([c for _, _, c in runs]):
         return None
-    table = [{"setting": label, "pair": pair, "ratio_start": config.plan().ratio_at(0),
-              "best_test_accuracy": r.get("best_test_accuracy"),
-              "final_test_accuracy": r.get("final_test_accuracy"),
-              "status": r["status"], "run_dir": r["run_dir"]}
-             for (label, pair, config), r in zip(runs, results)]
+    table = [
+        {
+            "setting": label,
+            "pair": pair,
+            "ratio_start": config.plan().ratio_at(0),
+            "best_test_accuracy": r.get("best_test_accuracy"),
+            "final_test_accuracy": r.get("final_test_accuracy"),
+            "status": r["status"],
+            "run_dir": r["run_dir"],
+        }
+        for (label, pair, config), r in zip(runs, results)
+    ]
     names = [label for label, _, _ in runs]
-    distances = {key: {f"{names[i]} | {names[j]}": curves.curve_distance(results[i], results[j],
-                                                                         key)
-                       for i in range(len(runs)) for j in range(i + 1, len(runs))}
-                 for key in ("test_accuracy", "train_accuracy")}
-    within = [distances["test_accuracy"][f"{names[0]} | {names[1]}"],
-              distances["test_accuracy"][f"{names[2]} | {names[3]}"]]
-    across = [distances["test_accuracy"][f"{names[i]} | {names[j]}"]
-              for i in (0, 1) for j in (2, 3)]
-    panels = [("cyclic: CBS vs CLR (same η/S every step)",
-               [(label, r, c) for (label, pair, c), r in zip(runs, results) if pair == "cyclic"]),
-              ("constant: 0.001/128 vs 0.005/640",
-               [(label, r, c) for (label, pair, c), r in zip(runs, results) if pair == "constant"])]
+    distances = {
+        key: {
+            f"{names[i]} | {names[j]}": curves.curve_distance(results[i], results[j], key)
+            for i in range(len(runs))
+            for j in range(i + 1, len(runs))
+        }
+        for key in ("test_accuracy", "train_accuracy")
+    }
+    within = [
+        distances["test_accuracy"][f"{names[0]} | {names[1]}"],
+        distances["test_accuracy"][f"{names[2]} | {names[3]}"],
+    ]
+    across = [
+        distances["test_accuracy"][f"{names[i]} | {names[j]}"] for i in (0, 1) for j in (2, 3)
+    ]
+    panels = [
+        (
+            "cyclic: CBS vs CLR (same η/S every step)",
+            [(label, r, c) for (label, pair, c), r in zip(runs, results) if pair == "cyclic"],
+        ),
+        (
+            "constant: 0.001/128 vs 0.005/640",
+            [(label, r, c) for (label, pair, c), r in zip(runs, results) if pair == "constant"],
+        ),
+    ]
     first = runs[0][2]
     title = f"Fig. 1 — {first.model} on {first.dataset}: dynamics depend on η/S"
     png = learning_curve_panels(panels, os.path.join(logdir, "fig1.png"), title)
     png_sde = learning_curve_panels(
-        panels, os.path.join(logdir, "fig1_sde_time.png"),
+        panels,
+        os.path.join(logdir, "fig1_sde_time.png"),
         "Fig. 1 against SDE time (Σ η over steps)",
-        x_of=lambda r, c: curves.sde_time(c, c.num_train), xlabel="SDE time Σ η")
-    report = {"runs": table, "curve_distances": distances, "within_pair": within,
-              "across_pairs": across, "pairs_closer_than_across": max(within) < min(across),
-              "png": [png, png_sde], "csv": os.path.join(logdir, "fig1.csv")}
+        x_of=lambda r, c: curves.sde_time(c, c.num_train),
+        xlabel="SDE time Σ η",
+    )
+    report = {
+        "runs": table,
+        "curve_distances": distances,
+        "within_pair": within,
+        "across_pairs": across,
+        "pairs_closer_than_across": max(within) < min(across),
+        "png": [png, png_sde],
+        "csv": os.path.join(logdir, "fig1.csv"),
+    }
     runio.write_json(os.path.join(logdir, "fig1.json"), report)
     runio.write_csv(report["csv"], table, list(table[0]))
     return report

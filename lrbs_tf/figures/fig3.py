@@ -9,6 +9,7 @@ over processes. A run stops at the first epoch whose training-set loss at the we
 most the loss target; one that reaches the epoch cap first is "capped": drawn hollow and left
 out of the correlations.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,13 @@ from lrbs_tf.sweeps import tables as sweep
 from lrbs_tf.training.config import ProbeSettings, RunConfig
 
 # What each quantity is called in tables and figures: key, label, curvature (log scale).
-QUANTITIES = (("lambda_max", "λ_max"), ("frobenius", "‖H‖_F (Hutchinson)"), ("trace", "Tr H"),
-              ("validation_accuracy", "validation accuracy"), ("test_accuracy", "test accuracy"))
+QUANTITIES = (
+    ("lambda_max", "λ_max"),
+    ("frobenius", "‖H‖_F (Hutchinson)"),
+    ("trace", "Tr H"),
+    ("validation_accuracy", "validation accuracy"),
+    ("test_accuracy", "test accuracy"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,23 +65,41 @@ LOSS_TARGET = 0.05
 
 PRESETS = {
     # 6 points over 1.7 decades of η/S, the cheap half of `standard`; probes on 2000 examples.
-    "quick": Preset(points=((0.04, 1000), (0.1, 1000), (0.05, 250), (0.1, 250), (0.1, 100),
-                            (0.1, 50)),
-                    epochs=150, loss_target=LOSS_TARGET, probe_examples=2000,
-                    noise_examples=500),
+    "quick": Preset(
+        points=((0.04, 1000), (0.1, 1000), (0.05, 250), (0.1, 250), (0.1, 100), (0.1, 50)),
+        epochs=150,
+        loss_target=LOSS_TARGET,
+        probe_examples=2000,
+        noise_examples=500,
+    ),
     # 12 points from 1e-5 to 2e-3 (2.3 decades). The cost of a point is the epochs it needs
     # (about 190 at η/S = 1e-5, 35 at 1e-4, 28-30 from 2e-4 to 2e-3) times the epoch time,
     # which falls with S (5.4 s at S = 25, 1.95 s at S = 1000 on 2 cores): low ratios use the
     # largest S of the paper's grid, S = 1000; high ratios the paper's largest η, 0.1. Three
     # ratios appear twice with different S (1e-4, 1e-3, 2e-3), to show that η/S, not η or S,
     # sets the result.
-    "standard": Preset(points=((0.01, 1000), (0.02, 1000), (0.04, 1000), (0.06, 1000),
-                               (0.1, 1000), (0.025, 250), (0.05, 250), (0.1, 250),
-                               (0.1, 100), (0.05, 50), (0.1, 50), (0.05, 25)),
-                       epochs=300, loss_target=LOSS_TARGET),
+    "standard": Preset(
+        points=(
+            (0.01, 1000),
+            (0.02, 1000),
+            (0.04, 1000),
+            (0.06, 1000),
+            (0.1, 1000),
+            (0.025, 250),
+            (0.05, 250),
+            (0.1, 250),
+            (0.1, 100),
+            (0.05, 50),
+            (0.1, 50),
+            (0.05, 25),
+        ),
+        epochs=300,
+        loss_target=LOSS_TARGET,
+    ),
     # The paper's 7 × 9 grid with 3 seeds, capped at the paper's 200 epochs.
-    "paper": Preset(points=grid(PAPER_LRS, PAPER_BATCHES), epochs=200, loss_target=LOSS_TARGET,
-                    seeds=(0, 1, 2)),
+    "paper": Preset(
+        points=grid(PAPER_LRS, PAPER_BATCHES), epochs=200, loss_target=LOSS_TARGET, seeds=(0, 1, 2)
+    ),
 }
 
 
@@ -83,13 +107,24 @@ def bases_for(preset: Preset, logdir: str, **run_settings) -> list[RunConfig]:
     """One validated base configuration per seed (η and S are set per point)."""
     probe = ProbeSettings(examples=preset.probe_examples, noise_examples=preset.noise_examples)
     lr, batch = preset.points[0]
-    return [RunConfig(lr=lr, batch_size=max(b for _, b in preset.points), epochs=preset.epochs,
-                      seed=seed, train_size=preset.train_size, logdir=logdir, probe=probe,
-                      loss_target=preset.loss_target, **run_settings).validate()
-            for seed in preset.seeds]
+    return [
+        RunConfig(
+            lr=lr,
+            batch_size=max(b for _, b in preset.points),
+            epochs=preset.epochs,
+            seed=seed,
+            train_size=preset.train_size,
+            logdir=logdir,
+            probe=probe,
+            loss_target=preset.loss_target,
+            **run_settings,
+        ).validate()
+        for seed in preset.seeds
+    ]
 
 
 # -- how long a sweep takes -------------------------------------------------------------------
+
 
 def estimate_seconds(lr: float, batch: int, preset: Preset, num_train: int) -> float:
     """A run's expected seconds on 2 CPU cores, from the measurements in COST."""
@@ -143,8 +178,10 @@ class Clock:
         from lrbs_tf.sweeps.tuning import SweepPaused
 
         if self.max_seconds is not None and self.elapsed() >= self.max_seconds:
-            raise SweepPaused(f"--max-minutes {self.max_seconds / 60:g} reached after "
-                              f"{self.done}/{self.total} runs")
+            raise SweepPaused(
+                f"--max-minutes {self.max_seconds / 60:g} reached after "
+                f"{self.done}/{self.total} runs"
+            )
         self.run_start = time.time()
 
     def end(self, config) -> None:
@@ -171,8 +208,15 @@ def describe_minutes(seconds: float) -> str:
 
 # -- the sweep ---------------------------------------------------------------------------
 
-def run(preset: Preset, bases: list[RunConfig], logdir: str, say=lambda line: None,
-        max_minutes: float | None = None, name: str = "fig3") -> dict | None:
+
+def run(
+    preset: Preset,
+    bases: list[RunConfig],
+    logdir: str,
+    say=lambda line: None,
+    max_minutes: float | None = None,
+    name: str = "fig3",
+) -> dict | None:
     """Train (or reuse) every point of ``preset`` for every base (seed), then tabulate.
 
     ``say`` receives progress lines (start estimate, one line per finished run with ETA).
@@ -188,35 +232,52 @@ def run(preset: Preset, bases: list[RunConfig], logdir: str, say=lambda line: No
     for base in bases:
         for lr, batch in preset.points:
             config = sweep.grid_config(base, lr, batch)
-            estimates[config.run_name] = (0.0 if tuning.finished(config) else
-                                          estimate_seconds(lr, batch, preset, num_train))
+            estimates[config.run_name] = (
+                0.0 if tuning.finished(config) else estimate_seconds(lr, batch, preset, num_train)
+            )
     clock = Clock(estimates, max_minutes)
     todo = clock.total - clock.done
-    say(f"{clock.total} runs ({clock.done} already finished); estimated "
+    say(
+        f"{clock.total} runs ({clock.done} already finished); estimated "
         f"{describe_minutes(clock.remaining())} for the {todo} to train on 2 CPU cores"
-        + (f"; stopping at a run boundary after {max_minutes:g} min" if max_minutes else ""))
+        + (f"; stopping at a run boundary after {max_minutes:g} min" if max_minutes else "")
+    )
 
     def finished_one(config, results):
         clock.end(config)
         target = ""
         if config.loss_target is not None and results.get("status") == "finished":
-            target = (f", loss {results.get('final_weights_loss', math.nan):.3g} "
-                      + ("at the target" if results.get("loss_target_reached") else
-                         "CAPPED before the target"))
-        say(f"[{clock.done}/{clock.total}] η={config.lr:g} S={config.batch_size} "
+            target = f", loss {results.get('final_weights_loss', math.nan):.3g} " + (
+                "at the target"
+                if results.get("loss_target_reached")
+                else "CAPPED before the target"
+            )
+        say(
+            f"[{clock.done}/{clock.total}] η={config.lr:g} S={config.batch_size} "
             f"seed={config.seed}: {results['status']} after {len(results.get('epochs', []))} "
             f"epochs{target}, val acc {results.get('final_validation_accuracy') or 0:.4f}; "
             f"elapsed {describe_minutes(clock.elapsed())}, ETA "
-            f"{describe_minutes(clock.remaining())}")
+            f"{describe_minutes(clock.remaining())}"
+        )
 
     tuning.write_hparams_config(logdir)
     try:
         for base in bases:
-            hypermodel = tuning.RatioHyperModel(base, space="grid", points=preset.points,
-                                                name_prefix=name, on_trial_end=finished_one,
-                                                before_run=clock.begin)
-            tuner = tuning.make_tuner(hypermodel, "grid", os.path.join(logdir, "keras_tuner"),
-                                      f"seed{base.seed}", max_trials=len(preset.points))
+            hypermodel = tuning.RatioHyperModel(
+                base,
+                space="grid",
+                points=preset.points,
+                name_prefix=name,
+                on_trial_end=finished_one,
+                before_run=clock.begin,
+            )
+            tuner = tuning.make_tuner(
+                hypermodel,
+                "grid",
+                os.path.join(logdir, "keras_tuner"),
+                f"seed{base.seed}",
+                max_trials=len(preset.points),
+            )
             tuner.search(verbose=0)
     except tuning.SweepPaused as e:
         say(f"paused: {e}; run the same command to continue")
@@ -228,17 +289,19 @@ def run(preset: Preset, bases: list[RunConfig], logdir: str, say=lambda line: No
 
 def report(preset: Preset, bases, logdir: str, wall_time: float, name: str = "fig3") -> dict:
     """Tabulate the runs of a sweep, correlate with η/S, draw the figure, write the files."""
-    from lrbs_tf.training import runio
     from lrbs_tf.figures.plots import fig3_plot
+    from lrbs_tf.training import runio
 
     rows = sweep.grid_table(bases, preset.points, name)
     keys = [q for q, _ in QUANTITIES] + ["frobenius_fd", "final_weights_loss"]
     correlations = sweep.spearman(rows, keys)
-    counts = {"runs": len(rows),
-              "counted": sum(sweep.counted(r) for r in rows),
-              "capped": sum(r["converged"] is False for r in rows),
-              "diverged": sum(r["status"] == "diverged" for r in rows),
-              "missing": sum(r["status"] not in ("finished", "diverged") for r in rows)}
+    counts = {
+        "runs": len(rows),
+        "counted": sum(sweep.counted(r) for r in rows),
+        "capped": sum(r["converged"] is False for r in rows),
+        "diverged": sum(r["status"] == "diverged" for r in rows),
+        "missing": sum(r["status"] not in ("finished", "diverged") for r in rows),
+    }
     out = {
         "preset": dataclasses.asdict(preset) | {"ratios": preset.ratios},
         "seeds": [b.seed for b in bases],
@@ -252,14 +315,20 @@ def report(preset: Preset, bases, logdir: str, wall_time: float, name: str = "fi
         "wall_time": wall_time,
     }
     seeds = ",".join(str(b.seed) for b in bases)
-    target = (f"stopped at training-set loss ≤ {preset.loss_target:g} (final weights, BN "
-              f"inference; hollow: capped at {preset.epochs} epochs)"
-              if preset.loss_target is not None else f"{preset.epochs} epochs, no loss target")
-    title = (f"Fig. 3 — 4-layer BN-ReLU MLP on Fashion-MNIST ({bases[0].num_train} train), "
-             f"seed{'s' if len(bases) > 1 else ''} {seeds}\n{target}"
-             + ("; bars: min–max over seeds" if len(bases) > 1 else ""))
-    out["png"] = fig3_plot(rows, correlations, os.path.join(logdir, f"{name}.png"), title,
-                           preset.loss_target)
+    target = (
+        f"stopped at training-set loss ≤ {preset.loss_target:g} (final weights, BN "
+        f"inference; hollow: capped at {preset.epochs} epochs)"
+        if preset.loss_target is not None
+        else f"{preset.epochs} epochs, no loss target"
+    )
+    title = (
+        f"Fig. 3 — 4-layer BN-ReLU MLP on Fashion-MNIST ({bases[0].num_train} train), "
+        f"seed{'s' if len(bases) > 1 else ''} {seeds}\n{target}"
+        + ("; bars: min–max over seeds" if len(bases) > 1 else "")
+    )
+    out["png"] = fig3_plot(
+        rows, correlations, os.path.join(logdir, f"{name}.png"), title, preset.loss_target
+    )
     out["csv"] = os.path.join(logdir, f"{name}.csv")
     runio.write_csv(out["csv"], rows, list(rows[0]))
     runio.write_json(os.path.join(logdir, f"{name}.json"), out)

@@ -4,6 +4,7 @@ Trains (or reuses) the runs, then evaluates train and validation loss and accura
 (1 − α)θ₁ + αθ₂ for each pair (:func:`lrbs_tf.probes.landscape.interpolate`) and a 2-D
 filter-normalised random plane around the first two models.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,21 +23,34 @@ def runs_for(paper: bool, model: str):
     """The runs ``{key: (η, S)}`` and the pairs to interpolate."""
     if paper:
         if model == "vgg11":
-            return ({f"β={b:g}": (0.1 * b, int(50 * b)) for b in (0.25, 1, 4)},
-                    [("β=0.25", "β=1"), ("β=1", "β=4")])
+            return (
+                {f"β={b:g}": (0.1 * b, int(50 * b)) for b in (0.25, 1, 4)},
+                [("β=0.25", "β=1"), ("β=1", "β=4")],
+            )
         return {"A": (0.1, 128), "B": (0.1, 1024), "C": (0.01, 128)}, [("A", "B"), ("A", "C")]
     return DEFAULT, PAIRS
 
 
 def configs(runs: dict, **run_settings) -> dict:
     model, seed = run_settings.get("model", "mlp"), run_settings.get("seed", 0)
-    return {key: RunConfig(lr=lr, batch_size=bs, name=f"fig4-{model}-lr{lr:g}-bs{bs}-seed{seed}",
-                           **run_settings).validate()
-            for key, (lr, bs) in runs.items()}
+    return {
+        key: RunConfig(
+            lr=lr, batch_size=bs, name=f"fig4-{model}-lr{lr:g}-bs{bs}-seed{seed}", **run_settings
+        ).validate()
+        for key, (lr, bs) in runs.items()
+    }
 
 
-def run(configs: dict, pairs, logdir: str, bn: str = "recompute", points: int = 31,
-        eval_examples: int = 5000, plane_points: int = 11, say=lambda line: None) -> dict | None:
+def run(
+    configs: dict,
+    pairs,
+    logdir: str,
+    bn: str = "recompute",
+    points: int = 31,
+    eval_examples: int = 5000,
+    plane_points: int = 11,
+    say=lambda line: None,
+) -> dict | None:
     """Train the runs, interpolate each pair, draw the curves and planes, write ``fig4.json``."""
     from lrbs_tf.data.datasets import load_dataset
     from lrbs_tf.models.registry import load_model
@@ -44,46 +58,62 @@ def run(configs: dict, pairs, logdir: str, bn: str = "recompute", points: int = 
     from lrbs_tf.training import runio
 
     tick = time.time()
-    train_all([(f"run {key}: η/S = {c.lr:g}/{c.batch_size}", c) for key, c in configs.items()],
-              say)
+    train_all([(f"run {key}: η/S = {c.lr:g}/{c.batch_size}", c) for key, c in configs.items()], say)
     if not is_chief(configs.values()):
         return None
-    models = {key: load_model(os.path.join(c.run_dir, "model.keras"))
-              for key, c in configs.items()}
+    models = {key: load_model(os.path.join(c.run_dir, "model.keras")) for key, c in configs.items()}
     first = next(iter(configs.values()))
-    data = load_dataset(first.dataset, data_dir=first.data_dir, validation_size=first.val_size,
-                        train_size=first.train_size, seed=first.seed)
+    data = load_dataset(
+        first.dataset,
+        data_dir=first.data_dir,
+        validation_size=first.val_size,
+        train_size=first.train_size,
+        seed=first.seed,
+    )
     train_xy = (data.train.x[:eval_examples], data.train.y[:eval_examples])
     val_xy = (data.validation.x[:eval_examples], data.validation.y[:eval_examples])
     alphas = np.linspace(-1, 2, points)
     curves = {}
     for a, b in pairs:
         say(f"interpolating {a} → {b}")
-        curves[f"{a}->{b}"] = landscape.interpolate(models[a], models[b], train_xy, val_xy,
-                                                    alphas, bn=bn)
-    title = (f"Fig. 4 — {first.model} on {data.name}: loss between minima (BatchNorm: {bn})"
-             + (" [SYNTHETIC DATA]" if "synthetic" in data.name else ""))
-    png = interpolation_figure(curves, pairs, configs, alphas, title,
-                               os.path.join(logdir, "fig4.png"))
+        curves[f"{a}->{b}"] = landscape.interpolate(
+            models[a], models[b], train_xy, val_xy, alphas, bn=bn
+        )
+    title = f"Fig. 4 — {first.model} on {data.name}: loss between minima (BatchNorm: {bn})" + (
+        " [SYNTHETIC DATA]" if "synthetic" in data.name else ""
+    )
+    png = interpolation_figure(
+        curves, pairs, configs, alphas, title, os.path.join(logdir, "fig4.png")
+    )
     planes, png_plane = {}, None
     if plane_points:
         for key in list(configs)[:2]:
             say(f"random plane around {key}")
-            planes[key] = landscape.random_plane(models[key], (train_xy[0][:2000],
-                                                               train_xy[1][:2000]),
-                                                 points=plane_points, seed=first.seed)
+            planes[key] = landscape.random_plane(
+                models[key],
+                (train_xy[0][:2000], train_xy[1][:2000]),
+                points=plane_points,
+                seed=first.seed,
+            )
         png_plane = plane_figure(planes, configs, os.path.join(logdir, "fig4_plane.png"))
-    report = {"runs": {k: {"lr": c.lr, "batch_size": c.batch_size, "ratio": c.ratio,
-                           "run_dir": c.run_dir} for k, c in configs.items()},
-              "curves": curves, "planes": planes, "bn": bn, "eval_examples": eval_examples,
-              "dataset": data.name, "png": [p for p in (png, png_plane) if p],
-              "wall_time": time.time() - tick}
+    report = {
+        "runs": {
+            k: {"lr": c.lr, "batch_size": c.batch_size, "ratio": c.ratio, "run_dir": c.run_dir}
+            for k, c in configs.items()
+        },
+        "curves": curves,
+        "planes": planes,
+        "bn": bn,
+        "eval_examples": eval_examples,
+        "dataset": data.name,
+        "png": [p for p in (png, png_plane) if p],
+        "wall_time": time.time() - tick,
+    }
     runio.write_json(os.path.join(logdir, "fig4.json"), report)
     return report
 
 
-def interpolation_figure(curves: dict, pairs, configs: dict, alphas, title: str,
-                         path: str) -> str:
+def interpolation_figure(curves: dict, pairs, configs: dict, alphas, title: str, path: str) -> str:
     """One panel per pair: train/validation loss (log, blue) and accuracy (red) against α."""
     from matplotlib.figure import Figure
 
@@ -99,8 +129,9 @@ def interpolation_figure(curves: dict, pairs, configs: dict, alphas, title: str,
         twin.plot(alphas, c["validation_accuracy"], "r--", label="validation accuracy")
         twin.set_ylabel("accuracy", color="r")
         ra, rb = configs[a], configs[b]
-        ax.set_title(f"α=0: {a} {ra.lr:g}/{ra.batch_size}  →  α=1: {b} {rb.lr:g}/{rb.batch_size}",
-                     fontsize=9)
+        ax.set_title(
+            f"α=0: {a} {ra.lr:g}/{ra.batch_size}  →  α=1: {b} {rb.lr:g}/{rb.batch_size}", fontsize=9
+        )
         for x in (0, 1):
             ax.axvline(x, color="gray", lw=0.5)
         ax.legend(loc="upper left", fontsize=7)
@@ -119,12 +150,12 @@ def plane_figure(planes: dict, configs: dict, path: str) -> str:
     axes = fig.subplots(1, len(planes), squeeze=False)
     for ax, (key, plane) in zip(axes[0], planes.items()):
         grid = np.array(plane["coordinates"])
-        cs = ax.contourf(grid, grid, np.log10(np.array(plane["loss"]).T), levels=20,
-                         cmap="viridis")
+        cs = ax.contourf(grid, grid, np.log10(np.array(plane["loss"]).T), levels=20, cmap="viridis")
         fig.colorbar(cs, ax=ax, label="log10 train loss")
         config = configs[key]
-        ax.set_title(f"{key}: {config.lr:g}/{config.batch_size} (filter-normalised plane)",
-                     fontsize=9)
+        ax.set_title(
+            f"{key}: {config.lr:g}/{config.batch_size} (filter-normalised plane)", fontsize=9
+        )
         ax.set(xlabel="direction 1", ylabel="direction 2")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

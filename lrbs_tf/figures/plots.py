@@ -1,6 +1,7 @@
 """Matplotlib figures for the experiments, drawn on ``matplotlib.figure.Figure`` objects and
 saved to files: no pyplot state and no backend switch, so importing this module never changes
 the backend of a notebook."""
+
 from __future__ import annotations
 
 import math
@@ -11,12 +12,28 @@ from matplotlib.figure import Figure
 
 from lrbs_tf.figures.curves import curve
 
-COLORS = ("tab:blue", "tab:red", "tab:green", "tab:orange", "tab:brown", "tab:purple",
-          "tab:gray", "tab:olive", "tab:cyan", "tab:pink")
+COLORS = (
+    "tab:blue",
+    "tab:red",
+    "tab:green",
+    "tab:orange",
+    "tab:brown",
+    "tab:purple",
+    "tab:gray",
+    "tab:olive",
+    "tab:cyan",
+    "tab:pink",
+)
 
 
-def learning_curve_panels(panels, path: str, title: str, keys=("train_accuracy", "test_accuracy"),
-                          x_of=None, xlabel: str = "epoch"):
+def learning_curve_panels(
+    panels,
+    path: str,
+    title: str,
+    keys=("train_accuracy", "test_accuracy"),
+    x_of=None,
+    xlabel: str = "epoch",
+):
     """One column per panel, one row per metric in ``keys``.
 
     ``panels`` is a list of ``(panel title, [(label, results, config), ...])``; ``x_of(results,
@@ -29,11 +46,22 @@ def learning_curve_panels(panels, path: str, title: str, keys=("train_accuracy",
             ax = axes[row][col]
             for i, (label, results, config) in enumerate(runs):
                 y = curve(results, key)
-                x = (np.arange(1, len(y) + 1) if x_of is None
-                     else np.asarray(x_of(results, config))[:len(y)])
+                x = (
+                    np.arange(1, len(y) + 1)
+                    if x_of is None
+                    else np.asarray(x_of(results, config))[: len(y)]
+                )
                 style = "-" if i % 2 == 0 else "--"
-                ax.plot(x, y, style, color=COLORS[i % len(COLORS)], label=label, linewidth=1.6,
-                        marker="o" if len(y) < 30 else None, markersize=3)
+                ax.plot(
+                    x,
+                    y,
+                    style,
+                    color=COLORS[i % len(COLORS)],
+                    label=label,
+                    linewidth=1.6,
+                    marker="o" if len(y) < 30 else None,
+                    markersize=3,
+                )
             ax.set_ylabel(key.replace("_", " "))
             ax.grid(alpha=0.3)
             if row == 0:
@@ -64,14 +92,17 @@ def spectral_density_plot(density, path: str, title: str, points: int = 2000) ->
     return path
 
 
-FIG3_PANELS = (("lambda_max", "λ_max (largest Hessian eigenvalue)", "log"),
-               ("frobenius", "‖H‖_F (Hutchinson)", "log"),
-               ("validation_accuracy", "validation accuracy (%)", "percent"),
-               ("final_weights_loss", "training-set loss at the final weights", "log"))
+FIG3_PANELS = (
+    ("lambda_max", "λ_max (largest Hessian eigenvalue)", "log"),
+    ("frobenius", "‖H‖_F (Hutchinson)", "log"),
+    ("validation_accuracy", "validation accuracy (%)", "percent"),
+    ("final_weights_loss", "training-set loss at the final weights", "log"),
+)
 
 
-def fig3_plot(rows, correlations: dict, path: str, title: str,
-              loss_target: float | None = None) -> str:
+def fig3_plot(
+    rows, correlations: dict, path: str, title: str, loss_target: float | None = None
+) -> str:
     """Paper Fig. 3 from sweep rows (:mod:`lrbs_tf.sweep`), written to ``path``: see
     :func:`fig3_figure`."""
     fig3_figure(rows, correlations, title, loss_target).savefig(path, dpi=110)
@@ -101,20 +132,46 @@ def fig3_figure(rows, correlations: dict, title: str, loss_target: float | None 
             color = cmap(norm(p["batch_size"]))
             y = p["mean"] * factor
             err = [[y - p["low"] * factor], [p["high"] * factor - y]]
-            ax.errorbar(p["ratio"], y, yerr=err if p["seeds"] > 1 else None, fmt="none",
-                        ecolor=color, elinewidth=1.2, capsize=2)
-            ax.scatter(p["ratio"], y, s=46, facecolors="none" if p["hollow"] else color,
-                       edgecolors=color, linewidths=1.6, zorder=3)
+            ax.errorbar(
+                p["ratio"],
+                y,
+                yerr=err if p["seeds"] > 1 else None,
+                fmt="none",
+                ecolor=color,
+                elinewidth=1.2,
+                capsize=2,
+            )
+            ax.scatter(
+                p["ratio"],
+                y,
+                s=46,
+                facecolors="none" if p["hollow"] else color,
+                edgecolors=color,
+                linewidths=1.6,
+                zorder=3,
+            )
         diverged = [p for p in points(rows, "ratio") if p["diverged"]]
         if diverged and pts:
             low = min(p["low"] for p in pts) * factor
-            ax.scatter([p["ratio"] for p in diverged], [low] * len(diverged), marker="x",
-                       color="red", label="diverged", zorder=3)
+            ax.scatter(
+                [p["ratio"] for p in diverged],
+                [low] * len(diverged),
+                marker="x",
+                color="red",
+                label="diverged",
+                zorder=3,
+            )
             ax.legend(fontsize=8, loc="best")
         if q == "final_weights_loss" and loss_target:
             ax.axhline(loss_target, color="gray", linestyle="--", linewidth=1)
-            ax.annotate(f"target {loss_target:g}", (0.02, loss_target), fontsize=8,
-                        xycoords=("axes fraction", "data"), va="bottom", color="gray")
+            ax.annotate(
+                f"target {loss_target:g}",
+                (0.02, loss_target),
+                fontsize=8,
+                xycoords=("axes fraction", "data"),
+                va="bottom",
+                color="gray",
+            )
         ax.set_xscale("log")
         values = [v * factor for p in pts for v in (p["low"], p["high"])]
         if q == "final_weights_loss" and loss_target:
@@ -122,18 +179,26 @@ def fig3_figure(rows, correlations: dict, title: str, loss_target: float | None 
         if scale == "log" and values and min(values) > 0:
             ax.set_yscale("log")
             lo, hi = math.floor(math.log10(min(values))), math.ceil(math.log10(max(values)))
-            ax.set_ylim(10 ** lo, 10 ** max(hi, lo + 1))
+            ax.set_ylim(10**lo, 10 ** max(hi, lo + 1))
             ax.yaxis.set_major_locator(LogLocator(base=10))
         ratios = [p["ratio"] for p in points(rows, "ratio")]
         if ratios:
-            ax.set_xlim(10 ** math.floor(math.log10(min(ratios))),
-                        10 ** math.ceil(math.log10(max(ratios))))
+            ax.set_xlim(
+                10 ** math.floor(math.log10(min(ratios))), 10 ** math.ceil(math.log10(max(ratios)))
+            )
         c = correlations.get(q) or {}
         if c.get("rho") is not None:  # in the corner the trend leaves free
             right = c["rho"] < 0
-            ax.text(0.98 if right else 0.02, 0.95, f"Spearman ρ = {c['rho']:+.2f} (n = {c['n']})",
-                    transform=ax.transAxes, ha="right" if right else "left", va="top",
-                    fontsize=9, bbox=dict(facecolor="white", alpha=0.8, lw=0))
+            ax.text(
+                0.98 if right else 0.02,
+                0.95,
+                f"Spearman ρ = {c['rho']:+.2f} (n = {c['n']})",
+                transform=ax.transAxes,
+                ha="right" if right else "left",
+                va="top",
+                fontsize=9,
+                bbox=dict(facecolor="white", alpha=0.8, lw=0),
+            )
         ax.set(xlabel="η / S", ylabel=label)
         ax.grid(alpha=0.3, which="both")
     mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)

@@ -1,4 +1,5 @@
 """Training a figure's runs in turn, with progress and an ETA."""
+
 from __future__ import annotations
 
 import time

@@ -2,6 +2,7 @@
 breaks: stationary E[L] on a grid of η × S against the continuous and the exact discrete
 formulas, equal-η/S learning curves in SDE time, and the breakdowns in η and in S/N (see
 :mod:`lrbs_tf.cli.theory` for the command and the measured results)."""
+
 from __future__ import annotations
 
 import os
@@ -28,16 +29,26 @@ def run(logdir: str, chains: int = 1000, steps: int = 2000, seed: int = 0) -> di
     for lr in (0.01, 0.05, 0.1, 0.2):
         for batch in (1, 4, 16, 64):
             burn = int(10 / (lr * SPECTRUM.min()))
-            sim = T.simulate_gaussian_sgd(H, H, lr, batch, steps, burn, chains,
-                                          seed=seed + len(rows))
+            sim = T.simulate_gaussian_sgd(
+                H, H, lr, batch, steps, burn, chains, seed=seed + len(rows)
+            )
             cont = T.expected_loss_continuous(H, None, lr / batch)
             disc = T.expected_loss_discrete(H, None, lr, batch)
-            rows.append({"lr": lr, "batch": batch, "ratio": lr / batch,
-                         "lr_lambda_max": lr * SPECTRUM.max(), "simulated": sim.mean_loss,
-                         "stderr": sim.stderr, "continuous": cont, "discrete": disc,
-                         "rel_error_continuous": cont / sim.mean_loss - 1,
-                         "rel_error_discrete": disc / sim.mean_loss - 1,
-                         "discrete_within_4se": abs(disc - sim.mean_loss) <= 4 * sim.stderr})
+            rows.append(
+                {
+                    "lr": lr,
+                    "batch": batch,
+                    "ratio": lr / batch,
+                    "lr_lambda_max": lr * SPECTRUM.max(),
+                    "simulated": sim.mean_loss,
+                    "stderr": sim.stderr,
+                    "continuous": cont,
+                    "discrete": disc,
+                    "rel_error_continuous": cont / sim.mean_loss - 1,
+                    "rel_error_discrete": disc / sim.mean_loss - 1,
+                    "discrete_within_4se": abs(disc - sim.mean_loss) <= 4 * sim.stderr,
+                }
+            )
     fig = Figure(figsize=(11, 8.5))
     axes = fig.subplots(2, 2)
     # 2. equal-ratio learning curves on the SDE time axis
@@ -45,14 +56,21 @@ def run(logdir: str, chains: int = 1000, steps: int = 2000, seed: int = 0) -> di
     theta0 = np.full(5, 2.0)
     for i, (lr, batch) in enumerate([(0.01, 1), (0.04, 4), (0.16, 16)]):
         steps = int(3.0 / lr)
-        sim = T.simulate_gaussian_sgd(H, H, lr, batch, 1, steps, 200, seed=seed + 100 + i,
-                                      theta0=theta0, record_every=1)
+        sim = T.simulate_gaussian_sgd(
+            H, H, lr, batch, 1, steps, 200, seed=seed + 100 + i, theta0=theta0, record_every=1
+        )
         start = 0.5 * theta0 @ H @ theta0
-        ax.plot(np.arange(len(sim.curve) + 1) * lr, np.concatenate([[start], sim.curve]),
-                label=f"η/S = {lr:g}/{batch}")
+        ax.plot(
+            np.arange(len(sim.curve) + 1) * lr,
+            np.concatenate([[start], sim.curve]),
+            label=f"η/S = {lr:g}/{batch}",
+        )
     ax.set_yscale("log")
-    ax.set(xlabel="SDE time t = k·η", ylabel="mean loss over 200 chains",
-           title="equal η/S: learning curves collapse in SDE time")
+    ax.set(
+        xlabel="SDE time t = k·η",
+        ylabel="mean loss over 200 chains",
+        title="equal η/S: learning curves collapse in SDE time",
+    )
     ax.legend(fontsize=8)
     # 1. grid: simulated vs formulas
     ax = axes[0][1]
@@ -61,8 +79,11 @@ def run(logdir: str, chains: int = 1000, steps: int = 2000, seed: int = 0) -> di
     ax.loglog(sims, [r["discrete"] for r in rows], "x", label="discrete (η/2S)Σλ/(2−ηλ)")
     lim = [sims.min() / 2, sims.max() * 2]
     ax.plot(lim, lim, "k:", linewidth=1)
-    ax.set(xlabel="simulated stationary E[L]", ylabel="predicted",
-           title="grid η ∈ {.01,.05,.1,.2} × S ∈ {1,4,16,64}")
+    ax.set(
+        xlabel="simulated stationary E[L]",
+        ylabel="predicted",
+        title="grid η ∈ {.01,.05,.1,.2} × S ∈ {1,4,16,64}",
+    )
     ax.legend(fontsize=8)
     # 3. breakdown in η at a fixed ratio
     ax = axes[1][0]
@@ -71,39 +92,68 @@ def run(logdir: str, chains: int = 1000, steps: int = 2000, seed: int = 0) -> di
     measured = []
     for i, lr in enumerate(lrs):
         burn = int(10 / (lr * SPECTRUM.min()))
-        sim = T.simulate_gaussian_sgd(H, H, lr, lr / ratio, steps, burn, chains,
-                                      seed=seed + 200 + i)
+        sim = T.simulate_gaussian_sgd(
+            H, H, lr, lr / ratio, steps, burn, chains, seed=seed + 200 + i
+        )
         measured.append(sim.mean_loss / T.expected_loss_continuous(H, None, ratio))
     fine = np.linspace(0.001, 0.245, 200)
-    ax.plot(fine * SPECTRUM.max(), [T.expected_loss_discrete(H, None, lr, lr / ratio) /
-                                    T.expected_loss_continuous(H, None, ratio) for lr in fine],
-            label="exact discrete formula")
+    ax.plot(
+        fine * SPECTRUM.max(),
+        [
+            T.expected_loss_discrete(H, None, lr, lr / ratio)
+            / T.expected_loss_continuous(H, None, ratio)
+            for lr in fine
+        ],
+        label="exact discrete formula",
+    )
     ax.plot(lrs * SPECTRUM.max(), measured, "o", label="simulated SGD")
     ax.axhline(1, color="k", linestyle=":", label="SDE (η/S only)")
-    ax.set(xlabel="η·λ_max", ylabel="E[L] / (η/(4S)·Tr H)", yscale="log",
-           title=f"breakdown in η at η/S = {ratio}")
+    ax.set(
+        xlabel="η·λ_max",
+        ylabel="E[L] / (η/(4S)·Tr H)",
+        yscale="log",
+        title=f"breakdown in η at η/S = {ratio}",
+    )
     ax.legend(fontsize=8)
     # 4. breakdown in S/N with real mini-batches of a finite data set
     ax = axes[1][1]
-    problem = T.LeastSquares.random(n=100, d=5, noise=1.0, seed=seed,
-                                    spectrum=np.array([4.0, 2.0, 1.0, 0.5, 0.25]))
+    problem = T.LeastSquares.random(
+        n=100, d=5, noise=1.0, seed=seed, spectrum=np.array([4.0, 2.0, 1.0, 0.5, 0.25])
+    )
     Hls, Cls = problem.hessian, problem.gradient_covariance()
     ratio_ls = 0.002
     batches = np.array([1, 2, 5, 10, 20, 40, 60, 80, 90, 95])
     sim_ls = []
     for i, b in enumerate(batches):
-        sim_ls.append(T.simulate_least_squares_sgd(problem, ratio_ls * b, int(b), steps,
-                                                   int(10 / (ratio_ls * b * 0.2)),
-                                                   max(50, chains // 5),
-                                                   seed=seed + 300 + i).mean_loss)
+        sim_ls.append(
+            T.simulate_least_squares_sgd(
+                problem,
+                ratio_ls * b,
+                int(b),
+                steps,
+                int(10 / (ratio_ls * b * 0.2)),
+                max(50, chains // 5),
+                seed=seed + 300 + i,
+            ).mean_loss
+        )
     ax.plot(batches / problem.n, sim_ls, "o", label="simulated SGD, real batches")
-    ax.plot(batches / problem.n, [T.expected_loss_discrete(Hls, Cls, ratio_ls * b, b,
-                                                            finite_n=problem.n)
-                                  for b in batches], label="discrete × (N−S)/(N−1)")
-    ax.plot(batches / problem.n, [T.expected_loss_discrete(Hls, Cls, ratio_ls * b, b)
-                                  for b in batches], "--", label="discrete, i.i.d. batches")
-    ax.set(xlabel="S / N", ylabel="stationary E[L] − L*", yscale="log",
-           title=f"breakdown in S: least squares, N = {problem.n}, η/S = {ratio_ls}")
+    ax.plot(
+        batches / problem.n,
+        [T.expected_loss_discrete(Hls, Cls, ratio_ls * b, b, finite_n=problem.n) for b in batches],
+        label="discrete × (N−S)/(N−1)",
+    )
+    ax.plot(
+        batches / problem.n,
+        [T.expected_loss_discrete(Hls, Cls, ratio_ls * b, b) for b in batches],
+        "--",
+        label="discrete, i.i.d. batches",
+    )
+    ax.set(
+        xlabel="S / N",
+        ylabel="stationary E[L] − L*",
+        yscale="log",
+        title=f"breakdown in S: least squares, N = {problem.n}, η/S = {ratio_ls}",
+    )
     ax.legend(fontsize=8)
     fig.suptitle("SGD on quadratics: SDE theory, exact discrete corrections, breakdowns")
     fig.tight_layout()
@@ -114,13 +164,21 @@ def run(logdir: str, chains: int = 1000, steps: int = 2000, seed: int = 0) -> di
     worst_cont = max(abs(r["rel_error_continuous"]) for r in rows)
     within = sum(r["discrete_within_4se"] for r in rows)
     report = {
-        "grid": rows, "max_abs_rel_error_discrete": worst_disc,
-        "max_abs_rel_error_continuous": worst_cont, "discrete_within_4se": within,
-        "breakdown_eta": {"lr_lambda_max": (lrs * SPECTRUM.max()).tolist(),
-                          "simulated_over_continuous": measured},
+        "grid": rows,
+        "max_abs_rel_error_discrete": worst_disc,
+        "max_abs_rel_error_continuous": worst_cont,
+        "discrete_within_4se": within,
+        "breakdown_eta": {
+            "lr_lambda_max": (lrs * SPECTRUM.max()).tolist(),
+            "simulated_over_continuous": measured,
+        },
         "breakdown_batch": {"s_over_n": (batches / problem.n).tolist(), "simulated": sim_ls},
-        "chains": chains, "steps": steps, "seed": seed, "png": png,
-        "wall_time": time.time() - tick}
+        "chains": chains,
+        "steps": steps,
+        "seed": seed,
+        "png": png,
+        "wall_time": time.time() - tick,
+    }
     runio.write_json(os.path.join(logdir, "theory.json"), report)
     runio.write_csv(os.path.join(logdir, "theory.csv"), rows, list(rows[0]))
     return report

@@ -1,4 +1,5 @@
 """The paper's CIFAR-10 networks: VGG11 with BatchNorm and the CIFAR ResNet56."""
+
 from __future__ import annotations
 
 import keras
@@ -49,7 +50,7 @@ class ShortcutA(keras.layers.Layer):
         self.pad, self.stride = int(pad), int(stride)
 
     def call(self, x):
-        x = x[:, ::self.stride, ::self.stride, :]
+        x = x[:, :: self.stride, :: self.stride, :]
         before = self.pad // 2
         return keras.ops.pad(x, [[0, 0], [0, 0], [0, 0], [before, self.pad - before]])
 
@@ -69,12 +70,14 @@ def resnet56(input_shape, num_classes, blocks_per_stage: int = 9):
         for block in range(blocks_per_stage):
             stride = 2 if stage > 0 and block == 0 else 1
             name = f"s{stage}b{block}"
-            y = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
-                                    name=f"{name}_conv1")(h)
+            y = keras.layers.Conv2D(
+                filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1"
+            )(h)
             y = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn1")(y)
             y = keras.layers.ReLU()(y)
-            y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                                    name=f"{name}_conv2")(y)
+            y = keras.layers.Conv2D(
+                filters, 3, padding="same", use_bias=False, name=f"{name}_conv2"
+            )(y)
             y = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn2")(y)
             h = keras.layers.ReLU()(keras.layers.Add()([y, _shortcut_a(h, filters, stride)]))
     h = keras.layers.GlobalAveragePooling2D()(h)

@@ -4,6 +4,7 @@ Every builder returns a functional :class:`~lrbs_tf.core.optimizers.RatioModel` 
 logits; :func:`register_model` adds your own (a functional or Sequential model works with the
 probes, which clone it layer by layer).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,9 +21,11 @@ MODELS = specs.MODELS
 def register_model(name: str, settings: tuple = (), xla: bool = False, description: str = ""):
     """Decorator adding a builder ``fn(input_shape, num_classes, **options)`` to the registry;
     ``settings`` names the run settings it takes (e.g. ``("width",)``)."""
+
     def decorate(fn):
         MODELS[name] = specs.ModelSpec(fn, tuple(settings), xla, description or fn.__doc__ or "")
         return fn
+
     return decorate
 
 
@@ -34,8 +37,14 @@ def builder(name: str):
     return getattr(importlib.import_module(module), function)
 
 
-def build_model(name: str, input_shape, num_classes: int, seed: int | None = None,
-                synchronized_bn: bool = False, **options) -> keras.Model:
+def build_model(
+    name: str,
+    input_shape,
+    num_classes: int,
+    seed: int | None = None,
+    synchronized_bn: bool = False,
+    **options,
+) -> keras.Model:
     """Build registered model ``name``; ``seed`` makes the initial weights reproducible.
 
     ``synchronized_bn`` makes every BatchNormalization layer compute its batch statistics over
@@ -59,8 +68,14 @@ def build_for(config, strategy=None) -> keras.Model:
     from lrbs_tf.data.specs import DATASETS
 
     data = DATASETS[config.dataset]
-    return build_model(config.model, data.input_shape, data.classes, seed=config.seed,
-                       synchronized_bn=strategy is not None, **specs.options(config))
+    return build_model(
+        config.model,
+        data.input_shape,
+        data.classes,
+        seed=config.seed,
+        synchronized_bn=strategy is not None,
+        **specs.options(config),
+    )
 
 
 def load_model(path: str, **kwargs) -> keras.Model:

@@ -1,10 +1,11 @@
 """The model registry's entries: name, builder, the run settings the builder takes, and whether
 ``--jit auto`` compiles it with XLA. Pure Python, so that a run's settings are checked before
 TensorFlow loads; :func:`lrbs_tf.models.registry.register_model` adds entries at run time."""
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,12 +21,18 @@ class ModelSpec:
 
 
 MODELS = {
-    "mlp": ModelSpec("lrbs_tf.models.mlp:mlp", ("width",), xla=True,
-                     description="the paper's 4-layer batch-normalised ReLU MLP"),
-    "vgg11": ModelSpec("lrbs_tf.models.convnets:vgg11",
-                       description="VGG11 with BatchNorm for 32×32 images"),
-    "resnet56": ModelSpec("lrbs_tf.models.convnets:resnet56",
-                          description="the CIFAR ResNet56 of He et al. (2016)"),
+    "mlp": ModelSpec(
+        "lrbs_tf.models.mlp:mlp",
+        ("width",),
+        xla=True,
+        description="the paper's 4-layer batch-normalised ReLU MLP",
+    ),
+    "vgg11": ModelSpec(
+        "lrbs_tf.models.convnets:vgg11", description="VGG11 with BatchNorm for 32×32 images"
+    ),
+    "resnet56": ModelSpec(
+        "lrbs_tf.models.convnets:resnet56", description="the CIFAR ResNet56 of He et al. (2016)"
+    ),
 }
 
 

@@ -22,6 +22,7 @@ training examples. The subset is processed in batches whose results are averaged
 :func:`lrbs_tf.probes.prober.probe` runs the estimators of :mod:`lrbs_tf.probes.spectral` on
 the operator and returns a dict with every setting, ready for ``results.json``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,12 +40,14 @@ BN_MODES = ("inference", "batch")
 
 def sparse_softmax_cross_entropy(y, logits):
     """Per-example cross-entropy of integer labels and logits (dtype follows the logits)."""
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32),
-                                                          logits=logits)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(y, tf.int32), logits=logits
+    )
 
 
 def _probe_copy(model: keras.Model, dtype: str) -> keras.Model:
     """A functional copy without Dropout, computing in ``dtype``, with the same weights."""
+
     def clone(layer):
         if isinstance(layer, keras.layers.Dropout):
             return keras.layers.Identity(name=layer.name)
@@ -81,9 +84,19 @@ class HessianOperator:
             model's (the strategy in whose scope it was built).
     """
 
-    def __init__(self, model: keras.Model, x, y, batch_size: int = 1000,
-                 bn_mode: str = "inference", dtype: str = "float32", method: str = "rr",
-                 loss=None, strategy="auto", on_call=None):
+    def __init__(
+        self,
+        model: keras.Model,
+        x,
+        y,
+        batch_size: int = 1000,
+        bn_mode: str = "inference",
+        dtype: str = "float32",
+        method: str = "rr",
+        loss=None,
+        strategy="auto",
+        on_call=None,
+    ):
         if bn_mode not in BN_MODES:
             raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
         if dtype not in ("float32", "float64"):
@@ -110,26 +123,33 @@ class HessianOperator:
         self.sizes = [int(np.prod(s)) for s in self.shapes]
         self.dim = int(sum(self.sizes))
         with tf.device("/cpu:0"):
-            self.x = tf.constant(np.asarray(x), dtype=dtype if np.asarray(x).dtype.kind == "f"
-                                 else None)
+            self.x = tf.constant(
+                np.asarray(x), dtype=dtype if np.asarray(x).dtype.kind == "f" else None
+            )
             self.y = tf.constant(np.asarray(y))
         n, b = self.num_examples, self.batch_size
         starts = np.arange(0, n, b)
         self.batch_starts = tf.constant(starts, tf.int64)
         self.batch_sizes = tf.constant(np.minimum(b, n - starts), tf.int64)
         self.matvecs = 0
-        self._hvp = tf.function(self._hvp_impl,
-                                input_signature=[tf.TensorSpec([self.dim], dtype)])
-        self._grad = tf.function(self._grad_impl,
-                                 input_signature=[tf.TensorSpec([self.dim], dtype)])
+        self._hvp = tf.function(self._hvp_impl, input_signature=[tf.TensorSpec([self.dim], dtype)])
+        self._grad = tf.function(
+            self._grad_impl, input_signature=[tf.TensorSpec([self.dim], dtype)]
+        )
 
     # -- settings -------------------------------------------------------------------------
     def settings(self) -> dict:
-        return {"num_examples": self.num_examples, "batch_size": self.batch_size,
-                "bn_mode": self.bn_mode, "dtype": self.dtype, "method": self.method,
-                "num_parameters": self.dim, "dropout": "off",
-                "replicas": distribute.replicas(self.strategy),
-                "loss": getattr(self.loss, "__name__", repr(self.loss))}
+        return {
+            "num_examples": self.num_examples,
+            "batch_size": self.batch_size,
+            "bn_mode": self.bn_mode,
+            "dtype": self.dtype,
+            "method": self.method,
+            "num_parameters": self.dim,
+            "dropout": "off",
+            "replicas": distribute.replicas(self.strategy),
+            "loss": getattr(self.loss, "__name__", repr(self.loss)),
+        }
 
     def refresh(self) -> None:
         """Copy the model's current weights (trainable and BN statistics) into the probe copy."""
@@ -137,8 +157,10 @@ class HessianOperator:
             dst.assign(tf.cast(src.value, dst.dtype))
 
     def trace_counts(self) -> dict:
-        return {"hvp": self._hvp.experimental_get_tracing_count(),
-                "gradient": self._grad.experimental_get_tracing_count()}
+        return {
+            "hvp": self._hvp.experimental_get_tracing_count(),
+            "gradient": self._grad.experimental_get_tracing_count(),
+        }
 
     # -- flat vectors ---------------------------------------------------------------------
     def _split(self, flat):
@@ -154,11 +176,12 @@ class HessianOperator:
     # -- the loss of one batch ------------------------------------------------------------
     def _batch(self, i):
         start, size = self.batch_starts[i], self.batch_sizes[i]
-        return self.x[start:start + size], self.y[start:start + size], size
+        return self.x[start : start + size], self.y[start : start + size], size
 
     def _batch_loss(self, params, x, y):
-        outputs, _ = self.copy.stateless_call(params, self.state, x,
-                                              training=self.bn_mode == "batch")
+        outputs, _ = self.copy.stateless_call(
+            params, self.state, x, training=self.bn_mode == "batch"
+        )
         return tf.reduce_mean(self.loss(y, outputs))
 
     def batch_gradient(self, x, y, training: bool):
@@ -173,6 +196,7 @@ class HessianOperator:
 
     def _weighted_sum(self, per_batch):
         """Σ_b (n_b / N) · per_batch(x_b, y_b) for functions returning a list of tensors."""
+
         def partial(replica, replicas):
             total = [tf.zeros(s, self.dtype) for s in self.shapes]
             for i in tf.range(replica, tf.size(self.batch_starts), replicas):
@@ -194,8 +218,9 @@ class HessianOperator:
 
         def on_replica():
             ctx = tf.distribute.get_replica_context()
-            share = partial(tf.cast(ctx.replica_id_in_sync_group, tf.int32),
-                            ctx.num_replicas_in_sync)
+            share = partial(
+                tf.cast(ctx.replica_id_in_sync_group, tf.int32), ctx.num_replicas_in_sync
+            )
             return ctx.all_reduce(tf.distribute.ReduceOp.SUM, share)
 
         out = self.strategy.run(on_replica)

@@ -19,6 +19,7 @@ and the model's moving statistics are kept.
 
 Neither changes the models passed in: all work happens on a private copy.
 """
+
 from __future__ import annotations
 
 import keras
@@ -45,8 +46,12 @@ class _Evaluator:
         def step(x, y):
             logits = self.copy(x, training=False)
             loss = tf.reduce_sum(sparse_softmax_cross_entropy(y, logits))
-            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
-                                                     tf.cast(y, tf.int32)), tf.float32))
+            correct = tf.reduce_sum(
+                tf.cast(
+                    tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y, tf.int32)),
+                    tf.float32,
+                )
+            )
             return loss, correct
 
         self.step = step
@@ -54,44 +59,60 @@ class _Evaluator:
     def __call__(self, x, y) -> tuple[float, float]:
         loss = correct = 0.0
         for start in range(0, len(y), self.batch_size):
-            l, c = self.step(x[start:start + self.batch_size], y[start:start + self.batch_size])
-            loss += float(l)
-            correct += float(c)
+            batch_loss, batch_correct = self.step(
+                x[start : start + self.batch_size], y[start : start + self.batch_size]
+            )
+            loss += float(batch_loss)
+            correct += float(batch_correct)
         return loss / len(y), correct / len(y)
 
 
 def recompute_bn_statistics(model: keras.Model, x, batch_size: int = 500) -> None:
     """Set every BatchNorm's moving statistics to the mean of per-batch statistics over ``x``
     (forward passes in training mode with momentum (k−1)/k for the k-th batch)."""
-    layers = [l for l in compat.all_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
+    layers = [
+        layer
+        for layer in compat.all_layers(model)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     if not layers:
         return
-    saved = [l.momentum for l in layers]
+    saved = [layer.momentum for layer in layers]
     try:
         for k, start in enumerate(range(0, len(x), batch_size), start=1):
             for layer in layers:
                 layer.momentum = (k - 1) / k
-            model(x[start:start + batch_size], training=True)
+            model(x[start : start + batch_size], training=True)
     finally:
         for layer, momentum in zip(layers, saved):
             layer.momentum = momentum
 
 
-def interpolate(model_a: keras.Model, model_b: keras.Model, train_xy, val_xy,
-                alphas=np.linspace(-1, 2, 31), bn: str = "recompute",
-                recompute_examples: int = 2000, batch_size: int = 1000) -> dict:
+def interpolate(
+    model_a: keras.Model,
+    model_b: keras.Model,
+    train_xy,
+    val_xy,
+    alphas=np.linspace(-1, 2, 31),
+    bn: str = "recompute",
+    recompute_examples: int = 2000,
+    batch_size: int = 1000,
+) -> dict:
     """Loss and accuracy on ``train_xy`` and ``val_xy`` along (1 − α)θ_a + αθ_b."""
     if bn not in ("recompute", "interpolate"):
         raise ValueError(f"bn must be 'recompute' or 'interpolate', got {bn!r}")
     if len(model_a.weights) != len(model_b.weights) or any(
-            a.shape != b.shape for a, b in zip(model_a.weights, model_b.weights)):
+        a.shape != b.shape for a, b in zip(model_a.weights, model_b.weights)
+    ):
         raise ValueError("the two models have different architectures")
     copy = _copy(model_a)
     evaluate = _Evaluator(copy, batch_size)
     wa = [w.numpy() for w in model_a.weights]
     wb = [w.numpy() for w in model_b.weights]
-    out = {key: [] for key in ("train_loss", "train_accuracy", "validation_loss",
-                               "validation_accuracy")}
+    out = {
+        key: []
+        for key in ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy")
+    }
     for alpha in alphas:
         for var, a, b in zip(copy.weights, wa, wb):
             value = (1 - alpha) * a + alpha * b
@@ -104,8 +125,12 @@ def interpolate(model_a: keras.Model, model_b: keras.Model, train_xy, val_xy,
             loss, acc = evaluate(x, y)
             out[f"{split}_loss"].append(loss)
             out[f"{split}_accuracy"].append(acc)
-    return dict(out, alphas=[float(a) for a in alphas], bn=bn,
-                recompute_examples=recompute_examples if bn == "recompute" else None)
+    return dict(
+        out,
+        alphas=[float(a) for a in alphas],
+        bn=bn,
+        recompute_examples=recompute_examples if bn == "recompute" else None,
+    )
 
 
 def filter_normalized_direction(model: keras.Model, rng: np.random.Generator) -> list:
@@ -119,13 +144,20 @@ def filter_normalized_direction(model: keras.Model, rng: np.random.Generator) ->
         d = rng.standard_normal(w.shape).astype(w.dtype)
         axes = tuple(range(w.ndim - 1))  # Keras kernels keep output units on the last axis
         d *= np.linalg.norm(w, axis=axes, keepdims=True) / (
-            np.linalg.norm(d, axis=axes, keepdims=True) + 1e-12)
+            np.linalg.norm(d, axis=axes, keepdims=True) + 1e-12
+        )
         direction.append(d)
     return direction
 
 
-def random_plane(model: keras.Model, xy, span: float = 1.0, points: int = 11,
-                 seed: int = 0, batch_size: int = 1000) -> dict:
+def random_plane(
+    model: keras.Model,
+    xy,
+    span: float = 1.0,
+    points: int = 11,
+    seed: int = 0,
+    batch_size: int = 1000,
+) -> dict:
     """Loss on θ + a·d₁ + b·d₂ for a, b in [−span, span] (``points`` × ``points`` grid)."""
     rng = np.random.default_rng(seed)
     d1, d2 = filter_normalized_direction(model, rng), filter_normalized_direction(model, rng)

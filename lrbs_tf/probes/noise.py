@@ -16,6 +16,7 @@ use BatchNorm's moving statistics (a batch of one has no batch statistics).
 :func:`compare_with_hessian` checks the paper's Assumption 2 (C ≈ H): Tr C / Tr H and the overlap
 of their top-k eigenvector subspaces (1 = same subspace).
 """
+
 from __future__ import annotations
 
 import math
@@ -35,12 +36,14 @@ class PerExampleGradients:
         self.microbatch = int(microbatch)
         self.chunk = int(chunk)
         if op.num_examples < 2 * self.microbatch:
-            raise ValueError(f"need at least two micro-batches of {self.microbatch} examples, "
-                             f"have {op.num_examples} examples")
+            raise ValueError(
+                f"need at least two micro-batches of {self.microbatch} examples, "
+                f"have {op.num_examples} examples"
+            )
         m = self.microbatch
         self.count = op.num_examples // m  # micro-batches used (a partial one is dropped)
-        self.xs = tf.reshape(op.x[:self.count * m], [-1, m] + list(op.x.shape[1:]))
-        self.ys = tf.reshape(op.y[:self.count * m], [-1, m] + list(op.y.shape[1:]))
+        self.xs = tf.reshape(op.x[: self.count * m], [-1, m] + list(op.x.shape[1:]))
+        self.ys = tf.reshape(op.y[: self.count * m], [-1, m] + list(op.y.shape[1:]))
         spec_x = tf.TensorSpec([None, m] + list(op.x.shape[1:]), op.x.dtype)
         spec_y = tf.TensorSpec([None, m] + list(op.y.shape[1:]), op.y.dtype)
         self._fn = tf.function(self._grads, input_signature=[spec_x, spec_y])
@@ -62,8 +65,12 @@ class PerExampleGradients:
             total = tf.zeros([self.op.dim], tf.float64)
             sq = tf.zeros([], tf.float64)
             for c in tf.range(replica, chunks, replicas):
-                g = tf.cast(self._grads(self.xs[c * chunk:(c + 1) * chunk],
-                                        self.ys[c * chunk:(c + 1) * chunk]), tf.float64)
+                g = tf.cast(
+                    self._grads(
+                        self.xs[c * chunk : (c + 1) * chunk], self.ys[c * chunk : (c + 1) * chunk]
+                    ),
+                    tf.float64,
+                )
                 total += tf.reduce_sum(g, axis=0)
                 sq += tf.reduce_sum(g * g)
             return [total, sq]
@@ -78,8 +85,9 @@ class PerExampleGradients:
     def batches(self):
         """Yield arrays of flat gradients (micro-batches × parameters), ``chunk`` at a time."""
         for start in range(0, self.count, self.chunk):
-            yield self._fn(self.xs[start:start + self.chunk],
-                           self.ys[start:start + self.chunk]).numpy()
+            yield self._fn(
+                self.xs[start : start + self.chunk], self.ys[start : start + self.chunk]
+            ).numpy()
 
 
 def gradient_noise(op: HessianOperator, microbatch: int = 1, chunk: int = 64) -> dict:
@@ -124,23 +132,33 @@ def covariance_matvec(op: HessianOperator, microbatch: int = 1, max_examples: in
     return matvec, op.dim
 
 
-def compare_with_hessian(op: HessianOperator, k: int = 5, microbatch: int = 1,
-                         max_examples: int = 256, trace_h: float | None = None,
-                         seed: int = 0) -> dict:
+def compare_with_hessian(
+    op: HessianOperator,
+    k: int = 5,
+    microbatch: int = 1,
+    max_examples: int = 256,
+    trace_h: float | None = None,
+    seed: int = 0,
+) -> dict:
     """Tr C / Tr H and the overlap of the top-k eigenvector subspaces of C and H."""
     c_matvec, dim = covariance_matvec(op, microbatch, max_examples)
-    top_c = spectral.top_eigenvalues(c_matvec, dim, k=k, tol=1e-3, max_steps=60, seed=seed,
-                                     return_vectors=True)
-    top_h = spectral.top_eigenvalues(op.matvec, dim, k=k, tol=1e-3, max_steps=60, seed=seed,
-                                     return_vectors=True)
+    top_c = spectral.top_eigenvalues(
+        c_matvec, dim, k=k, tol=1e-3, max_steps=60, seed=seed, return_vectors=True
+    )
+    top_h = spectral.top_eigenvalues(
+        op.matvec, dim, k=k, tol=1e-3, max_steps=60, seed=seed, return_vectors=True
+    )
     if trace_h is None:
         trace_h = spectral.hutchpp_trace(op.matvec, dim, num=60, seed=seed).value
     trace_c = spectral.hutchpp_trace(c_matvec, dim, num=60, seed=seed).value
     return {
         "trace_c_over_trace_h": trace_c / trace_h if trace_h else math.nan,
-        "trace_c": trace_c, "trace_h": trace_h,
-        "top_c": top_c.eigenvalues.tolist(), "top_h": top_h.eigenvalues.tolist(),
+        "trace_c": trace_c,
+        "trace_h": trace_h,
+        "top_c": top_c.eigenvalues.tolist(),
+        "top_h": top_h.eigenvalues.tolist(),
         "top_k_overlap": spectral.subspace_overlap(top_c.eigenvectors, top_h.eigenvectors),
         "random_overlap_baseline": k / dim,
-        "k": k, "covariance_examples": max_examples,
+        "k": k,
+        "covariance_examples": max_examples,
     }

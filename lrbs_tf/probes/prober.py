@@ -8,6 +8,7 @@ and the stability line 2/η for the current learning rate. Used at the end of a 
 (``run.py --probe``), during training (:class:`ProbeEvery`) and on saved
 runs (``tools/probe.py``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,9 +19,9 @@ import keras
 import numpy as np
 
 from lrbs_tf.probes import spectral
-from lrbs_tf.probes.settings import ProbeSettings
 from lrbs_tf.probes.hessian import HessianOperator
 from lrbs_tf.probes.noise import gradient_noise
+from lrbs_tf.probes.settings import ProbeSettings
 
 
 def probe_subset(num_train: int, settings: ProbeSettings) -> np.ndarray:
@@ -29,8 +30,9 @@ def probe_subset(num_train: int, settings: ProbeSettings) -> np.ndarray:
     return np.sort(rng.choice(num_train, size=settings.examples, replace=False))
 
 
-def finite_difference_frobenius(op: HessianOperator, num: int = 20, eps: float = 1e-3,
-                                seed: int = 0) -> spectral.Estimate:
+def finite_difference_frobenius(
+    op: HessianOperator, num: int = 20, eps: float = 1e-3, seed: int = 0
+) -> spectral.Estimate:
     """The paper's estimator (after Wu et al. 2017): ‖H‖_F² = E‖Hv‖², v ~ N(0, I), with
     Hv ≈ ‖v‖ (∇L(θ + ε v/‖v‖) − ∇L(θ)) / ε.
 
@@ -50,36 +52,54 @@ def finite_difference_frobenius(op: HessianOperator, num: int = 20, eps: float =
         v = rng.standard_normal(op.dim)
         norm = np.linalg.norm(v)
         hv = (op.gradient(eps * v / norm) - g0) * (norm / eps)
-        samples.append(float(np.sum(hv ** 2)))
+        samples.append(float(np.sum(hv**2)))
     samples = np.array(samples)
     value = math.sqrt(max(samples.mean(), 0.0))
     se_sq = float(samples.std(ddof=1) / math.sqrt(num)) if num > 1 else math.inf
     return spectral.Estimate(value, se_sq / (2 * value) if value > 0 else math.inf, num + 1)
 
 
-def probe(op: HessianOperator, top_k: int = 1, lanczos_tol: float = 1e-3,
-          lanczos_max_steps: int = 100, trace_matvecs: int = 99, frobenius_samples: int = 30,
-          finite_difference: bool = True, fd_eps: float = 1e-3, seed: int = 0) -> dict:
+def probe(
+    op: HessianOperator,
+    top_k: int = 1,
+    lanczos_tol: float = 1e-3,
+    lanczos_max_steps: int = 100,
+    trace_matvecs: int = 99,
+    frobenius_samples: int = 30,
+    finite_difference: bool = True,
+    fd_eps: float = 1e-3,
+    seed: int = 0,
+) -> dict:
     """λ_max (Lanczos), Tr H (Hutch++), ‖H‖_F (Hutchinson and finite differences) in one dict."""
     tick = time.time()
-    eig = spectral.top_eigenvalues(op.matvec, op.dim, k=top_k, tol=lanczos_tol,
-                                   max_steps=lanczos_max_steps, seed=seed)
+    eig = spectral.top_eigenvalues(
+        op.matvec, op.dim, k=top_k, tol=lanczos_tol, max_steps=lanczos_max_steps, seed=seed
+    )
     trace = spectral.hutchpp_trace(op.matvec, op.dim, num=trace_matvecs, seed=seed + 1)
     frob = spectral.hutchinson_frobenius(op.matvec, op.dim, num=frobenius_samples, seed=seed + 2)
     out = {
         "lambda_max": float(eig.eigenvalues[0]),
         "lanczos": eig.to_dict(),
-        "trace": trace.value, "trace_stderr": trace.stderr,
-        "frobenius": frob.value, "frobenius_stderr": frob.stderr,
+        "trace": trace.value,
+        "trace_stderr": trace.stderr,
+        "frobenius": frob.value,
+        "frobenius_stderr": frob.stderr,
         "loss": op.loss_value(),
     }
     if finite_difference:
         fd = finite_difference_frobenius(op, num=frobenius_samples, eps=fd_eps, seed=seed + 3)
         out.update(frobenius_fd=fd.value, frobenius_fd_stderr=fd.stderr, fd_eps=fd_eps)
-    out["settings"] = dict(op.settings(), top_k=top_k, lanczos_tol=lanczos_tol,
-                           lanczos_max_steps=lanczos_max_steps, trace_matvecs=trace_matvecs,
-                           frobenius_samples=frobenius_samples, seed=seed,
-                           trace_method="hutch++", frobenius_method="hutchinson")
+    out["settings"] = dict(
+        op.settings(),
+        top_k=top_k,
+        lanczos_tol=lanczos_tol,
+        lanczos_max_steps=lanczos_max_steps,
+        trace_matvecs=trace_matvecs,
+        frobenius_samples=frobenius_samples,
+        seed=seed,
+        trace_method="hutch++",
+        frobenius_method="hutchinson",
+    )
     out["seconds"] = time.time() - tick
     return out
 
@@ -91,20 +111,31 @@ class Prober:
         self.settings = settings
         self.indices = probe_subset(len(y), settings)
         xs, ys = np.asarray(x)[self.indices], np.asarray(y)[self.indices]
-        kwargs = dict(batch_size=settings.batch_size, bn_mode=settings.bn_mode,
-                      dtype=settings.dtype, method=settings.method, loss=loss, on_call=on_call)
+        kwargs = dict(
+            batch_size=settings.batch_size,
+            bn_mode=settings.bn_mode,
+            dtype=settings.dtype,
+            method=settings.method,
+            loss=loss,
+            on_call=on_call,
+        )
         self.op = HessianOperator(model, xs, ys, **kwargs)
         noise_n = settings.noise_examples
-        self.noise_op = (self.op if noise_n == settings.examples else
-                         HessianOperator(model, xs[:noise_n], ys[:noise_n], **kwargs))
+        self.noise_op = (
+            self.op
+            if noise_n == settings.examples
+            else HessianOperator(model, xs[:noise_n], ys[:noise_n], **kwargs)
+        )
         self._v0 = None
         self.calls = 0
 
     def describe(self) -> dict:
         digest = hashlib.sha1(self.indices.tobytes()).hexdigest()[:16]
-        return dict(self.op.settings(), **{k: v for k, v in vars(self.settings).items()
-                                           if k not in ("batch_size",)},
-                    subset_fingerprint=digest)
+        return dict(
+            self.op.settings(),
+            **{k: v for k, v in vars(self.settings).items() if k not in ("batch_size",)},
+            subset_fingerprint=digest,
+        )
 
     def __call__(self, lr: float | None = None, full: bool = True) -> dict:
         """Measure at the model's current weights. ``full=False`` skips the finite-difference
@@ -116,31 +147,44 @@ class Prober:
             self.noise_op.refresh()
         seed = s.seed + 1000 * self.calls
         self.calls += 1
-        eig = spectral.top_eigenvalues(self.op.matvec, self.op.dim, k=s.top_k,
-                                       tol=s.lanczos_tol, max_steps=s.lanczos_max_steps,
-                                       seed=seed, v0=self._v0, return_vectors=True)
+        eig = spectral.top_eigenvalues(
+            self.op.matvec,
+            self.op.dim,
+            k=s.top_k,
+            tol=s.lanczos_tol,
+            max_steps=s.lanczos_max_steps,
+            seed=seed,
+            v0=self._v0,
+            return_vectors=True,
+        )
         self._v0 = eig.eigenvectors[0]
         trace_n = s.trace_matvecs if full else max(9, s.trace_matvecs // 3)
         frob_n = s.frobenius_samples if full else max(5, s.frobenius_samples // 3)
         trace = spectral.hutchpp_trace(self.op.matvec, self.op.dim, num=trace_n, seed=seed + 1)
-        frob = spectral.hutchinson_frobenius(self.op.matvec, self.op.dim, num=frob_n,
-                                             seed=seed + 2)
+        frob = spectral.hutchinson_frobenius(self.op.matvec, self.op.dim, num=frob_n, seed=seed + 2)
         out = {
             "lambda_max": float(eig.eigenvalues[0]),
             "top_eigenvalues": eig.eigenvalues.tolist(),
             "lanczos_residuals": eig.residuals.tolist(),
             "lanczos_converged": eig.converged.tolist(),
             "lanczos_matvecs": eig.matvecs,
-            "trace": trace.value, "trace_stderr": trace.stderr,
-            "frobenius": frob.value, "frobenius_stderr": frob.stderr,
+            "trace": trace.value,
+            "trace_stderr": trace.stderr,
+            "frobenius": frob.value,
+            "frobenius_stderr": frob.stderr,
             "probe_loss": self.op.loss_value(),
         }
         if full and s.finite_difference:
-            fd = finite_difference_frobenius(self.op, num=s.frobenius_samples, eps=s.fd_eps,
-                                             seed=seed + 3)
+            fd = finite_difference_frobenius(
+                self.op, num=s.frobenius_samples, eps=s.fd_eps, seed=seed + 3
+            )
             out.update(frobenius_fd=fd.value, frobenius_fd_stderr=fd.stderr)
-        out.update({f"noise_{k}" if k in ("num_examples", "microbatch") else k: v
-                    for k, v in gradient_noise(self.noise_op).items()})
+        out.update(
+            {
+                f"noise_{k}" if k in ("num_examples", "microbatch") else k: v
+                for k, v in gradient_noise(self.noise_op).items()
+            }
+        )
         if lr:
             out["lr"] = float(lr)
             out["stability_2_over_lr"] = 2.0 / float(lr)
@@ -148,8 +192,16 @@ class Prober:
         out["seconds"] = time.time() - tick
         return out
 
-    TAGS = ("lambda_max", "stability_2_over_lr", "trace", "frobenius", "frobenius_fd",
-            "b_simple", "trace_c", "grad_norm_sq")
+    TAGS = (
+        "lambda_max",
+        "stability_2_over_lr",
+        "trace",
+        "frobenius",
+        "frobenius_fd",
+        "b_simple",
+        "trace_c",
+        "grad_norm_sq",
+    )
 
     @classmethod
     def write_scalars(cls, writer, record: dict, step: int) -> None:

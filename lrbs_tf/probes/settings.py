@@ -1,4 +1,5 @@
 """What the curvature and gradient-noise probes measure, and on how many examples. Pure Python."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,41 +15,72 @@ PROBE_GROUP = "curvature probes (λ_max, Tr H, ‖H‖_F, B_simple)"
 class ProbeSettings:
     """What the curvature and gradient-noise probes measure, and on how many examples."""
 
-    examples: int = setting(5000, "probe examples: a fixed, seeded subset of the training set",
-                            check=between(1, 10 ** 7), group=PROBE_GROUP)
-    batch_size: int = setting(1000, "examples per Hessian-vector product batch (memory only)",
-                              check=between(1, 10 ** 6), group=PROBE_GROUP)
-    bn_mode: str = setting("inference", "BatchNorm statistics: the moving averages "
-                           "(inference) or each probe batch's own (batch)", choices=BN_MODES,
-                           flag="--bn", group=PROBE_GROUP)
-    dtype: str = setting("float32", "precision of the probes", choices=DTYPES,
-                         group=PROBE_GROUP)
-    method: str = setting("rr", "Hessian-vector products: reverse-over-reverse or "
-                          "forward-over-reverse", choices=("rr", "fr"), cli=False)
+    examples: int = setting(
+        5000,
+        "probe examples: a fixed, seeded subset of the training set",
+        check=between(1, 10**7),
+        group=PROBE_GROUP,
+    )
+    batch_size: int = setting(
+        1000,
+        "examples per Hessian-vector product batch (memory only)",
+        check=between(1, 10**6),
+        group=PROBE_GROUP,
+    )
+    bn_mode: str = setting(
+        "inference",
+        "BatchNorm statistics: the moving averages (inference) or each probe batch's own (batch)",
+        choices=BN_MODES,
+        flag="--bn",
+        group=PROBE_GROUP,
+    )
+    dtype: str = setting("float32", "precision of the probes", choices=DTYPES, group=PROBE_GROUP)
+    method: str = setting(
+        "rr",
+        "Hessian-vector products: reverse-over-reverse or forward-over-reverse",
+        choices=("rr", "fr"),
+        cli=False,
+    )
     top_k: int = setting(1, "eigenvalues from the top", check=between(1, 1000), cli=False)
-    lanczos_tol: float = setting(1e-3, "relative Ritz residual to stop Lanczos",
-                                 check=positive, cli=False)
-    lanczos_max_steps: int = setting(100, "Lanczos steps at most", check=between(1, 10 ** 4),
-                                     cli=False)
-    trace_matvecs: int = setting(99, "Hessian-vector products for Tr H (Hutch++)",
-                                 check=between(1, 10 ** 5), cli=False)
-    frobenius_samples: int = setting(30, "samples for ‖H‖_F", check=between(1, 10 ** 5),
-                                     cli=False)
-    finite_difference: bool = setting(True, "skip the paper's finite-difference ‖H‖_F",
-                                      flag="--no-finite-difference", cli=False)
-    fd_eps: float = setting(1e-3, "step ε of the finite-difference ‖H‖_F", check=positive,
-                            cli=False)
-    noise_examples: int = setting(1000, "probe examples whose per-example gradients give Tr C "
-                                  "and B_simple", check=between(2, 10 ** 7), group=PROBE_GROUP)
-    seed: int = setting(0, "seed of the probe subset and the random vectors",
-                        check=between(0, 2 ** 31 - 1), group=PROBE_GROUP)
+    lanczos_tol: float = setting(
+        1e-3, "relative Ritz residual to stop Lanczos", check=positive, cli=False
+    )
+    lanczos_max_steps: int = setting(
+        100, "Lanczos steps at most", check=between(1, 10**4), cli=False
+    )
+    trace_matvecs: int = setting(
+        99, "Hessian-vector products for Tr H (Hutch++)", check=between(1, 10**5), cli=False
+    )
+    frobenius_samples: int = setting(30, "samples for ‖H‖_F", check=between(1, 10**5), cli=False)
+    finite_difference: bool = setting(
+        True, "skip the paper's finite-difference ‖H‖_F", flag="--no-finite-difference", cli=False
+    )
+    fd_eps: float = setting(
+        1e-3, "step ε of the finite-difference ‖H‖_F", check=positive, cli=False
+    )
+    noise_examples: int = setting(
+        1000,
+        "probe examples whose per-example gradients give Tr C and B_simple",
+        check=between(2, 10**7),
+        group=PROBE_GROUP,
+    )
+    seed: int = setting(
+        0,
+        "seed of the probe subset and the random vectors",
+        check=between(0, 2**31 - 1),
+        group=PROBE_GROUP,
+    )
 
-    def validate(self, num_train: int, prefix: str = "probe-") -> "ProbeSettings":
+    def validate(self, num_train: int, prefix: str = "probe-") -> ProbeSettings:
         check_fields(self, prefix)
         if self.examples > num_train:
-            raise ConfigError(f"--{prefix}examples must be between 1 and the training set size "
-                              f"({num_train}), got {self.examples}")
+            raise ConfigError(
+                f"--{prefix}examples must be between 1 and the training set size "
+                f"({num_train}), got {self.examples}"
+            )
         if self.noise_examples > self.examples:
-            raise ConfigError(f"--{prefix}noise-examples must be between 2 and "
-                              f"--{prefix}examples ({self.examples}), got {self.noise_examples}")
+            raise ConfigError(
+                f"--{prefix}noise-examples must be between 2 and "
+                f"--{prefix}examples ({self.examples}), got {self.noise_examples}"
+            )
         return self

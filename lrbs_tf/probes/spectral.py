@@ -15,11 +15,12 @@ estimator is tested against matrices with known spectra.
 * :func:`slq_density` — spectral density by stochastic Lanczos quadrature (Ghorbani, Krishnan &
   Xiao 2019; Papyan 2020).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -31,8 +32,14 @@ def _rademacher(rng: np.random.Generator, dim: int, count: int | None = None) ->
     return rng.integers(0, 2, size=shape).astype(np.float64) * 2.0 - 1.0
 
 
-def lanczos(matvec: MatVec, dim: int, steps: int, seed: int = 0, v0: np.ndarray | None = None,
-            callback: Callable | None = None):
+def lanczos(
+    matvec: MatVec,
+    dim: int,
+    steps: int,
+    seed: int = 0,
+    v0: np.ndarray | None = None,
+    callback: Callable | None = None,
+):
     """Run up to ``steps`` Lanczos steps; returns ``(alpha, beta, Q)``.
 
     ``Q`` holds the orthonormal Lanczos vectors as rows, ``alpha`` the diagonal and ``beta`` the
@@ -53,7 +60,7 @@ def lanczos(matvec: MatVec, dim: int, steps: int, seed: int = 0, v0: np.ndarray 
         a = float(q @ w)
         alpha.append(a)
         for _ in range(2):
-            w -= Q[:j + 1].T @ (Q[:j + 1] @ w)
+            w -= Q[: j + 1].T @ (Q[: j + 1] @ w)
         b = float(np.linalg.norm(w))
         beta.append(b)
         if callback is not None and callback(np.array(alpha), np.array(beta)):
@@ -69,7 +76,7 @@ def _tridiag(alpha, beta):
     m = len(alpha)
     T = np.diag(alpha)
     if m > 1:
-        T += np.diag(beta[:m - 1], 1) + np.diag(beta[:m - 1], -1)
+        T += np.diag(beta[: m - 1], 1) + np.diag(beta[: m - 1], -1)
     return T
 
 
@@ -84,13 +91,24 @@ class EigenResult:
     eigenvectors: np.ndarray | None = None
 
     def to_dict(self) -> dict:
-        return {"eigenvalues": self.eigenvalues.tolist(), "residuals": self.residuals.tolist(),
-                "converged": self.converged.tolist(), "matvecs": self.matvecs}
+        return {
+            "eigenvalues": self.eigenvalues.tolist(),
+            "residuals": self.residuals.tolist(),
+            "converged": self.converged.tolist(),
+            "matvecs": self.matvecs,
+        }
 
 
-def top_eigenvalues(matvec: MatVec, dim: int, k: int = 1, tol: float = 1e-3,
-                    max_steps: int = 100, seed: int = 0, v0=None,
-                    return_vectors: bool = False) -> EigenResult:
+def top_eigenvalues(
+    matvec: MatVec,
+    dim: int,
+    k: int = 1,
+    tol: float = 1e-3,
+    max_steps: int = 100,
+    seed: int = 0,
+    v0=None,
+    return_vectors: bool = False,
+) -> EigenResult:
     """Largest ``k`` eigenvalues by Lanczos with full re-orthogonalisation.
 
     Stops once each of the top ``k`` Ritz pairs has residual ≤ ``tol``·|θ| (the eigenvalue
@@ -116,8 +134,9 @@ def top_eigenvalues(matvec: MatVec, dim: int, k: int = 1, tol: float = 1e-3,
     return EigenResult(theta[top], residuals, converged, len(alpha), vectors)
 
 
-def power_iteration(matvec: MatVec, dim: int, k: int = 1, tol: float = 1e-3,
-                    max_iter: int = 200, seed: int = 0) -> EigenResult:
+def power_iteration(
+    matvec: MatVec, dim: int, k: int = 1, tol: float = 1e-3, max_iter: int = 200, seed: int = 0
+) -> EigenResult:
     """Largest-magnitude ``k`` eigenvalues by power iteration with deflation.
 
     Each new vector is kept orthogonal to the eigenvectors already found; iteration stops when
@@ -145,8 +164,9 @@ def power_iteration(matvec: MatVec, dim: int, k: int = 1, tol: float = 1e-3,
         values.append(lam)
         residuals.append(res)
         flags.append(ok)
-    return EigenResult(np.array(values), np.array(residuals), np.array(flags), matvecs,
-                       np.array(found))
+    return EigenResult(
+        np.array(values), np.array(residuals), np.array(flags), matvecs, np.array(found)
+    )
 
 
 @dataclasses.dataclass
@@ -197,8 +217,9 @@ def hutchpp_trace(matvec: MatVec, dim: int, num: int = 99, seed: int = 0) -> Est
 def hutchinson_frobenius(matvec: MatVec, dim: int, num: int = 50, seed: int = 0) -> Estimate:
     """‖H‖_F = √E‖Hz‖² for Rademacher z (E‖Hz‖² = Tr H² exactly); stderr by the delta method."""
     rng = np.random.default_rng(seed)
-    samples = np.array([float(np.sum(np.asarray(matvec(_rademacher(rng, dim))) ** 2))
-                        for _ in range(num)])
+    samples = np.array(
+        [float(np.sum(np.asarray(matvec(_rademacher(rng, dim))) ** 2)) for _ in range(num)]
+    )
     value = math.sqrt(max(float(samples.mean()), 0.0))
     stderr_sq = float(samples.std(ddof=1) / math.sqrt(num)) if num > 1 else math.inf
     return Estimate(value, stderr_sq / (2 * value) if value > 0 else math.inf, num)
@@ -226,8 +247,9 @@ class SpectralDensity:
         return float(dim * np.mean(np.sum(self.weights * self.nodes, axis=1)))
 
 
-def slq_density(matvec: MatVec, dim: int, runs: int = 10, steps: int = 80,
-                seed: int = 0) -> SpectralDensity:
+def slq_density(
+    matvec: MatVec, dim: int, runs: int = 10, steps: int = 80, seed: int = 0
+) -> SpectralDensity:
     """Stochastic Lanczos quadrature: ``runs`` Lanczos runs of ``steps`` from random vectors."""
     rng = np.random.default_rng(seed)
     nodes, weights, matvecs = [], [], 0

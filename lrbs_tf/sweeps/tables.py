@@ -6,6 +6,7 @@ and test accuracy, and the probe values. Correlations with η/S use only finishe
 reached the target (all finished runs when the sweep has no target): a run stopped by the
 epoch cap is not at a minimum of the common loss, so it is shown (hollow) but not counted.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,20 +26,28 @@ def row_of(config, results: dict | None) -> dict:
     probe = results.get("probe") or {}
     status = results.get("status", "missing")
     return {
-        "lr": config.lr, "batch_size": config.batch_size, "ratio": config.ratio,
-        "seed": config.seed, "status": status,
-        "converged": (results.get("loss_target_reached") if config.loss_target is not None
-                      and status == "finished" else None),
-        "epochs": (round(results["epochs_trained"], 2) if "epochs_trained" in results
-                   else len(results.get("epochs", []))),
+        "lr": config.lr,
+        "batch_size": config.batch_size,
+        "ratio": config.ratio,
+        "seed": config.seed,
+        "status": status,
+        "converged": (
+            results.get("loss_target_reached")
+            if config.loss_target is not None and status == "finished"
+            else None
+        ),
+        "epochs": (
+            round(results["epochs_trained"], 2)
+            if "epochs_trained" in results
+            else len(results.get("epochs", []))
+        ),
         "final_weights_loss": results.get("final_weights_loss"),
         "final_weights_accuracy": results.get("final_weights_accuracy"),
         "train_loss": results.get("final_train_loss"),
         "validation_accuracy": results.get("final_validation_accuracy"),
         "test_accuracy": results.get("final_test_accuracy"),
         **{k: probe.get(k) for k in PROBE_KEYS},
-        "fd_eps": (probe.get("settings") or {}).get("fd_eps") if "frobenius_fd" in probe
-        else None,
+        "fd_eps": (probe.get("settings") or {}).get("fd_eps") if "frobenius_fd" in probe else None,
         "probe_examples": (probe.get("settings") or {}).get("num_examples"),
         "wall_time": results.get("wall_time"),
         "run_dir": config.run_dir,
@@ -74,8 +83,11 @@ def spearman(rows: list[dict], quantities) -> dict:
     """Spearman's ρ (and p-value, n) of each quantity with η/S over the counted rows."""
     out = {}
     for q in quantities:
-        pts = [(r["ratio"], r[q]) for r in rows if counted(r)
-               and r[q] is not None and math.isfinite(r[q])]
+        pts = [
+            (r["ratio"], r[q])
+            for r in rows
+            if counted(r) and r[q] is not None and math.isfinite(r[q])
+        ]
         if len(pts) >= 3 and len({p[1] for p in pts}) > 1 and len({p[0] for p in pts}) > 1:
             rho, p = scipy.stats.spearmanr(*zip(*pts))
             out[q] = {"rho": float(rho), "p": float(p), "n": len(pts)}
@@ -93,27 +105,40 @@ def points(rows: list[dict], quantity: str) -> list[dict]:
         groups.setdefault((r["lr"], r["batch_size"]), []).append(r)
     out = []
     for (lr, batch), group in sorted(groups.items()):
-        values = [r[quantity] for r in group if r["status"] == "finished"
-                  and r[quantity] is not None and math.isfinite(r[quantity])]
-        out.append({"lr": lr, "batch_size": batch, "ratio": group[0]["ratio"],
-                    "seeds": len(values),
-                    "mean": sum(values) / len(values) if values else None,
-                    "low": min(values) if values else None,
-                    "high": max(values) if values else None,
-                    "hollow": not all(counted(r) for r in group if r["status"] == "finished"),
-                    "diverged": all(r["status"] == "diverged" for r in group)})
+        values = [
+            r[quantity]
+            for r in group
+            if r["status"] == "finished" and r[quantity] is not None and math.isfinite(r[quantity])
+        ]
+        out.append(
+            {
+                "lr": lr,
+                "batch_size": batch,
+                "ratio": group[0]["ratio"],
+                "seeds": len(values),
+                "mean": sum(values) / len(values) if values else None,
+                "low": min(values) if values else None,
+                "high": max(values) if values else None,
+                "hollow": not all(counted(r) for r in group if r["status"] == "finished"),
+                "diverged": all(r["status"] == "diverged" for r in group),
+            }
+        )
     return out
 
 
 def decades(rows: list[dict], quantity: str) -> float | None:
     """log10(max/min) of the per-point means of ``quantity`` over counted points."""
-    means = [p["mean"] for p in points([r for r in rows if counted(r)], quantity)
-             if p["mean"] is not None and p["mean"] > 0]
+    means = [
+        p["mean"]
+        for p in points([r for r in rows if counted(r)], quantity)
+        if p["mean"] is not None and p["mean"] > 0
+    ]
     return math.log10(max(means) / min(means)) if len(means) >= 2 else None
 
 
 def spread(rows: list[dict], quantity: str) -> float | None:
     """max/min of ``quantity`` over counted rows (e.g. the final-weights losses)."""
-    values = [r[quantity] for r in rows if counted(r) and r[quantity] is not None
-              and r[quantity] > 0]
+    values = [
+        r[quantity] for r in rows if counted(r) and r[quantity] is not None and r[quantity] > 0
+    ]
     return max(values) / min(values) if len(values) >= 2 else None

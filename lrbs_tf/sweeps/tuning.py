@@ -13,6 +13,7 @@ diverged trial is recorded (objective 0) and the search goes on.
 ``frobenius``, ``frobenius_fd`` and ``b_simple``. Every trial also writes its TensorBoard
 HParams session (η, S, η/S, model), so ``tensorboard --logdir <sweep>`` can sort and filter.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,8 +28,8 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
 from lrbs_tf import distribute
-from lrbs_tf.training.config import RunConfig
 from lrbs_tf.models.registry import build_for
+from lrbs_tf.training.config import RunConfig
 from lrbs_tf.training.run import train
 from lrbs_tf.training.runfolder import RunBusyError
 from lrbs_tf.training.runio import RunFolderError
@@ -67,9 +68,19 @@ class RatioHyperModel(kt.HyperModel):
             run folder is finished); it may raise :class:`SweepPaused` to stop the sweep.
     """
 
-    def __init__(self, base: RunConfig, space: str = "ratio", ratio_range=(1e-6, 1e-2),
-                 lr_range=(1e-3, 0.3), batch_sizes=(32, 128, 512), points=(),
-                 name_prefix: str = "trial", on_trial_end=None, before_run=None, **kwargs):
+    def __init__(
+        self,
+        base: RunConfig,
+        space: str = "ratio",
+        ratio_range=(1e-6, 1e-2),
+        lr_range=(1e-3, 0.3),
+        batch_sizes=(32, 128, 512),
+        points=(),
+        name_prefix: str = "trial",
+        on_trial_end=None,
+        before_run=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.on_trial_end, self.before_run = on_trial_end, before_run
         if space not in SPACES:
@@ -154,7 +165,8 @@ def trial_metrics(results: dict) -> dict:
     out = {
         "val_accuracy": 0.0 if diverged else float(results.get("final_validation_accuracy", 0)),
         "test_accuracy": 0.0 if diverged else float(results.get("final_test_accuracy", 0)),
-        "train_loss": float(results.get("final_train_loss") or math.nan) if not diverged
+        "train_loss": float(results.get("final_train_loss") or math.nan)
+        if not diverged
         else math.inf,
         "diverged": 1.0 if diverged else 0.0,
         "epochs": float(len(results.get("epochs", []))),
@@ -191,8 +203,12 @@ def write_hparams_config(logdir: str) -> None:
 
 def write_hparams_session(config: RunConfig) -> None:
     """Record a run's hparams in its TensorBoard folder (one HParams session per run)."""
-    values = {HPARAMS["lr"]: config.lr, HPARAMS["batch_size"]: config.batch_size,
-              HPARAMS["ratio"]: config.ratio, HPARAMS["model"]: config.model}
+    values = {
+        HPARAMS["lr"]: config.lr,
+        HPARAMS["batch_size"]: config.batch_size,
+        HPARAMS["ratio"]: config.ratio,
+        HPARAMS["model"]: config.model,
+    }
     writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tb"))
     with writer.as_default():
         hparams_api.hparams(values, trial_id=config.run_name)
@@ -220,21 +236,35 @@ def wait_for_chief(timeout: float) -> None:
                 return
         except OSError as e:
             if time.time() >= deadline:
-                raise ConnectionError(f"cannot reach the keras-tuner chief at {host}:{port} "
-                                      f"after {timeout:.0f} s ({e.strerror or e}); start the "
-                                      "chief first and check KERASTUNER_ORACLE_IP/PORT") from None
+                raise ConnectionError(
+                    f"cannot reach the keras-tuner chief at {host}:{port} "
+                    f"after {timeout:.0f} s ({e.strerror or e}); start the "
+                    "chief first and check KERASTUNER_ORACLE_IP/PORT"
+                ) from None
             time.sleep(0.5)
 
 
-def make_tuner(hypermodel: RatioHyperModel, algorithm: str, directory: str, project: str,
-               max_trials: int, seed: int = 0, max_epochs: int | None = None):
+def make_tuner(
+    hypermodel: RatioHyperModel,
+    algorithm: str,
+    directory: str,
+    project: str,
+    max_trials: int,
+    seed: int = 0,
+    max_epochs: int | None = None,
+):
     """A keras-tuner tuner over ``hypermodel``; only the chief (or a lone process) may wipe
     the oracle's state, workers never do."""
     role = distributed_role()
     # keras-tuner reads seed 0 as "no seed" (a random one): pass seed + 1, so that the same
     # command proposes the same trials and a rerun reuses or resumes their run folders.
-    common = dict(objective=kt.Objective("val_accuracy", "max"), directory=directory,
-                  project_name=project, overwrite=role in (None, "chief"), seed=seed + 1)
+    common = dict(
+        objective=kt.Objective("val_accuracy", "max"),
+        directory=directory,
+        project_name=project,
+        overwrite=role in (None, "chief"),
+        seed=seed + 1,
+    )
     if algorithm == "grid":
         return kt.GridSearch(hypermodel, max_trials=max_trials, **common)
     if algorithm == "random":
@@ -242,6 +272,5 @@ def make_tuner(hypermodel: RatioHyperModel, algorithm: str, directory: str, proj
     if algorithm == "bayesian":
         return kt.BayesianOptimization(hypermodel, max_trials=max_trials, **common)
     if algorithm == "hyperband":
-        return kt.Hyperband(hypermodel, max_epochs=max_epochs or hypermodel.base.epochs,
-                            **common)
+        return kt.Hyperband(hypermodel, max_epochs=max_epochs or hypermodel.base.epochs, **common)
     raise ValueError(f"unknown search algorithm {algorithm!r}")

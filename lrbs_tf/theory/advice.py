@@ -11,6 +11,7 @@ Given η0, S0, N and the run's measured λ_max and B_simple, for a target batch 
   scaling keeps the dynamics at fewer steps; far above it, extra batch buys little;
 * steps per epoch before and after.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,14 @@ def _stability(lr_lambda: float) -> str:
     return "ok (η·λ_max ≤ 0.5)"
 
 
-def advise(lr: float, batch_size: int, num_train: int, lambda_max: float, b_simple: float,
-           target_batch: int) -> dict:
+def advise(
+    lr: float,
+    batch_size: int,
+    num_train: int,
+    lambda_max: float,
+    b_simple: float,
+    target_batch: int,
+) -> dict:
     """The numbers behind ``tools/advise.py`` (see the module docstring)."""
     base = Ratio(lr, batch_size)
     if not 1 <= target_batch <= num_train:
@@ -42,7 +49,9 @@ def advise(lr: float, batch_size: int, num_train: int, lambda_max: float, b_simp
         new = rescale_lr(base, target_batch, rule)
         lr_lambda = new.lr * lambda_max
         rules[rule] = {
-            "lr": new.lr, "ratio": new.value, "ratio_change": new.value / base.value,
+            "lr": new.lr,
+            "ratio": new.value,
+            "ratio_change": new.value / base.value,
             "lr_lambda_max": lr_lambda,
             "top_direction_variance_vs_sde": (2 / (2 - lr_lambda)) if lr_lambda < 2 else math.inf,
             "stability": _stability(lr_lambda),
@@ -57,15 +66,23 @@ def advise(lr: float, batch_size: int, num_train: int, lambda_max: float, b_simp
         "batch_over_b_simple": target_batch / b_simple if b_simple > 0 else math.inf,
         "noise_dominated": target_batch < b_simple,
     }
-    linear_holds = (checks["linear_in_sde_regime"] and checks["batch_well_below_n"])
+    linear_holds = checks["linear_in_sde_regime"] and checks["batch_well_below_n"]
     return {
-        "base": {"lr": lr, "batch_size": batch_size, "ratio": base.value, "num_train": num_train,
-                 "lambda_max": lambda_max, "b_simple": b_simple,
-                 "lr_lambda_max": lr * lambda_max},
+        "base": {
+            "lr": lr,
+            "batch_size": batch_size,
+            "ratio": base.value,
+            "num_train": num_train,
+            "lambda_max": lambda_max,
+            "b_simple": b_simple,
+            "lr_lambda_max": lr * lambda_max,
+        },
         "target_batch": target_batch,
         "rules": rules,
         "checks": checks,
         "linear_rule_expected_to_hold": linear_holds,
-        "steps_per_epoch": {"before": math.ceil(num_train / batch_size),
-                            "after": math.ceil(num_train / target_batch)},
+        "steps_per_epoch": {
+            "before": math.ceil(num_train / batch_size),
+            "after": math.ceil(num_train / target_batch),
+        },
     }

@@ -25,6 +25,7 @@ covariance (C/S)·(N − S)/(N − 1) (the finite-population correction;
 :func:`finite_population_factor`): the effective noise η/S · (N − S)/(N − 1) falls to zero as
 S → N, the breakdown in batch size.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,8 +50,9 @@ def expected_loss_continuous(H: np.ndarray, C: np.ndarray | None, ratio: float) 
     return 0.5 * float(np.trace(H @ ou_stationary_covariance(H, C, ratio)))
 
 
-def sgd_stationary_covariance(H: np.ndarray, C: np.ndarray, lr: float, batch: float,
-                              finite_n: int | None = None) -> np.ndarray:
+def sgd_stationary_covariance(
+    H: np.ndarray, C: np.ndarray, lr: float, batch: float, finite_n: int | None = None
+) -> np.ndarray:
     """Exact stationary covariance of SGD (1): Σ − AΣA = (η²/S)·C·f with A = I − ηH.
 
     ``finite_n`` applies the without-replacement factor f = (N − S)/(N − 1) (else f = 1).
@@ -61,7 +63,7 @@ def sgd_stationary_covariance(H: np.ndarray, C: np.ndarray, lr: float, batch: fl
         raise ValueError(f"η·λ_max = {lr * eig_max:.3g} ≥ 2: SGD diverges on this quadratic")
     factor = 1.0 if finite_n is None else finite_population_factor(batch, finite_n)
     A = np.eye(len(H)) - lr * H
-    return _sym(scipy.linalg.solve_discrete_lyapunov(A, lr ** 2 / batch * factor * C))
+    return _sym(scipy.linalg.solve_discrete_lyapunov(A, lr**2 / batch * factor * C))
 
 
 def sgd_stationary_variance(eigenvalues, lr: float, batch: float) -> np.ndarray:
@@ -72,8 +74,9 @@ def sgd_stationary_variance(eigenvalues, lr: float, batch: float) -> np.ndarray:
     return (lr / batch) / (2.0 - lr * lam)
 
 
-def expected_loss_discrete(H: np.ndarray, C: np.ndarray | None, lr: float, batch: float,
-                           finite_n: int | None = None) -> float:
+def expected_loss_discrete(
+    H: np.ndarray, C: np.ndarray | None, lr: float, batch: float, finite_n: int | None = None
+) -> float:
     """Exact stationary E[L] = ½ Tr(HΣ) of discrete SGD; C = H when ``C`` is None."""
     if C is None and finite_n is None:
         lam = np.linalg.eigvalsh(H)
@@ -100,14 +103,26 @@ class SimulationResult:
     curve: np.ndarray | None = None  # mean loss over chains at each recorded step
 
     def to_dict(self) -> dict:
-        return {"mean_loss": self.mean_loss, "stderr": self.stderr, "chains": self.chains,
-                "steps": self.steps}
+        return {
+            "mean_loss": self.mean_loss,
+            "stderr": self.stderr,
+            "chains": self.chains,
+            "steps": self.steps,
+        }
 
 
-def simulate_gaussian_sgd(H: np.ndarray, C: np.ndarray, lr: float, batch: float,
-                          steps: int, burn_in: int, chains: int = 1000, seed: int = 0,
-                          theta0: np.ndarray | None = None, record_every: int = 0
-                          ) -> SimulationResult:
+def simulate_gaussian_sgd(
+    H: np.ndarray,
+    C: np.ndarray,
+    lr: float,
+    batch: float,
+    steps: int,
+    burn_in: int,
+    chains: int = 1000,
+    seed: int = 0,
+    theta0: np.ndarray | None = None,
+    record_every: int = 0,
+) -> SimulationResult:
     """SGD (1) with Gaussian gradient noise of covariance C/S, ``chains`` chains at once.
 
     Each chain's loss is averaged over the ``steps`` after ``burn_in``; chains are independent,
@@ -131,9 +146,13 @@ def simulate_gaussian_sgd(H: np.ndarray, C: np.ndarray, lr: float, batch: float,
             if record_every and k % record_every == 0:
                 curve.append(loss.mean())
     per_chain = total / steps
-    return SimulationResult(float(per_chain.mean()), float(per_chain.std(ddof=1) /
-                                                            np.sqrt(chains)), chains, steps,
-                            np.array(curve) if record_every else None)
+    return SimulationResult(
+        float(per_chain.mean()),
+        float(per_chain.std(ddof=1) / np.sqrt(chains)),
+        chains,
+        steps,
+        np.array(curve) if record_every else None,
+    )
 
 
 @dataclasses.dataclass
@@ -148,8 +167,9 @@ class LeastSquares:
     y: np.ndarray
 
     @classmethod
-    def random(cls, n: int, d: int, noise: float = 1.0, seed: int = 0,
-               spectrum: np.ndarray | None = None) -> "LeastSquares":
+    def random(
+        cls, n: int, d: int, noise: float = 1.0, seed: int = 0, spectrum: np.ndarray | None = None
+    ) -> LeastSquares:
         rng = np.random.default_rng(seed)
         scales = np.ones(d) if spectrum is None else np.sqrt(spectrum)
         X = rng.standard_normal((n, d)) * scales
@@ -179,9 +199,16 @@ class LeastSquares:
         return G.T @ G / self.n  # the mean gradient at θ* is zero
 
 
-def simulate_least_squares_sgd(problem: LeastSquares, lr: float, batch: int, steps: int,
-                               burn_in: int, chains: int = 500, seed: int = 0,
-                               replace: bool = False) -> SimulationResult:
+def simulate_least_squares_sgd(
+    problem: LeastSquares,
+    lr: float,
+    batch: int,
+    steps: int,
+    burn_in: int,
+    chains: int = 500,
+    seed: int = 0,
+    replace: bool = False,
+) -> SimulationResult:
     """SGD with real mini-batches of a finite data set (without replacement within a batch,
     or with it); E[L] − L* averaged as in :func:`simulate_gaussian_sgd`."""
     rng = np.random.default_rng(seed)
@@ -200,5 +227,6 @@ def simulate_least_squares_sgd(problem: LeastSquares, lr: float, batch: int, ste
         if k >= burn_in:
             total += problem.excess_loss(theta)
     per_chain = total / steps
-    return SimulationResult(float(per_chain.mean()), float(per_chain.std(ddof=1) /
-                                                            np.sqrt(chains)), chains, steps)
+    return SimulationResult(
+        float(per_chain.mean()), float(per_chain.std(ddof=1) / np.sqrt(chains)), chains, steps
+    )

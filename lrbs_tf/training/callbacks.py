@@ -1,4 +1,5 @@
 """Keras callbacks: per-step η, S, η/S and loss in TensorBoard; a progress bar over all epochs."""
+
 from __future__ import annotations
 
 import logging
@@ -78,7 +79,8 @@ class StepScalars(keras.callbacks.Callback):
         steps, rows, lost = self.step_log.drain()
         if lost:
             logging.getLogger(__name__).warning(
-                "step log overflowed: %d steps were not written to TensorBoard", lost)
+                "step log overflowed: %d steps were not written to TensorBoard", lost
+            )
         if self.progress is not None and len(steps):
             keep = steps > self.progress.get("step")
             steps, rows = steps[keep], rows[keep]

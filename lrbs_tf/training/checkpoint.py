@@ -14,6 +14,7 @@ the disk filled up, while a plain write fails with a clean ``OSError``.
 Together with the stateless data order (:mod:`lrbs_tf.pipeline`) and schedules that are pure
 functions of progress, this is everything a resumed run needs to continue where it stopped.
 """
+
 from __future__ import annotations
 
 import io
@@ -42,12 +43,19 @@ def save(directory: str, model: keras.Model, epoch: int, batch: int, results: di
     np.savez(buffer, *[np.asarray(v.numpy()) for v in _variables(model)])
     final = os.path.join(directory, name)
     runio.write_bytes(final, buffer.getvalue())
-    runio.write_json(os.path.join(directory, STATE), {
-        "epoch": epoch, "batch": batch, "iterations": iterations,
-        "metrics": [[float(x) for x in np.ravel(v.numpy())] for v in model.metrics_variables],
-        "results": results, "weights_file": name,
-        "weights_size": os.path.getsize(final), "weights_sha1": sha1_of(final),
-    })
+    runio.write_json(
+        os.path.join(directory, STATE),
+        {
+            "epoch": epoch,
+            "batch": batch,
+            "iterations": iterations,
+            "metrics": [[float(x) for x in np.ravel(v.numpy())] for v in model.metrics_variables],
+            "results": results,
+            "weights_file": name,
+            "weights_size": os.path.getsize(final),
+            "weights_sha1": sha1_of(final),
+        },
+    )
     for other in os.listdir(directory):  # older checkpoints and leftovers of killed saves
         if other.startswith("step-") and other != name:
             os.remove(os.path.join(directory, other))
@@ -63,10 +71,15 @@ def load(directory: str, model: keras.Model) -> dict | None:
         return None
     state = runio.read_json(state_path)
     weights = os.path.join(directory, state.get("weights_file", "missing"))
-    if (not os.path.exists(weights) or os.path.getsize(weights) != state.get("weights_size")
-            or sha1_of(weights) != state.get("weights_sha1")):
-        raise runio.RunFolderError(f"checkpoint in {directory} is damaged (weights file does "
-                                   "not match state.json); rerun with --overwrite")
+    if (
+        not os.path.exists(weights)
+        or os.path.getsize(weights) != state.get("weights_size")
+        or sha1_of(weights) != state.get("weights_sha1")
+    ):
+        raise runio.RunFolderError(
+            f"checkpoint in {directory} is damaged (weights file does "
+            "not match state.json); rerun with --overwrite"
+        )
     if weights.endswith(".h5"):  # written by lrbs_tf 0.1 with model.save_weights
         model.load_weights(weights)
     else:
@@ -74,10 +87,13 @@ def load(directory: str, model: keras.Model) -> dict | None:
         with np.load(weights) as archive:
             values = [archive[f"arr_{i}"] for i in range(len(archive.files))]
         if len(values) != len(variables) or any(
-                tuple(v.shape) != a.shape for v, a in zip(variables, values)):
-            raise runio.RunFolderError(f"checkpoint in {directory} does not fit this model "
-                                       f"({len(values)} arrays for {len(variables)} "
-                                       "variables); rerun with --overwrite")
+            tuple(v.shape) != a.shape for v, a in zip(variables, values)
+        ):
+            raise runio.RunFolderError(
+                f"checkpoint in {directory} does not fit this model "
+                f"({len(values)} arrays for {len(variables)} "
+                "variables); rerun with --overwrite"
+            )
         for variable, value in zip(variables, values):
             variable.assign(value)
     if int(model.optimizer.iterations.numpy()) != state["iterations"]:

@@ -1,6 +1,7 @@
 """The settings of one run, each declared once (type, default, help, flag, check), validated
 without importing TensorFlow; command-line flags are generated from them
 (:func:`lrbs_tf.settings.add_flags`)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,15 @@ from lrbs_tf.data import specs as data_specs
 from lrbs_tf.distribute.cluster import STRATEGIES
 from lrbs_tf.models import specs as model_specs
 from lrbs_tf.probes.settings import ProbeSettings
-from lrbs_tf.settings import (ConfigError, between, check_fields, optional, positive, setting,
-                              unit_interval)
+from lrbs_tf.settings import (
+    ConfigError,
+    between,
+    check_fields,
+    optional,
+    positive,
+    setting,
+    unit_interval,
+)
 from lrbs_tf.training.runfolder import check_name
 
 MAX_EPOCHS = 100_000
@@ -38,84 +46,165 @@ class RunConfig:
 
     lr: float
     batch_size: int
-    epochs: int = setting(3, "epochs (the cap with --loss-target)", check=between(1, MAX_EPOCHS),
-                          group=RUN)
-    seed: int = setting(0, "fixes the split, the initial weights and the data order",
-                        check=between(0, 2 ** 31 - 1), group=RUN)
-    dataset: str = setting("fashion_mnist", "fashion_mnist; cifar10 (needs --data-dir or "
-                           "tensorflow-datasets); cifar10_synthetic (a generated stand-in)",
-                           choices=data_specs.names, group=DATA)
-    data_dir: str | None = setting(None, "folder with the data files (else $LRBS_DATA_DIR, "
-                                   "/usr/share/datasets/fashion-mnist, tensorflow-datasets); "
-                                   "used or refused", kind=str, group=DATA)
-    validation_size: int | None = setting(None, "held out of the training set (default: 10000 "
-                                          "Fashion-MNIST, 5000 CIFAR-10)", kind=int,
-                                          check=optional(between(1, 10 ** 7)), group=DATA)
-    train_size: int | None = setting(None, "train on a seeded subset of this size", kind=int,
-                                     check=optional(between(1, 10 ** 7)), group=DATA)
-    model: str = setting("mlp", "model from the registry", choices=model_specs.names,
-                         group=DATA)
+    epochs: int = setting(
+        3, "epochs (the cap with --loss-target)", check=between(1, MAX_EPOCHS), group=RUN
+    )
+    seed: int = setting(
+        0,
+        "fixes the split, the initial weights and the data order",
+        check=between(0, 2**31 - 1),
+        group=RUN,
+    )
+    dataset: str = setting(
+        "fashion_mnist",
+        "fashion_mnist; cifar10 (needs --data-dir or "
+        "tensorflow-datasets); cifar10_synthetic (a generated stand-in)",
+        choices=data_specs.names,
+        group=DATA,
+    )
+    data_dir: str | None = setting(
+        None,
+        "folder with the data files (else $LRBS_DATA_DIR, "
+        "/usr/share/datasets/fashion-mnist, tensorflow-datasets); "
+        "used or refused",
+        kind=str,
+        group=DATA,
+    )
+    validation_size: int | None = setting(
+        None,
+        "held out of the training set (default: 10000 Fashion-MNIST, 5000 CIFAR-10)",
+        kind=int,
+        check=optional(between(1, 10**7)),
+        group=DATA,
+    )
+    train_size: int | None = setting(
+        None,
+        "train on a seeded subset of this size",
+        kind=int,
+        check=optional(between(1, 10**7)),
+        group=DATA,
+    )
+    model: str = setting("mlp", "model from the registry", choices=model_specs.names, group=DATA)
     width: int = setting(256, "hidden width of the MLP", check=between(1, 1 << 16), group=DATA)
-    momentum: float = setting(0.0, "SGD momentum (the paper: 0)", check=unit_interval,
-                              group=RUN)
+    momentum: float = setting(0.0, "SGD momentum (the paper: 0)", check=unit_interval, group=RUN)
     logdir: str = setting("runs", "parent folder of the run folders", group=RUN)
-    name: str | None = setting(None, "run folder name (default: from model, data, η, S, seed)",
-                               kind=str, check=optional(_name), group=RUN)
-    jit_compile: str = setting("auto", "XLA: auto = on for models that gain from it (the MLP) "
-                               "when a run has at most 8 distinct batch sizes and no strategy",
-                               choices=("auto", "on", "off"), flag="--jit", group=RUN)
+    name: str | None = setting(
+        None,
+        "run folder name (default: from model, data, η, S, seed)",
+        kind=str,
+        check=optional(_name),
+        group=RUN,
+    )
+    jit_compile: str = setting(
+        "auto",
+        "XLA: auto = on for models that gain from it (the MLP) "
+        "when a run has at most 8 distinct batch sizes and no strategy",
+        choices=("auto", "on", "off"),
+        flag="--jit",
+        group=RUN,
+    )
     steps_per_execution: int | None = setting(
-        None, "train steps per tf.function call (default: about 512 examples per call, at most "
-        "32 steps)", kind=int, check=optional(between(1, 10 ** 6)), group=RUN)
-    eval_batch_size: int = setting(1000, "evaluation batch size", check=between(1, 1 << 20),
-                                   cli=False)
-    overwrite: bool = setting(False, "replace this run's folder (only a run folder of lrbs_tf)",
-                              group=RUN)
-    lr_schedule: str | None = setting(None, "η schedule, e.g. cyclic:0.001,0.005:4", kind=str,
-                                      group=SCHEDULES)
-    bs_schedule: str | None = setting(None, "S schedule, e.g. cyclic:640,128:4", kind=str,
-                                      group=SCHEDULES)
-    ratio_schedule: str | None = setting(None, "η/S schedule, e.g. milestones:1e-3@10,20",
-                                         kind=str, group=SCHEDULES)
-    keep_ratio: bool = setting(False, "with --bs-schedule: η follows S so that η/S stays "
-                               "η0/S0", group=SCHEDULES)
-    grow_batch: bool = setting(False, "with --lr-schedule: grow S instead of decaying η (same "
-                               "η/S)", group=SCHEDULES)
+        None,
+        "train steps per tf.function call (default: about 512 examples per call, at most 32 steps)",
+        kind=int,
+        check=optional(between(1, 10**6)),
+        group=RUN,
+    )
+    eval_batch_size: int = setting(
+        1000, "evaluation batch size", check=between(1, 1 << 20), cli=False
+    )
+    overwrite: bool = setting(
+        False, "replace this run's folder (only a run folder of lrbs_tf)", group=RUN
+    )
+    lr_schedule: str | None = setting(
+        None, "η schedule, e.g. cyclic:0.001,0.005:4", kind=str, group=SCHEDULES
+    )
+    bs_schedule: str | None = setting(
+        None, "S schedule, e.g. cyclic:640,128:4", kind=str, group=SCHEDULES
+    )
+    ratio_schedule: str | None = setting(
+        None, "η/S schedule, e.g. milestones:1e-3@10,20", kind=str, group=SCHEDULES
+    )
+    keep_ratio: bool = setting(
+        False, "with --bs-schedule: η follows S so that η/S stays η0/S0", group=SCHEDULES
+    )
+    grow_batch: bool = setting(
+        False, "with --lr-schedule: grow S instead of decaying η (same η/S)", group=SCHEDULES
+    )
     probe: ProbeSettings | None = None  # curvature and noise at the end of training
-    probe_every: int = setting(0, "also probe every K epochs during training (TensorBoard "
-                               "probe/*)", check=between(0, MAX_EPOCHS), metavar="K",
-                               group="curvature probes (λ_max, Tr H, ‖H‖_F, B_simple)")
-    deterministic: bool = setting(False, "TensorFlow op determinism: bitwise-repeatable and "
-                                  "resumable runs; turns XLA off", group=RUN)
-    checkpoint_steps: int = setting(0, "also checkpoint every K steps inside an epoch "
-                                    "(default: epoch ends)", check=between(0, 10 ** 9),
-                                    metavar="K", group=RUN)
-    resume: bool = setting(False, "insist on resuming (the same command resumes a stopped run "
-                           "anyway)", group=RUN)
-    loss_target: float | None = setting(None, "stop once the loss over the training set at "
-                                        "the weights is at most this", kind=float,
-                                        check=optional(positive), group=RUN)
-    augment: bool = setting(False, "4-pixel shifts and horizontal flips (CIFAR-10)",
-                            group=DATA)
+    probe_every: int = setting(
+        0,
+        "also probe every K epochs during training (TensorBoard probe/*)",
+        check=between(0, MAX_EPOCHS),
+        metavar="K",
+        group="curvature probes (λ_max, Tr H, ‖H‖_F, B_simple)",
+    )
+    deterministic: bool = setting(
+        False,
+        "TensorFlow op determinism: bitwise-repeatable and resumable runs; turns XLA off",
+        group=RUN,
+    )
+    checkpoint_steps: int = setting(
+        0,
+        "also checkpoint every K steps inside an epoch (default: epoch ends)",
+        check=between(0, 10**9),
+        metavar="K",
+        group=RUN,
+    )
+    resume: bool = setting(
+        False, "insist on resuming (the same command resumes a stopped run anyway)", group=RUN
+    )
+    loss_target: float | None = setting(
+        None,
+        "stop once the loss over the training set at the weights is at most this",
+        kind=float,
+        check=optional(positive),
+        group=RUN,
+    )
+    augment: bool = setting(False, "4-pixel shifts and horizontal flips (CIFAR-10)", group=DATA)
     # Where it runs (not part of what is computed: a run may be resumed on other hardware).
-    strategy: str = setting("auto", "auto: MirroredStrategy when more than one GPU is visible, "
-                            "else none; multiworker: MultiWorkerMirroredStrategy from TF_CONFIG "
-                            "(see tools/launch_workers.py)", choices=STRATEGIES, group=DEVICES)
-    devices: str | None = setting(None, "devices for MirroredStrategy, e.g. /gpu:0,/gpu:1 "
-                                  "(default: all GPUs, else all logical CPUs)", kind=str,
-                                  group=DEVICES)
-    cpu_devices: int = setting(0, "split the CPU into N logical devices (try multi-device code "
-                               "without GPUs)", check=between(0, 256), metavar="N",
-                               group=DEVICES)
-    peer_timeout: float = setting(300.0, "multiworker: give up after this many seconds without "
-                                  "progress (a dead peer)", check=positive, metavar="SECONDS",
-                                  group=DEVICES)
+    strategy: str = setting(
+        "auto",
+        "auto: MirroredStrategy when more than one GPU is visible, "
+        "else none; multiworker: MultiWorkerMirroredStrategy from TF_CONFIG "
+        "(see tools/launch_workers.py)",
+        choices=STRATEGIES,
+        group=DEVICES,
+    )
+    devices: str | None = setting(
+        None,
+        "devices for MirroredStrategy, e.g. /gpu:0,/gpu:1 "
+        "(default: all GPUs, else all logical CPUs)",
+        kind=str,
+        group=DEVICES,
+    )
+    cpu_devices: int = setting(
+        0,
+        "split the CPU into N logical devices (try multi-device code without GPUs)",
+        check=between(0, 256),
+        metavar="N",
+        group=DEVICES,
+    )
+    peer_timeout: float = setting(
+        300.0,
+        "multiworker: give up after this many seconds without progress (a dead peer)",
+        check=positive,
+        metavar="SECONDS",
+        group=DEVICES,
+    )
 
     def plan(self) -> TrainingPlan:
         """η, S and η/S over training (constant η/S when no schedule is given)."""
         try:
-            return make_plan(self.lr, self.batch_size, self.lr_schedule, self.bs_schedule,
-                             self.ratio_schedule, self.keep_ratio, self.grow_batch)
+            return make_plan(
+                self.lr,
+                self.batch_size,
+                self.lr_schedule,
+                self.bs_schedule,
+                self.ratio_schedule,
+                self.keep_ratio,
+                self.grow_batch,
+            )
         except ScheduleError as e:
             raise ConfigError(str(e)) from None
 
@@ -141,8 +230,10 @@ class RunConfig:
             return self.name
         name = f"{self.model}-{self.dataset}-lr{self.lr:g}-bs{self.batch_size}-seed{self.seed}"
         schedules = self.plan().describe()
-        if schedules != {"batch_schedule": f"const:{self.batch_size:g}",
-                         "lr_schedule": f"const:{self.lr:g}"}:
+        if schedules != {
+            "batch_schedule": f"const:{self.batch_size:g}",
+            "lr_schedule": f"const:{self.lr:g}",
+        }:
             digest = hashlib.sha1(repr(sorted(schedules.items())).encode()).hexdigest()[:6]
             name += f"-sched{digest}"
         return name
@@ -151,21 +242,26 @@ class RunConfig:
     def run_dir(self) -> str:
         return os.path.join(self.logdir, self.run_name)
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         """Every field's own check (see its declaration), then what depends on several."""
         Ratio(self.lr, self.batch_size)
         check_fields(self)
         pool = data_specs.DATASETS[self.dataset].train_pool
         if not 0 < self.val_size < pool:
-            raise ConfigError(f"--validation-size must be between 1 and {pool - 1}, "
-                              f"got {self.val_size}")
+            raise ConfigError(
+                f"--validation-size must be between 1 and {pool - 1}, got {self.val_size}"
+            )
         if self.train_size is not None and not self.train_size <= pool - self.val_size:
-            raise ConfigError(f"--train-size must be between 1 and {pool - self.val_size} "
-                              f"(after holding out {self.val_size} for validation), "
-                              f"got {self.train_size}")
+            raise ConfigError(
+                f"--train-size must be between 1 and {pool - self.val_size} "
+                f"(after holding out {self.val_size} for validation), "
+                f"got {self.train_size}"
+            )
         if self.batch_size > self.num_train:
-            raise ConfigError(f"batch size {self.batch_size} is larger than the training set "
-                              f"({self.num_train} examples)")
+            raise ConfigError(
+                f"batch size {self.batch_size} is larger than the training set "
+                f"({self.num_train} examples)"
+            )
         self._check_schedules()
         if self.probe_every and self.probe is None:
             raise ConfigError("--probe-every needs probe settings (--probe)")
@@ -192,27 +288,38 @@ class RunConfig:
                 t = self.epochs * i / points
                 raw = float(plan.batch(t))
                 if not math.isfinite(raw) or raw < 1:
-                    raise ConfigError(f"the batch-size schedule gives {raw:g} at epoch {t:g}: "
-                                      "a batch size must be at least 1")
+                    raise ConfigError(
+                        f"the batch-size schedule gives {raw:g} at epoch {t:g}: "
+                        "a batch size must be at least 1"
+                    )
                 size = plan.batch_at(t)
                 if size > self.num_train:
-                    raise ConfigError(f"the batch-size schedule reaches {size} at epoch {t:g}, "
-                                      f"more than the training set ({self.num_train} examples)")
+                    raise ConfigError(
+                        f"the batch-size schedule reaches {size} at epoch {t:g}, "
+                        f"more than the training set ({self.num_train} examples)"
+                    )
                 ratio = plan.ratio_at(t)
                 if not 0 < ratio < math.inf or not ratio * size < math.inf:
-                    raise ConfigError(f"the schedules give η/S = {ratio:g} at epoch {t:g}: it "
-                                      "must be positive and finite")
+                    raise ConfigError(
+                        f"the schedules give η/S = {ratio:g} at epoch {t:g}: it "
+                        "must be positive and finite"
+                    )
         except ConfigError:
             raise
         except (OverflowError, ZeroDivisionError, ValueError) as e:
-            raise ConfigError(f"the schedules cannot be evaluated at epoch {t:g} ({e}): "
-                              "a value overflows") from None
+            raise ConfigError(
+                f"the schedules cannot be evaluated at epoch {t:g} ({e}): a value overflows"
+            ) from None
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
-        out.update(ratio=self.ratio, num_train=self.num_train, run_name=self.run_name,
-                   validation_size=self.val_size,
-                   schedules=self.plan().describe())
+        out.update(
+            ratio=self.ratio,
+            num_train=self.num_train,
+            run_name=self.run_name,
+            validation_size=self.val_size,
+            schedules=self.plan().describe(),
+        )
         return out
 
 

@@ -1,5 +1,6 @@
 """The Keras mechanics of a run: compiling with the ratio-scaled optimizer, one ``fit`` per
 epoch, the per-epoch plans, the XLA and steps-per-execution choices, saving the model."""
+
 from __future__ import annotations
 
 import functools
@@ -17,19 +18,28 @@ from lrbs_tf.training.runio import sha1_of
 MAX_XLA_SHAPES = 8
 
 
-def compile_model(model: keras.Model, ratio: float, momentum: float = 0.0,
-                  jit_compile: bool = False, steps_per_execution: int = 1) -> keras.Model:
+def compile_model(
+    model: keras.Model,
+    ratio: float,
+    momentum: float = 0.0,
+    jit_compile: bool = False,
+    steps_per_execution: int = 1,
+) -> keras.Model:
     """Compile with plain SGD wrapped in :class:`RatioScaledOptimizer` and pre-build it.
 
     Pre-building the optimizer keeps ``train_step`` to a single trace (a variable created during
     the first trace would force a second one).
     """
-    optimizer = RatioScaledOptimizer(keras.optimizers.SGD(learning_rate=0.0, momentum=momentum),
-                                     ratio=ratio)
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=jit_compile,
-                  steps_per_execution=steps_per_execution)
+    optimizer = RatioScaledOptimizer(
+        keras.optimizers.SGD(learning_rate=0.0, momentum=momentum), ratio=ratio
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
+    )
     optimizer.build(model.trainable_variables)
     return model
 
@@ -42,16 +52,28 @@ def build_metrics(model: keras.Model, eval_ds) -> None:
     model.evaluate(eval_ds.take(1), verbose=0)
 
 
-def fit_epoch(model: keras.Model, train_data: EpochData, sizes: list[int], epoch: int,
-              callbacks=(), validation_data=None, verbose: int = 1, ratios=None,
-              skip_batches: int = 0):
+def fit_epoch(
+    model: keras.Model,
+    train_data: EpochData,
+    sizes: list[int],
+    epoch: int,
+    callbacks=(),
+    validation_data=None,
+    verbose: int = 1,
+    ratios=None,
+    skip_batches: int = 0,
+):
     """Train one epoch (0-based ``epoch``) with the given batch sizes (and per-step η/S),
     starting at batch ``skip_batches`` (a resumed epoch)."""
-    return model.fit(train_data.dataset(sizes, epoch, skip_batches=skip_batches,
-                                        ratios=ratios),
-                     validation_data=validation_data,
-                     initial_epoch=epoch, epochs=epoch + 1, callbacks=list(callbacks),
-                     verbose=verbose, shuffle=False)
+    return model.fit(
+        train_data.dataset(sizes, epoch, skip_batches=skip_batches, ratios=ratios),
+        validation_data=validation_data,
+        initial_epoch=epoch,
+        epochs=epoch + 1,
+        callbacks=list(callbacks),
+        verbose=verbose,
+        shuffle=False,
+    )
 
 
 class EpochPlans:

@@ -1,5 +1,6 @@
 """The epoch loop of a :class:`~lrbs_tf.training.run.Run`: one ``fit`` per epoch, its record,
 TensorBoard, divergence, the loss target, the checkpoint."""
+
 from __future__ import annotations
 
 import logging
@@ -35,17 +36,28 @@ def train(run, start_epoch: int, start_batch: int, metrics) -> None:
         extra = [cb.RestoreMetrics(metrics)] if skip and metrics else []
         check = None
         if target is not None and near_target(results.epochs, target):
-            check = cb.StopAtLoss(run.train_set_loss, target, start=skip,
-                                  every=math.ceil(len(sizes) / CHECKS_NEAR_TARGET))
+            check = cb.StopAtLoss(
+                run.train_set_loss,
+                target,
+                start=skip,
+                every=math.ceil(len(sizes) / CHECKS_NEAR_TARGET),
+            )
             extra.append(check)
         tick = time.time()
         before = int(run.model.optimizer.iterations.numpy()) - skip
         if skip >= len(sizes):  # stopped after the epoch's last step, before its record
             logs = logs_from_checkpoint(run, metrics)
         else:
-            history = fit_epoch(run.model, parts.train_data, sizes, epoch,
-                                parts.callbacks + extra, validation_data=parts.val_ds,
-                                ratios=ratios, skip_batches=skip)
+            history = fit_epoch(
+                run.model,
+                parts.train_data,
+                sizes,
+                epoch,
+                parts.callbacks + extra,
+                validation_data=parts.val_ds,
+                ratios=ratios,
+                skip_batches=skip,
+            )
             logs = {k: float(v[-1]) for k, v in history.history.items()}
         results.train_time += time.time() - tick
         steps = int(run.model.optimizer.iterations.numpy()) - before
@@ -59,8 +71,9 @@ def train(run, start_epoch: int, start_batch: int, metrics) -> None:
             record.validation_accuracy = logs.get("val_accuracy")
             record.test_loss, record.test_accuracy = float(test["loss"]), float(test["accuracy"])
             if target is not None:  # the stop test reads the weights that are saved
-                at_weights = (check.reached if check is not None and check.reached
-                              else run.train_set_loss())
+                at_weights = (
+                    check.reached if check is not None and check.reached else run.train_set_loss()
+                )
                 record.weights_loss = at_weights["loss"]
                 record.weights_accuracy = at_weights["accuracy"]
         record.wall_time = run.wall_time()
@@ -73,8 +86,12 @@ def train(run, start_epoch: int, start_batch: int, metrics) -> None:
         run.epoch = epoch + 1
         if target is not None and record.weights_loss <= target:
             results.loss_target_reached, results.loss_target_epoch = True, epoch + 1
-            log.info("training-set loss %.4g at the weights reached the target %g in epoch %d",
-                     record.weights_loss, target, epoch + 1)
+            log.info(
+                "training-set loss %.4g at the weights reached the target %g in epoch %d",
+                record.weights_loss,
+                target,
+                epoch + 1,
+            )
             return
         run.checkpoint_epoch_end()
 

@@ -8,6 +8,7 @@ so an equal-loss comparison of minima (Fig. 3) must read the loss the same way:
 over every example, BatchNorm in inference mode (moving statistics), in one compiled call with
 the loop over chunks inside the graph (no Python per batch).
 """
+
 from __future__ import annotations
 
 import keras
@@ -42,7 +43,7 @@ class DatasetLoss:
         loss_sum = tf.constant(0.0, tf.float64)
         correct = tf.constant(0.0, tf.float64)
         for start in tf.range(0, n, chunk):
-            x, y = self.x[start:start + chunk], self.y[start:start + chunk]
+            x, y = self.x[start : start + chunk], self.y[start : start + chunk]
             logits = tf.cast(self.model(x, training=False), tf.float32)
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
             hits = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), y)

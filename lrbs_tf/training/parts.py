@@ -1,6 +1,7 @@
 """The parts a run is assembled from, built in one call before it starts: the model (compiled,
 its metrics and step log built), the evaluation datasets, the training data, the TensorBoard
 writers and the Keras callbacks, and the probes."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,14 +37,29 @@ class Parts:
     probe_every: object | None  # lrbs_tf.probes.prober.ProbeEvery
 
 
-def assemble(config, data, run_dir: str, plans, jit: bool, spe: int, strategy, model=None,
-             extra_callbacks=(), save_position=None, lr_at=None) -> Parts:
+def assemble(
+    config,
+    data,
+    run_dir: str,
+    plans,
+    jit: bool,
+    spe: int,
+    strategy,
+    model=None,
+    extra_callbacks=(),
+    save_position=None,
+    lr_at=None,
+) -> Parts:
     """Everything a :class:`~lrbs_tf.training.run.Run` needs, for ``config`` on ``data``."""
-    if strategy is not None and model is not None and (
-            distribute.model_strategy(model) is not strategy):
+    if (
+        strategy is not None
+        and model is not None
+        and (distribute.model_strategy(model) is not strategy)
+    ):
         raise distribute.DistributeError(
             f"the model was not built in the scope of the run's {type(strategy).__name__}: "
-            "build it inside lrbs_tf.distribute.make_strategy(...).scope()")
+            "build it inside lrbs_tf.distribute.make_strategy(...).scope()"
+        )
     with distribute.scope(strategy):
         model = model or build_for(config, strategy)
         engine.compile_model(model, plans[0][1][0], config.momentum, jit, spe)
@@ -67,12 +83,28 @@ def assemble(config, data, run_dir: str, plans, jit: bool, spe: int, strategy, m
     if config.probe is not None:
         from lrbs_tf.probes.prober import ProbeEvery, Prober
 
-        prober = Prober(model, data.train.x, data.train.y, config.probe,
-                        on_call=distribute.heartbeat if multiworker else None)
+        prober = Prober(
+            model,
+            data.train.x,
+            data.train.y,
+            config.probe,
+            on_call=distribute.heartbeat if multiworker else None,
+        )
         writers["probe"] = tf.summary.create_file_writer(os.path.join(tb, "probe"))
         if config.probe_every:
             probe_every = ProbeEvery(prober, writers["probe"], config.probe_every, lr_at=lr_at)
             callbacks.append(probe_every)
-    return Parts(model, val_ds, test_ds, train_data,
-                 DatasetLoss(model, train_data.x, train_data.y), writers, marks, step_scalars,
-                 stop, callbacks, prober, probe_every)
+    return Parts(
+        model,
+        val_ds,
+        test_ds,
+        train_data,
+        DatasetLoss(model, train_data.x, train_data.y),
+        writers,
+        marks,
+        step_scalars,
+        stop,
+        callbacks,
+        prober,
+        probe_every,
+    )

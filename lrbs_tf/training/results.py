@@ -2,6 +2,7 @@
 :class:`RunResults` written to ``results.json`` (by :meth:`lrbs_tf.training.run.Run.write`,
 the one place that writes it). ``to_dict`` leaves out what was not measured, so the JSON of a
 run holds only real values."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -72,7 +73,7 @@ class RunResults:
     model_sha1: str | None = None
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RunResults":
+    def from_dict(cls, data: dict) -> RunResults:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 

@@ -20,6 +20,7 @@ model, optimizer and metrics live in the strategy's scope, S is the global batch
 several workers only the chief writes the run folder: the others run the same steps (their
 collectives must match) writing into a scratch folder, and resume from the chief's checkpoint.
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,14 +64,17 @@ def train(config: RunConfig, callbacks=(), model: keras.Model | None = None) -> 
             raise RunExistsError(f"nothing to resume in {config.run_dir}")
         if config.cpu_devices:
             distribute.split_cpu(config.cpu_devices)
-        strategy = distribute.make_strategy(config.strategy, config.devices,
-                                            config.peer_timeout)
+        strategy = distribute.make_strategy(config.strategy, config.devices, config.peer_timeout)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(config.seed)
-        data = load_dataset(config.dataset, data_dir=config.data_dir,
-                            validation_size=config.val_size, train_size=config.train_size,
-                            seed=config.seed)
+        data = load_dataset(
+            config.dataset,
+            data_dir=config.data_dir,
+            validation_size=config.val_size,
+            train_size=config.train_size,
+            seed=config.seed,
+        )
         # Workers other than the chief run the same steps (their collectives must match) but
         # write into a scratch folder.
         run_dir = config.run_dir if chief else tempfile.mkdtemp(prefix="lrbs-worker-")
@@ -108,8 +112,10 @@ def _check_legacy_model(run_dir: str, results: dict) -> None:
     except Exception as e:  # a truncated zip or h5 raises many types
         raise runfolder.RunDamagedError(
             f"{run_dir} is damaged: model.keras cannot be loaded ({type(e).__name__})"
-            + runfolder.OVERWRITE_NOTE) from None
+            + runfolder.OVERWRITE_NOTE
+        ) from None
     if results.get("weights_sha1") not in (None, engine.weights_digest(model)):
         raise runfolder.RunDamagedError(
             f"{run_dir} is damaged: the weights in model.keras do not match the digest in "
-            "results.json" + runfolder.OVERWRITE_NOTE)
+            "results.json" + runfolder.OVERWRITE_NOTE
+        )

@@ -19,6 +19,7 @@ Rules (the reasons are in the README's "Nothing lost"):
 
 Everything is checked before anything is written.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,12 +54,15 @@ class RunBusyError(RunFolderError):
 def check_name(name: str) -> str:
     """A run name must be one plain path component; returns it or raises ValueError."""
     if not isinstance(name, str) or not NAME.fullmatch(name) or len(name) > 200:
-        raise ValueError(f"--name must be one folder name of letters, digits and ._=+- "
-                         f"(not starting with a dot), got {name!r}")
+        raise ValueError(
+            f"--name must be one folder name of letters, digits and ._=+- "
+            f"(not starting with a dot), got {name!r}"
+        )
     return name
 
 
 # -- what a folder holds -------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class Inspection:
@@ -74,8 +78,9 @@ class Inspection:
 
 
 def _entries(run_dir: str) -> list[str]:
-    return [e for e in os.listdir(run_dir) if e not in (LOCK, RESERVE)
-            and not e.startswith(".tmp-")]
+    return [
+        e for e in os.listdir(run_dir) if e not in (LOCK, RESERVE) and not e.startswith(".tmp-")
+    ]
 
 
 def ours(run_dir: str) -> tuple[bool, bool]:
@@ -87,8 +92,12 @@ def ours(run_dir: str) -> tuple[bool, bool]:
         saved = read_json(os.path.join(run_dir, "config.json"))
     except RunFolderError:
         return False, False
-    legacy = (isinstance(saved, dict) and isinstance(saved.get("config"), dict)
-              and isinstance(saved.get("versions"), dict) and "lrbs_tf" in saved["versions"])
+    legacy = (
+        isinstance(saved, dict)
+        and isinstance(saved.get("config"), dict)
+        and isinstance(saved.get("versions"), dict)
+        and "lrbs_tf" in saved["versions"]
+    )
     return legacy, legacy
 
 
@@ -99,8 +108,9 @@ def inspect(config, overwrite: bool | None = None) -> Inspection:
     if not os.path.lexists(run_dir):
         return Inspection("new")
     if not os.path.isdir(run_dir) or os.path.islink(run_dir):
-        raise RunExistsError(f"{run_dir} exists and is not a folder; choose another --name "
-                             "or --logdir")
+        raise RunExistsError(
+            f"{run_dir} exists and is not a folder; choose another --name or --logdir"
+        )
     entries = _entries(run_dir)
     if not entries:
         return Inspection("new", ours=True)
@@ -109,7 +119,8 @@ def inspect(config, overwrite: bool | None = None) -> Inspection:
         raise RunExistsError(
             f"{run_dir} exists and is not an lrbs_tf run folder (no {MARKER} marker); "
             "lrbs_tf never deletes what it did not write: choose another --name or --logdir, "
-            "or move the folder away")
+            "or move the folder away"
+        )
     if overwrite:
         return Inspection("new", ours=True, leftovers=entries, legacy=legacy)
     try:
@@ -120,8 +131,9 @@ def inspect(config, overwrite: bool | None = None) -> Inspection:
         raise RunDamagedError(f"{e}{OVERWRITE_NOTE}") from None
 
 
-OVERWRITE_NOTE = ("; nothing was changed. --overwrite would delete this run folder and train "
-                  "the run from scratch")
+OVERWRITE_NOTE = (
+    "; nothing was changed. --overwrite would delete this run folder and train the run from scratch"
+)
 
 
 def _damaged(run_dir: str, what: str) -> RunDamagedError:
@@ -136,19 +148,25 @@ def _inspect_ours(config, run_dir, entries, legacy) -> Inspection:
         runio.shaped(marks_path, "marks")
     if "config.json" not in has:
         if valuable:
-            raise _damaged(run_dir, f"config.json is missing (the folder holds "
-                                    f"{', '.join(valuable)})")
+            raise _damaged(
+                run_dir, f"config.json is missing (the folder holds {', '.join(valuable)})"
+            )
         return Inspection("new", ours=True, leftovers=entries)
     saved = runio.shaped(os.path.join(run_dir, "config.json"), "config")
     if not same_settings(saved["config"], config):
-        raise RunExistsError(f"{run_dir} holds a run with other settings; pass --overwrite to "
-                             "replace it or --name to choose another folder")
+        raise RunExistsError(
+            f"{run_dir} holds a run with other settings; pass --overwrite to "
+            "replace it or --name to choose another folder"
+        )
     state_path = os.path.join(run_dir, "ckpt", "state.json")
     state = _checked_state(run_dir, state_path) if os.path.exists(state_path) else None
     if "results.json" not in has:
         if state is not None or "model.keras" in has or "tb" in has:
-            raise _damaged(run_dir, "results.json is missing (the folder holds "
-                                    f"{', '.join(v for v in valuable if v != 'results.json')})")
+            raise _damaged(
+                run_dir,
+                "results.json is missing (the folder holds "
+                f"{', '.join(v for v in valuable if v != 'results.json')})",
+            )
         return Inspection("new", ours=True, leftovers=entries)
     results = runio.shaped(os.path.join(run_dir, "results.json"), "results")
     if results["status"] in ("finished", "diverged"):
@@ -157,19 +175,27 @@ def _inspect_ours(config, run_dir, entries, legacy) -> Inspection:
     if state is not None:
         return Inspection("resume", ours=True, results=results, legacy=legacy)
     if results["epochs"] or "model.keras" in has:
-        raise _damaged(run_dir, f"results.json says {results['status']!r} with "
-                                f"{len(results['epochs'])} epoch(s) recorded, but there is no "
-                                "checkpoint to resume from")
+        raise _damaged(
+            run_dir,
+            f"results.json says {results['status']!r} with "
+            f"{len(results['epochs'])} epoch(s) recorded, but there is no "
+            "checkpoint to resume from",
+        )
     return Inspection("new", ours=True, leftovers=entries)  # stopped before its first epoch
 
 
 def _checked_state(run_dir: str, path: str) -> dict:
     state = runio.shaped(path, "state")
     weights = os.path.join(run_dir, "ckpt", state["weights_file"])
-    if (not os.path.isfile(weights) or os.path.getsize(weights) != state["weights_size"]
-            or sha1_of(weights) != state["weights_sha1"]):
-        raise _damaged(run_dir, f"the checkpoint's weights file {state['weights_file']} does "
-                                "not match ckpt/state.json")
+    if (
+        not os.path.isfile(weights)
+        or os.path.getsize(weights) != state["weights_size"]
+        or sha1_of(weights) != state["weights_sha1"]
+    ):
+        raise _damaged(
+            run_dir,
+            f"the checkpoint's weights file {state['weights_file']} does not match ckpt/state.json",
+        )
     return state
 
 
@@ -178,10 +204,14 @@ def _check_model(run_dir: str, results: dict) -> None:
     if not os.path.isfile(path):
         raise _damaged(run_dir, f"the run is {results['status']} but model.keras is missing")
     want = results.get("model_sha1")
-    if want is not None and (os.path.getsize(path) != results.get("model_bytes")
-                             or sha1_of(path) != want):
-        raise _damaged(run_dir, "model.keras does not match the digest recorded in "
-                                "results.json (truncated or replaced)")
+    if want is not None and (
+        os.path.getsize(path) != results.get("model_bytes") or sha1_of(path) != want
+    ):
+        raise _damaged(
+            run_dir,
+            "model.keras does not match the digest recorded in "
+            "results.json (truncated or replaced)",
+        )
 
 
 def same_settings(saved: dict, config) -> bool:
@@ -190,8 +220,7 @@ def same_settings(saved: dict, config) -> bool:
     from lrbs_tf.training.config import RunConfig  # config imports this module
     from lrbs_tf.training.runio import _clean
 
-    skip = {"overwrite", "resume", "logdir", "strategy", "devices", "cpu_devices",
-            "peer_timeout"}
+    skip = {"overwrite", "resume", "logdir", "strategy", "devices", "cpu_devices", "peer_timeout"}
     now = _clean(config.to_dict())
     defaults = _clean(dataclasses.asdict(RunConfig(lr=1.0, batch_size=1)))
     for key, value in now.items():
@@ -249,8 +278,14 @@ def _write_marker(run_dir: str, config) -> None:
 
     path = os.path.join(run_dir, MARKER)
     if not os.path.exists(path):
-        runio.write_json(path, {"lrbs_tf": __version__, "run_name": config.run_name,
-                                "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        runio.write_json(
+            path,
+            {
+                "lrbs_tf": __version__,
+                "run_name": config.run_name,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
+        )
 
 
 def _lock(run_dir: str) -> None:
@@ -265,11 +300,14 @@ def _lock(run_dir: str) -> None:
     except BlockingIOError:
         holder = os.read(fd, 300).decode(errors="replace").strip() or "another process"
         os.close(fd)
-        raise RunBusyError(f"{run_dir} is in use by {holder}; wait for it to end or choose "
-                           "another --name") from None
+        raise RunBusyError(
+            f"{run_dir} is in use by {holder}; wait for it to end or choose another --name"
+        ) from None
     os.ftruncate(fd, 0)
-    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
-                 f"{time.strftime('%H:%M:%S')}".encode())
+    os.write(
+        fd,
+        f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}".encode(),
+    )
     _held[key] = [fd, 1]
 
 

@@ -4,6 +4,7 @@ A run folder holds ``config.json`` (every setting, seed, versions, data source),
 (metrics, status) and TensorBoard event files under ``tb/``. JSON is written to a temporary file
 in the same folder and renamed, so a killed process never leaves half a file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -126,8 +127,15 @@ def read_json(path: str):
 def versions() -> dict:
     """Versions of Python and of the packages a result depends on."""
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for package in ("lrbs_tf", "tensorflow", "keras", "numpy", "tensorboard",
-                    "keras-tuner", "tensorflow-datasets"):
+    for package in (
+        "lrbs_tf",
+        "tensorflow",
+        "keras",
+        "numpy",
+        "tensorboard",
+        "keras-tuner",
+        "tensorflow-datasets",
+    ):
         try:
             out[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -151,6 +159,7 @@ def write_csv(path: str, rows: list[dict], fields: list[str]) -> None:
 
 
 # -- reading run folders: JSON of the right shape, digests ------------------------------------
+
 
 def shaped(path: str, kind: str):
     """Read ``path`` and check it has the shape of a ``kind`` file (``config``, ``results``,
@@ -176,7 +185,8 @@ def _shape_problem(data, kind: str) -> str | None:
         if data.get("status") not in STATUSES:
             return f"status {data.get('status')!r} is not one of {', '.join(STATUSES)}"
         if not isinstance(data.get("epochs"), list) or not all(
-                isinstance(e, dict) for e in data["epochs"]):
+            isinstance(e, dict) for e in data["epochs"]
+        ):
             return "no list of epoch records"
     elif kind == "state":
         for key in ("epoch", "batch", "iterations", "weights_size"):
@@ -208,8 +218,9 @@ def read_run(run_dir: str, statuses=("finished", "diverged")) -> tuple[dict, dic
     """``(config.json, results.json)`` of a run folder for the tools, checked: a folder, both
     files of the right shape, a status among ``statuses``."""
     if not os.path.isdir(run_dir):
-        raise RunFolderError(f"{run_dir} is not a run folder" if os.path.exists(run_dir)
-                             else f"{run_dir} is missing")
+        raise RunFolderError(
+            f"{run_dir} is not a run folder" if os.path.exists(run_dir) else f"{run_dir} is missing"
+        )
     saved = shaped(os.path.join(run_dir, "config.json"), "config")
     results = shaped(os.path.join(run_dir, "results.json"), "results")
     if results["status"] not in statuses:

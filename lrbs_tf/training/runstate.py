@@ -5,6 +5,7 @@ checks it); the stages are its methods: :meth:`~Run.start`, :meth:`~Run.train_ep
 :meth:`~Run.probe`, :meth:`~Run.finish`; ``results.json`` is written by :meth:`~Run.write`
 only (and, on a failure, by :meth:`~Run.record_failure`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,32 +31,47 @@ class RunInterrupted(RuntimeError):
 class Run:
     """One run's state, all of it created here; the stages are its methods."""
 
-    def __init__(self, config: RunConfig, data, run_dir: str, strategy=None, model=None,
-                 extra_callbacks=()):
+    def __init__(
+        self, config: RunConfig, data, run_dir: str, strategy=None, model=None, extra_callbacks=()
+    ):
         self.config, self.data, self.run_dir, self.strategy = config, data, run_dir, strategy
         replicas = distribute.replicas(strategy)
         self.plan = config.plan()
-        self.plans = engine.EpochPlans(self.plan, len(data.train), config.epochs,
-                                       min_batch=replicas)
+        self.plans = engine.EpochPlans(
+            self.plan, len(data.train), config.epochs, min_batch=replicas
+        )
         if self.plans.smallest() < replicas:
             raise distribute.DistributeError(
                 f"the batch-size schedule reaches {self.plans.smallest()}, fewer examples than "
-                f"the {replicas} replicas: every replica needs at least one")
+                f"the {replicas} replicas: every replica needs at least one"
+            )
         self.jit = engine.choose_jit(config, self.plans) and not config.deterministic
         self.spe = engine.choose_steps_per_execution(config, self.plans)
         if strategy is not None:  # both fail under a strategy in Keras 3 (keras#19246)
             if config.jit_compile == "on" or (config.steps_per_execution or 1) > 1:
-                log.warning("XLA and steps_per_execution > 1 are off under %s",
-                            type(strategy).__name__)
+                log.warning(
+                    "XLA and steps_per_execution > 1 are off under %s", type(strategy).__name__
+                )
             self.jit, self.spe = False, 1
         self.results_path = os.path.join(run_dir, "results.json")
         self.ckpt_dir = os.path.join(run_dir, "ckpt")
-        self.parts = assemble(config, data, run_dir, self.plans, self.jit, self.spe, strategy,
-                              model, extra_callbacks, self.save_position,
-                              lr_at=lambda e: self.lr_at(e + 0.999))
+        self.parts = assemble(
+            config,
+            data,
+            run_dir,
+            self.plans,
+            self.jit,
+            self.spe,
+            strategy,
+            model,
+            extra_callbacks,
+            self.save_position,
+            lr_at=lambda e: self.lr_at(e + 0.999),
+        )
         self.model = self.parts.model
-        self.results = RunResults(run_dir=os.path.abspath(run_dir),
-                                  distribute=distribute.describe(strategy))
+        self.results = RunResults(
+            run_dir=os.path.abspath(run_dir), distribute=distribute.describe(strategy)
+        )
         self.epoch = 0  # the epoch being trained (0-based)
         self.checkpointed = 0  # epochs the last checkpoint holds
         self.session_start = time.time()
@@ -75,16 +91,19 @@ class Run:
                 self.save_position()
                 self.results.status = "interrupted"
                 self.write()
-                raise RunInterrupted(f"interrupted: state saved in {self.run_dir}; run the "
-                                     "same command to resume") from None
+                raise RunInterrupted(
+                    f"interrupted: state saved in {self.run_dir}; run the same command to resume"
+                ) from None
             except BaseException as e:
                 self.record_failure(e)
                 if runio.disk_full(e):
                     raise runio.DiskFullError(
-                        28, f"the disk of {self.run_dir} is full "
-                            f"({getattr(e, 'strerror', None) or type(e).__name__}); the run is "
-                            "marked failed and the same command resumes it from its last "
-                            "checkpoint once there is space") from None
+                        28,
+                        f"the disk of {self.run_dir} is full "
+                        f"({getattr(e, 'strerror', None) or type(e).__name__}); the run is "
+                        "marked failed and the same command resumes it from its last "
+                        "checkpoint once there is space",
+                    ) from None
                 raise
             finally:
                 for writer in self.parts.writers.values():
@@ -105,16 +124,22 @@ class Run:
             saved.resumed += 1
             self.results = saved
             position = (state["epoch"], state["batch"], state["metrics"])
-            log.info("resuming %s at epoch %d, batch %d", self.run_dir, position[0] + 1,
-                     position[1])
+            log.info(
+                "resuming %s at epoch %d, batch %d", self.run_dir, position[0] + 1, position[1]
+            )
         if self.parts.probe_every is not None:  # its measurements are kept in the results
             self.parts.probe_every.history[:] = self.results.probe_history or []
             self.results.probe_history = self.parts.probe_every.history
         if distribute.is_multiworker(self.strategy):
             distribute.check_workers_agree(
-                self.strategy, [position[0], position[1], sum(
-                    float(np.sum(w.numpy(), dtype=np.float64)) for w in self.model.weights)],
-                "where the run starts (epoch, step and weights)")
+                self.strategy,
+                [
+                    position[0],
+                    position[1],
+                    sum(float(np.sum(w.numpy(), dtype=np.float64)) for w in self.model.weights),
+                ],
+                "where the run starts (epoch, step and weights)",
+            )
         self.wall_before = self.results.wall_time
         self.checkpointed = len(self.results.epochs)
         self.write()
@@ -129,8 +154,7 @@ class Run:
         prober = self.parts.prober
         if prober is None or self.results.diverged:
             return
-        log.info("probing curvature and gradient noise on %d examples",
-                 self.config.probe.examples)
+        log.info("probing curvature and gradient noise on %d examples", self.config.probe.examples)
         done = len(self.results.epochs)
         measured = prober(lr=self.lr_at(done - 0.001))
         self.results.probe = dict(measured, settings=prober.describe())
@@ -142,18 +166,20 @@ class Run:
         results.summarize()
         if not results.diverged and results.epochs:
             last = results.epochs[-1]
-            at_weights = ({"loss": last["weights_loss"], "accuracy": last["weights_accuracy"]}
-                          if "weights_loss" in last else self.train_set_loss())
+            at_weights = (
+                {"loss": last["weights_loss"], "accuracy": last["weights_accuracy"]}
+                if "weights_loss" in last
+                else self.train_set_loss()
+            )
             results.final_weights_loss = at_weights["loss"]
             results.final_weights_accuracy = at_weights["accuracy"]
         if config.loss_target is not None:
             results.loss_target = config.loss_target
             results.loss_target_reached = bool(results.loss_target_reached)
             results.loss_reached = results.final_weights_loss
-        examples = sum(sum(self.plans[r["epoch"] - 1][0][:r["steps"]]) for r in results.epochs)
+        examples = sum(sum(self.plans[r["epoch"] - 1][0][: r["steps"]]) for r in results.epochs)
         results.epochs_trained = examples / len(self.data.train)
-        results.examples_per_second = (examples / results.train_time if results.train_time
-                                       else None)
+        results.examples_per_second = examples / results.train_time if results.train_time else None
         results.status = "diverged" if results.diverged else "finished"
         results.weights_sha1 = engine.weights_digest(self.model)
         results.wall_time = self.wall_time()
@@ -171,21 +197,26 @@ class Run:
 
     def write_config(self) -> None:
         deterministic = self.config.deterministic
-        runio.write_json(os.path.join(self.run_dir, "config.json"), {
-            "config": self.config.to_dict(),
-            "jit_compile": self.jit,
-            "steps_per_execution": self.spe,
-            "deterministic": deterministic,
-            "determinism_note": (
-                "op determinism on (tf.config.experimental.enable_op_determinism), XLA off: "
-                "repeated and resumed runs give bitwise-identical weights and metrics on the "
-                "same machine and thread count" if deterministic else
-                "not deterministic: TensorFlow may choose non-deterministic kernels; use "
-                "--deterministic for bitwise-repeatable runs"),
-            "data": self.data.info,
-            "distribute": distribute.describe(self.strategy),
-            "versions": runio.versions(),
-        })
+        runio.write_json(
+            os.path.join(self.run_dir, "config.json"),
+            {
+                "config": self.config.to_dict(),
+                "jit_compile": self.jit,
+                "steps_per_execution": self.spe,
+                "deterministic": deterministic,
+                "determinism_note": (
+                    "op determinism on (tf.config.experimental.enable_op_determinism), XLA off: "
+                    "repeated and resumed runs give bitwise-identical weights and metrics on the "
+                    "same machine and thread count"
+                    if deterministic
+                    else "not deterministic: TensorFlow may choose non-deterministic kernels; use "
+                    "--deterministic for bitwise-repeatable runs"
+                ),
+                "data": self.data.info,
+                "distribute": distribute.describe(self.strategy),
+                "versions": runio.versions(),
+            },
+        )
 
     def save_position(self) -> None:
         """Checkpoint at the current step; TensorBoard rows recorded so far are written first."""
@@ -205,9 +236,12 @@ class Run:
         first, to make room for this last write."""
         if runio.disk_full(error):
             runio.free_reserve(self.run_dir)
-        failed = dict(self.results.to_dict(), status="failed",
-                      epochs=self.results.epochs[:self.checkpointed],
-                      error=f"{type(error).__name__}: {error}"[:2000])
+        failed = dict(
+            self.results.to_dict(),
+            status="failed",
+            epochs=self.results.epochs[: self.checkpointed],
+            error=f"{type(error).__name__}: {error}"[:2000],
+        )
         try:
             runio.write_json(self.results_path, failed)
         except OSError as e:

@@ -1,4 +1,5 @@
 """Reading TensorBoard event files back (tests, plots, tools)."""
+
 from __future__ import annotations
 
 import glob
@@ -20,5 +21,6 @@ def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
                 if value.metadata.plugin_data.plugin_name != "scalars":
                     continue
                 out.setdefault(value.tag, []).append(
-                    (int(event.step), float(tf.make_ndarray(value.tensor))))
+                    (int(event.step), float(tf.make_ndarray(value.tensor)))
+                )
     return out

@@ -5,23 +5,30 @@ TensorFlow op, hence a subprocess). Prints one JSON line with what the test comp
     python distributed_check.py train LOGDIR      # constant odd S, cyclic S, per-step η/S
     python distributed_check.py probe LOGDIR
 """
+
 import json
 import os
 import sys
 
-
 from lrbs_tf import distribute
 
-distribute.split_cpu(2)
+distribute.split_cpu(2)  # before anything starts TensorFlow
 
-import numpy as np
+import numpy as np  # noqa: E402
 
-from lrbs_tf.training.config import RunConfig
-from lrbs_tf.training.tensorboard import read_scalars
-from lrbs_tf.training.run import train
+from lrbs_tf.training.config import RunConfig  # noqa: E402
+from lrbs_tf.training.run import train  # noqa: E402
+from lrbs_tf.training.tensorboard import read_scalars  # noqa: E402
 
-COMMON = dict(dataset="cifar10_synthetic", train_size=215, validation_size=100, epochs=2,
-              deterministic=True, overwrite=True, eval_batch_size=64)
+COMMON = dict(
+    dataset="cifar10_synthetic",
+    train_size=215,
+    validation_size=100,
+    epochs=2,
+    deterministic=True,
+    overwrite=True,
+    eval_batch_size=64,
+)
 CASES = {
     # 215 = 8 × 25 + 15: odd batches (13 + 12 per replica), an odd last batch (8 + 7)
     "constant": dict(lr=0.02, batch_size=25),
@@ -44,8 +51,9 @@ def weights(run_dir):
 def train_case(logdir, name, settings):
     out = {}
     for strategy in ("none", "mirrored"):
-        config = RunConfig(logdir=logdir, name=f"{name}-{strategy}", strategy=strategy,
-                           **COMMON, **settings)
+        config = RunConfig(
+            logdir=logdir, name=f"{name}-{strategy}", strategy=strategy, **COMMON, **settings
+        )
         results = train(config)
         scalars = read_scalars(os.path.join(config.run_dir, "tb", "train"))
         described = json.load(open(os.path.join(config.run_dir, "config.json")))["distribute"]
@@ -71,8 +79,8 @@ def probe_case():
     import keras
     import tensorflow as tf
 
-    from lrbs_tf.probes.hessian import HessianOperator
     from lrbs_tf.models.registry import build_model
+    from lrbs_tf.probes.hessian import HessianOperator
     from lrbs_tf.probes.noise import gradient_noise
     from lrbs_tf.probes.spectral import hutchpp_trace, top_eigenvalues
 

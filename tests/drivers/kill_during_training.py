@@ -1,7 +1,8 @@
 """Train a small deterministic run and SIGKILL this process at a chosen moment (test driver).
 
-    python kill_during_training.py LOGDIR NAME CHECKPOINT_STEPS [--kill-step K | --kill-epoch-begin E]
+python kill_during_training.py LOGDIR NAME CHECKPOINT_STEPS [--kill-step K | --kill-epoch-begin E]
 """
+
 import os
 import signal
 import sys
@@ -29,10 +30,20 @@ class KillAt(keras.callbacks.Callback):
 
 
 def config(logdir, name, checkpoint_steps):
-    return RunConfig(lr=0.05, batch_size=64, epochs=3, train_size=600, validation_size=500,
-                     width=32, eval_batch_size=500, logdir=logdir, name=name,
-                     deterministic=True, steps_per_execution=1,
-                     checkpoint_steps=checkpoint_steps)
+    return RunConfig(
+        lr=0.05,
+        batch_size=64,
+        epochs=3,
+        train_size=600,
+        validation_size=500,
+        width=32,
+        eval_batch_size=500,
+        logdir=logdir,
+        name=name,
+        deterministic=True,
+        steps_per_execution=1,
+        checkpoint_steps=checkpoint_steps,
+    )
 
 
 if __name__ == "__main__":
