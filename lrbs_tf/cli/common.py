@@ -136,8 +136,8 @@ def reported_errors(prog: str, logdir: str):
     """
     from lrbs_tf.data.datasets import DataError
     from lrbs_tf.distribute.strategy import DistributeError
-    from lrbs_tf.training.runfolder import RunBusyError
     from lrbs_tf.training.runio import DiskFullError, RunFolderError, disk_full
+    from lrbs_tf.training.runlock import RunBusyError
 
     try:
         yield

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Callable
 
 from lrbs_tf.core.schedules import Constant, ScheduleError, grow_batch_instead, parse_schedule
@@ -79,6 +80,40 @@ class TrainingPlan:
         sizes = epoch_batch_sizes(num_examples, self.batch_at, epoch, min_batch)
         starts = [0] + list(itertools.accumulate(sizes))[:-1]
         return sizes, [self.ratio_at(epoch + seen / num_examples) for seen in starts]
+
+    def check(self, epochs: int, num_examples: int) -> None:
+        """Evaluate the schedules at 20 points per epoch (at most 20000): finite, η/S > 0,
+        batch sizes from 1 to ``num_examples``; raises :class:`ScheduleError`."""
+        points = min(20 * epochs, 20000)
+        t = 0.0
+        try:
+            for i in range(points):
+                t = epochs * i / points
+                raw = float(self.batch(t))
+                if not math.isfinite(raw) or raw < 1:
+                    raise ScheduleError(
+                        f"the batch-size schedule gives {raw:g} at epoch {t:g}: "
+                        "a batch size must be at least 1"
+                    )
+                size = self.batch_at(t)
+                if size > num_examples:
+                    raise ScheduleError(
+                        f"the batch-size schedule reaches {size} at epoch "
+                        f"{t:g}, more than the training set ({num_examples} "
+                        "examples)"
+                    )
+                ratio = self.ratio_at(t)
+                if not 0 < ratio < math.inf or not ratio * size < math.inf:
+                    raise ScheduleError(
+                        f"the schedules give η/S = {ratio:g} at epoch {t:g}: it "
+                        "must be positive and finite"
+                    )
+        except ScheduleError:
+            raise
+        except (OverflowError, ZeroDivisionError, ValueError) as e:
+            raise ScheduleError(
+                f"the schedules cannot be evaluated at epoch {t:g} ({e}): a value overflows"
+            ) from None
 
     def is_constant(self) -> bool:
         """Are S and η/S the same at every step (so every epoch has the same plan)?"""

@@ -31,8 +31,8 @@ from lrbs_tf import distribute
 from lrbs_tf.models.registry import build_for
 from lrbs_tf.training.config import RunConfig
 from lrbs_tf.training.run import train
-from lrbs_tf.training.runfolder import RunBusyError
 from lrbs_tf.training.runio import RunFolderError
+from lrbs_tf.training.runlock import RunBusyError
 
 log = logging.getLogger(__name__)
 

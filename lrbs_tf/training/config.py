@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import os
 
 from lrbs_tf.core.plan import TrainingPlan, make_plan
@@ -262,7 +261,10 @@ class RunConfig:
                 f"batch size {self.batch_size} is larger than the training set "
                 f"({self.num_train} examples)"
             )
-        self._check_schedules()
+        try:
+            self.plan().check(self.epochs, self.num_train)
+        except ScheduleError as e:
+            raise ConfigError(str(e)) from None
         if self.probe_every and self.probe is None:
             raise ConfigError("--probe-every needs probe settings (--probe)")
         if self.probe is not None:
@@ -276,40 +278,6 @@ class RunConfig:
             except DataError as e:
                 raise ConfigError(str(e)) from None
         return self
-
-    def _check_schedules(self) -> None:
-        """Evaluate the schedules at 20 points per epoch (at most 20000): finite, η/S > 0,
-        batch sizes from 1 to the training set."""
-        plan = self.plan()
-        points = min(20 * self.epochs, 20000)
-        t = 0.0
-        try:
-            for i in range(points):
-                t = self.epochs * i / points
-                raw = float(plan.batch(t))
-                if not math.isfinite(raw) or raw < 1:
-                    raise ConfigError(
-                        f"the batch-size schedule gives {raw:g} at epoch {t:g}: "
-                        "a batch size must be at least 1"
-                    )
-                size = plan.batch_at(t)
-                if size > self.num_train:
-                    raise ConfigError(
-                        f"the batch-size schedule reaches {size} at epoch {t:g}, "
-                        f"more than the training set ({self.num_train} examples)"
-                    )
-                ratio = plan.ratio_at(t)
-                if not 0 < ratio < math.inf or not ratio * size < math.inf:
-                    raise ConfigError(
-                        f"the schedules give η/S = {ratio:g} at epoch {t:g}: it "
-                        "must be positive and finite"
-                    )
-        except ConfigError:
-            raise
-        except (OverflowError, ZeroDivisionError, ValueError) as e:
-            raise ConfigError(
-                f"the schedules cannot be evaluated at epoch {t:g} ({e}): a value overflows"
-            ) from None
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)

@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from lrbs_tf import distribute
 from lrbs_tf.data.datasets import load_dataset
-from lrbs_tf.training import engine, runfolder, runio
+from lrbs_tf.training import engine, runfolder, runio, runlock
 from lrbs_tf.training.config import RunConfig
 from lrbs_tf.training.runfolder import RunExistsError
 from lrbs_tf.training.runstate import Run, RunInterrupted  # noqa: F401 (also raised by train)
@@ -87,7 +87,7 @@ def train(config: RunConfig, callbacks=(), model: keras.Model | None = None) -> 
                 shutil.rmtree(run_dir, ignore_errors=True)
     finally:
         if chief:
-            runfolder.release(config.run_dir)
+            runlock.release(config.run_dir)
 
 
 def _claim(config: RunConfig):
@@ -97,7 +97,7 @@ def _claim(config: RunConfig):
         try:
             runio.reserve(config.run_dir)
         except BaseException:
-            runfolder.release(config.run_dir)
+            runlock.release(config.run_dir)
             raise
     return found
 

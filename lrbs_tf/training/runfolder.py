@@ -15,7 +15,7 @@ Rules (the reasons are in the README's "Nothing lost"):
 * One process per run folder: :func:`claim` holds an exclusive ``flock`` on ``.lrbs-lock``
   inside the folder until :func:`release` (the kernel drops it when a process dies, so a
   killed run never blocks the next one). A second process is refused with
-  :class:`RunBusyError`.
+  :class:`~lrbs_tf.training.runlock.RunBusyError`.
 
 Everything is checked before anything is written.
 """
@@ -23,19 +23,17 @@ Everything is checked before anything is written.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import math
 import os
 import re
 import shutil
-import socket
 import time
 
-from lrbs_tf.training import runio
+from lrbs_tf.training import runio, runlock
 from lrbs_tf.training.runio import RESERVE, RunFolderError, read_json, sha1_of
+from lrbs_tf.training.runlock import LOCK
 
 MARKER = ".lrbs-run"
-LOCK = ".lrbs-lock"
 NAME = re.compile(r"[A-Za-z0-9_=+-][A-Za-z0-9._=+-]*")
 
 
@@ -45,10 +43,6 @@ class RunExistsError(RunFolderError):
 
 class RunDamagedError(RunFolderError):
     """The run folder is damaged; nothing was changed."""
-
-
-class RunBusyError(RunFolderError):
-    """Another process holds the run folder."""
 
 
 def check_name(name: str) -> str:
@@ -240,8 +234,6 @@ def _both_nan(a, b) -> bool:
 
 # -- taking a folder -----------------------------------------------------------------------
 
-_held: dict = {}  # realpath of a run folder -> [file descriptor, count]
-
 
 def claim(config) -> Inspection:
     """Create or inspect the run folder, lock it for this process, and clear the leftovers of
@@ -254,7 +246,7 @@ def claim(config) -> Inspection:
             os.mkdir(run_dir)
         except FileExistsError:  # another process made it just now
             found = inspect(config)
-    _lock(run_dir)
+    runlock.acquire(run_dir)
     try:
         found = inspect(config)  # again, now that no one else can change it
         if found.leftovers:
@@ -268,13 +260,12 @@ def claim(config) -> Inspection:
             _write_marker(run_dir, config)
         return found
     except BaseException:
-        release(run_dir)
+        runlock.release(run_dir)
         raise
 
 
 def _write_marker(run_dir: str, config) -> None:
     from lrbs_tf import __version__
-    from lrbs_tf.training import runio
 
     path = os.path.join(run_dir, MARKER)
     if not os.path.exists(path):
@@ -286,40 +277,3 @@ def _write_marker(run_dir: str, config) -> None:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             },
         )
-
-
-def _lock(run_dir: str) -> None:
-    key = os.path.realpath(run_dir)
-    if key in _held:
-        _held[key][1] += 1
-        return
-    path = os.path.join(run_dir, LOCK)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 300).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise RunBusyError(
-            f"{run_dir} is in use by {holder}; wait for it to end or choose another --name"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.write(
-        fd,
-        f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}".encode(),
-    )
-    _held[key] = [fd, 1]
-
-
-def release(run_dir: str) -> None:
-    """Undo one :func:`claim`; the lock is dropped when the last one is undone."""
-    key = os.path.realpath(run_dir)
-    if key not in _held:
-        return
-    _held[key][1] -= 1
-    if _held[key][1] <= 0:
-        os.close(_held.pop(key)[0])
-
-
-def holds(run_dir: str) -> bool:
-    return os.path.realpath(run_dir) in _held
