@@ -14,7 +14,7 @@ ALLOWED = {
     "distribute": set(),
     "data": {"core", "distribute"},
     "models": {"core", "data"},
-    "probes": {"distribute"},
+    "probes": {"distribute", "core"},
     "theory": {"core"},
     "training": {"core", "data", "models", "probes", "distribute"},
     "sweeps": {"training", "models", "distribute", "core"},

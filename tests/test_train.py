@@ -158,9 +158,15 @@ def test_probe_at_end_and_every_epoch(tmp_path):
     assert probe["settings"]["num_examples"] == 300 and probe["settings"]["bn_mode"] == "inference"
     assert probe["settings"]["noise_examples"] == 100 and probe["settings"]["subset_fingerprint"]
     assert [h["epoch"] for h in results["probe_history"]] == [1, 2]
+    assert probe["width_sharpness"] == probe["lambda_max"] and probe["step_sharpness"] > 0
+    assert probe["settings"]["step_batch_size"] == 64
     scalars = read_scalars(os.path.join(config.run_dir, "tb", "probe"))
-    assert [s for s, _ in scalars["probe/lambda_max"]] == [1, 2, 2]  # per epoch + final
-    assert scalars["probe/lambda_max"][-1][1] == pytest.approx(probe["lambda_max"], rel=1e-6)
+    # One point per epoch: the streaming probe of the last epoch, not a second one at the end.
+    for tag in ("probe/width_sharpness", "probe/step_sharpness", "probe/stability_2_over_lr"):
+        assert [s for s, _ in scalars[tag]] == [1, 2], tag
+    assert scalars["probe/width_sharpness"][-1][1] == pytest.approx(
+        results["probe_history"][-1]["width_sharpness"], rel=1e-6
+    )
     assert scalars["probe/stability_2_over_lr"][0][1] == pytest.approx(40.0)
     assert "probe/b_simple" in scalars and "probe/trace" in scalars
 
@@ -186,7 +192,8 @@ def test_probe_at_end_and_every_epoch(tmp_path):
     assert 0 < again["c_vs_h"]["top_k_overlap"] <= 1 and again["c_vs_h"]["trace_c_over_trace_h"] > 0
     assert again["lambda_max"] == pytest.approx(probe["lambda_max"], rel=1e-3)
     assert again["b_simple"] == pytest.approx(probe["b_simple"], rel=1e-4)
-    assert "λ_max" in proc.stdout
+    assert "step" in proc.stdout and "width" in proc.stdout
+    assert again["step_sharpness"] == pytest.approx(probe["step_sharpness"], rel=1e-3)
 
     # The advisor reads the same run folder.
     proc = run_script(
@@ -195,7 +202,9 @@ def test_probe_at_end_and_every_epoch(tmp_path):
     assert proc.returncode == 0, proc.stderr
     advice = json.loads(proc.stdout)
     assert advice["rules"]["linear"]["lr"] == pytest.approx(0.05 * 4)
-    assert advice["rules"]["linear"]["lr_lambda_max"] == pytest.approx(0.2 * probe["lambda_max"])
+    assert advice["rules"]["linear"]["lr_times_step_sharpness"] == pytest.approx(
+        0.2 * probe["step_sharpness"]
+    )
     assert advice["checks"]["batch_over_b_simple"] == pytest.approx(256 / probe["b_simple"])
     assert advice["steps_per_epoch"] == {"before": 16, "after": 4}
     text = run_script("tools/advise.py", config.run_dir, "--batch-size", "256", timeout=60)

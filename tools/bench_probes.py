@@ -6,8 +6,11 @@ Trains the MLP briefly (so the curvature is that of a trained model), then, on `
 training examples in one batch, times the compiled gradient and the compiled HVP
 (reverse-over-reverse and forward-over-reverse), interleaved, median of ``--repeats`` calls.
 Prints ``hvp_vs_gradient_time: <ratio>`` for the default method, the number of HVPs Lanczos
-needs to get λ_max within 1e-3 relative of a tightly converged reference, and the number of
-traces of the HVP function during the Lanczos run.
+needs to get λ_max within 1e-3 relative of a tightly converged reference, the number of
+traces of the HVP function during the Lanczos run, ``lanczos_overhead_fraction`` (the share
+of a λ_max computation spent outside the compiled HVPs: vector conversions, re-orthogonalisation
+and the tridiagonal eigenproblems; median of ``--repeats`` runs) and ``first_probe_seconds``
+(building the operator for a model, tracing it and λ_max on 1000 examples).
 """
 
 from __future__ import annotations
@@ -93,6 +96,49 @@ def main():
         f"(rel. error {abs(default.eigenvalues[0] / reference - 1):.1e})"
     )
     print(f"hvp_traces_during_lanczos: {op.trace_counts()['hvp']}  ({op.matvecs} HVPs)")
+
+    vector_dtype = np.float32  # as the Prober runs Lanczos for float32 probes
+    fractions = []
+    for repeat in range(max(3, args.repeats // 4)):
+        inside = [0.0]
+
+        def timed(vector, inside=inside):
+            tick = time.perf_counter()
+            out = op.matvec(vector)
+            inside[0] += time.perf_counter() - tick
+            return out
+
+        hvp_only = [0.0]
+        raw = op._hvp
+
+        def hvp_timed(vector, raw=raw, hvp_only=hvp_only):
+            tick = time.perf_counter()
+            out = raw(vector)
+            out.numpy()
+            hvp_only[0] += time.perf_counter() - tick
+            return out
+
+        op._hvp = hvp_timed
+        tick = time.perf_counter()
+        spectral.top_eigenvalues(
+            timed, op.dim, k=1, tol=1e-3, max_steps=100, seed=10 + repeat, dtype=vector_dtype
+        )
+        total = time.perf_counter() - tick
+        op._hvp = raw
+        fractions.append((total - hvp_only[0]) / total)
+    print(
+        f"lanczos_overhead_fraction: {statistics.median(fractions):.2f}  (time outside the "
+        "compiled HVPs / total, λ_max to tol 1e-3)"
+    )
+    tick = time.perf_counter()
+    fresh = HessianOperator(model, x[:1000], y[:1000], batch_size=1000)
+    spectral.top_eigenvalues(
+        fresh.matvec, fresh.dim, k=1, tol=1e-3, max_steps=100, seed=3, dtype=vector_dtype
+    )
+    print(
+        f"first_probe_seconds: {time.perf_counter() - tick:.2f}  (build + trace + λ_max on "
+        "1000 examples)"
+    )
 
 
 if __name__ == "__main__":

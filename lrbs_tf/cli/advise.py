@@ -4,11 +4,12 @@ still holds there.
     python tools/advise.py runs/<run> --batch-size 2000 [--json]
 
 Needs the run's curvature probe (``run.py --probe``, or ``tools/probe.py <run>`` which writes
-``probe.json``): λ_max and B_simple at the end of training. Prints η for the linear, sqrt and
-no rescaling rules, η·λ_max against the stability limit 2, the finite-population factor
-(N − S)/(N − 1), S against B_simple, and steps per epoch before and after. The curvature is
-that of the final weights at the old ratio; at a new ratio SGD will settle elsewhere, so treat
-the checks as a first-order guide.
+``probe.json``): the step sharpness λ_step (the curvature of the mini-batch objective SGD steps
+on) and B_simple at the end of training. Prints η for the linear, sqrt and no rescaling rules,
+η·λ_step against the stability limit (:mod:`lrbs_tf.theory.advice`), the finite-population
+factor (N − S)/(N − 1), S against B_simple, and steps per epoch before and after. The
+curvature is that of the final weights at the old batch size; at a new one SGD will settle
+elsewhere and λ_step changes with S, so treat the checks as a first-order guide.
 """
 
 from __future__ import annotations
@@ -46,11 +47,16 @@ def main(argv=None):
     try:
         config = read_run(args.run_dir, statuses=("finished",))[0]["config"]
         probe = load_probe(args.run_dir)
+        if "step_sharpness" not in probe:
+            raise runio.RunFolderError(
+                f"the probe of {args.run_dir} has no step sharpness (probed by an earlier "
+                f"version): run 'python tools/probe.py {args.run_dir}' again"
+            )
         advice = advise(
             config["lr"],
             config["batch_size"],
             config["num_train"],
-            probe["lambda_max"],
+            probe["step_sharpness"],
             probe["b_simple"],
             args.batch_size,
         )
@@ -63,21 +69,22 @@ def main(argv=None):
     print(f"run        {args.run_dir}")
     print(
         f"now        η/S = {b['lr']:g}/{b['batch_size']} = {b['ratio']:.4g}, N = "
-        f"{b['num_train']}, λ_max = {b['lambda_max']:.4g} (η·λ_max = {b['lr_lambda_max']:.3g}), "
+        f"{b['num_train']}, step sharpness λ_step = {b['step_sharpness']:.4g} (BatchNorm over "
+        f"batches of {b['batch_size']}; η·λ_step = {b['lr_times_step_sharpness']:.3g}), "
         f"B_simple = {b['b_simple']:.4g}"
     )
     print(f"target     S = {advice['target_batch']}\n")
     print(
         format_table(
-            ["rule", "η", "η/S", "η/S change", "η·λ_max", "stability"],
+            ["rule", "η", "η/S", "η/S change", "η·λ_step", "verdict"],
             [
                 [
                     name,
                     f"{r['lr']:.4g}",
                     f"{r['ratio']:.4g}",
                     f"×{r['ratio_change']:.3g}",
-                    f"{r['lr_lambda_max']:.3g}",
-                    r["stability"],
+                    f"{r['lr_times_step_sharpness']:.3g}",
+                    f"{r['verdict']} ({r['reason']})",
                 ]
                 for name, r in advice["rules"].items()
             ],

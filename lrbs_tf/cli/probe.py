@@ -34,6 +34,7 @@ def main(argv=None):
             "dtype",
             "seed",
             "finite_difference",
+            "step_batch_size",
         ),
     )
     p.add_argument(
@@ -85,7 +86,7 @@ def main(argv=None):
         fail(PROG, e)
     if data.info["train_fingerprint"] != saved["data"]["train_fingerprint"]:
         fail(PROG, "the training data differ from the run's (fingerprints do not match)")
-    prober = Prober(model, data.train.x, data.train.y, settings)
+    prober = Prober(model, data.train.x, data.train.y, settings, step_batch=config["batch_size"])
     lr = config["lr"]
     measured = dict(prober(lr=lr), settings=prober.describe())
     if args.density:
@@ -117,9 +118,11 @@ def main(argv=None):
         return 0
     print(f"run         {args.run_dir}  (η/S = {lr:g}/{config['batch_size']})")
     print(
-        f"λ_max       {measured['lambda_max']:.5g}  (2/η = {2 / lr:.5g}, η·λ_max = "
-        f"{lr * measured['lambda_max']:.3g}; Lanczos {measured['lanczos_matvecs']} HVPs, "
-        f"converged {all(measured['lanczos_converged'])})"
+        f"sharpness   width {measured['width_sharpness']:.5g} (BatchNorm {settings.bn_mode}; "
+        f"Lanczos {measured['lanczos_matvecs']} HVPs, converged "
+        f"{all(measured['lanczos_converged'])}); step {measured['step_sharpness']:.5g} "
+        f"(BatchNorm over batches of {measured['step_batch_size']}) against 2/η = {2 / lr:.5g}: "
+        f"η·λ_step = {lr * measured['step_sharpness']:.3g}"
     )
     print(f"Tr H        {measured['trace']:.5g} ± {measured['trace_stderr']:.2g}  (Hutch++)")
     print(

@@ -178,16 +178,23 @@ def summary(results: dict, config: RunConfig) -> str:
     probe = results.get("probe")
     if probe:
         lines.append(
-            f"curvature  λ_max {probe['lambda_max']:.4g} (2/η = "
-            f"{probe.get('stability_2_over_lr', float('nan')):.4g}), Tr H "
-            f"{probe['trace']:.4g} ± {probe['trace_stderr']:.2g}, ‖H‖_F "
+            f"sharpness  width {probe['lambda_max']:.4g} (BatchNorm inference)"
+            + (
+                f"; step {probe['step_sharpness']:.4g} (BatchNorm over batches of "
+                f"{probe['step_batch_size']}) against 2/η = {probe['stability_2_over_lr']:.4g}"
+                if "step_sharpness" in probe and "stability_2_over_lr" in probe
+                else ""
+            )
+        )
+        lines.append(
+            f"curvature  Tr H {probe['trace']:.4g} ± {probe['trace_stderr']:.2g}, ‖H‖_F "
             f"{probe['frobenius']:.4g} (finite diff. "
             f"{probe.get('frobenius_fd', float('nan')):.4g})"
         )
         lines.append(
             f"noise      Tr C {probe['trace_c']:.4g}, |g|² {probe['grad_norm_sq']:.3g}, "
-            f"B_simple {probe['b_simple']:.4g} (on {probe['noise_num_examples']} "
-            f"examples, {probe['seconds']:.0f} s)"
+            f"B_simple {probe['b_simple']:.4g} ± {probe.get('b_simple_stderr', float('nan')):.2g}"
+            f" (on {probe['noise_num_examples']} examples); probes took {probe['seconds']:.0f} s"
         )
     where = results.get("distribute")
     if where and where["replicas"] > 1:

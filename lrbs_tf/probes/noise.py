@@ -31,6 +31,8 @@ from lrbs_tf.probes.hessian import HessianOperator
 class PerExampleGradients:
     """Per-example (or per-micro-batch) gradients of the operator's model at fixed weights."""
 
+    GROUPS = 8  # chunks are summed into this many groups, for jackknife standard errors
+
     def __init__(self, op: HessianOperator, microbatch: int = 1, chunk: int = 64):
         self.op = op
         self.microbatch = int(microbatch)
@@ -42,6 +44,8 @@ class PerExampleGradients:
             )
         m = self.microbatch
         self.count = op.num_examples // m  # micro-batches used (a partial one is dropped)
+        # at least GROUPS chunks when there are enough micro-batches (for the jackknife)
+        self.chunk = max(1, min(self.chunk, -(-self.count // self.GROUPS)))
         self.xs = tf.reshape(op.x[: self.count * m], [-1, m] + list(op.x.shape[1:]))
         self.ys = tf.reshape(op.y[: self.count * m], [-1, m] + list(op.y.shape[1:]))
         spec_x = tf.TensorSpec([None, m] + list(op.x.shape[1:]), op.x.dtype)
@@ -59,11 +63,11 @@ class PerExampleGradients:
         return tf.vectorized_map(one, (xs, ys))
 
     def _moments_impl(self):
-        chunk, chunks = self.chunk, -(-self.count // self.chunk)
+        chunk, chunks, groups = self.chunk, -(-self.count // self.chunk), self.GROUPS
 
         def partial(replica, replicas):
-            total = tf.zeros([self.op.dim], tf.float64)
-            sq = tf.zeros([], tf.float64)
+            total = tf.zeros([groups, self.op.dim], tf.float64)
+            sq = tf.zeros([groups], tf.float64)
             for c in tf.range(replica, chunks, replicas):
                 g = tf.cast(
                     self._grads(
@@ -71,16 +75,23 @@ class PerExampleGradients:
                     ),
                     tf.float64,
                 )
-                total += tf.reduce_sum(g, axis=0)
-                sq += tf.reduce_sum(g * g)
+                one_hot = tf.one_hot(c % groups, groups, dtype=tf.float64)
+                total += one_hot[:, None] * tf.reduce_sum(g, axis=0)[None, :]
+                sq += one_hot * tf.reduce_sum(g * g)
             return [total, sq]
 
         return self.op.replica_sum(partial)
 
-    def moments(self) -> tuple[np.ndarray, float]:
-        """``(Σ g_i, Σ ‖g_i‖²)`` over the micro-batches in float64, split over the replicas."""
+    def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(Σ g_i, Σ ‖g_i‖², n)`` per group of chunks (chunk ``c`` in group ``c % GROUPS``),
+        over the micro-batches in float64, split over the replicas."""
         total, sq = self._moments()
-        return total.numpy(), float(sq)
+        starts = np.arange(0, self.count, self.chunk)
+        sizes = np.minimum(self.chunk, self.count - starts)
+        counts = np.bincount(
+            np.arange(len(starts)) % self.GROUPS, weights=sizes, minlength=self.GROUPS
+        )
+        return total.numpy(), sq.numpy(), counts
 
     def batches(self):
         """Yield arrays of flat gradients (micro-batches × parameters), ``chunk`` at a time."""
@@ -90,11 +101,39 @@ class PerExampleGradients:
             ).numpy()
 
 
-def gradient_noise(op: HessianOperator, microbatch: int = 1, chunk: int = 64) -> dict:
-    """Tr C, ‖g‖² and B_simple from per-example gradients over the operator's examples."""
-    per = PerExampleGradients(op, microbatch, chunk)
-    total, sq_norms = per.moments()
-    count = per.count
+def gradient_noise(
+    op: HessianOperator,
+    microbatch: int = 1,
+    chunk: int = 64,
+    per: PerExampleGradients | None = None,
+) -> dict:
+    """Tr C, ‖g‖² and B_simple from per-example gradients over the operator's examples, with a
+    jackknife standard error of B_simple over groups of examples. ``per``: a
+    :class:`PerExampleGradients` to reuse (it is traced once)."""
+    per = per or PerExampleGradients(op, microbatch, chunk)
+    totals, sqs, counts = per.moments()
+    out = _noise(totals.sum(axis=0), float(sqs.sum()), int(counts.sum()), per.microbatch)
+    leave_one_out = [
+        _noise(
+            totals.sum(axis=0) - totals[g],
+            float(sqs.sum() - sqs[g]),
+            int(counts.sum() - counts[g]),
+            per.microbatch,
+        )["b_simple"]
+        for g in range(len(counts))
+        if counts[g] and counts.sum() - counts[g] >= 2
+    ]
+    jack = np.array(leave_one_out)
+    k = len(jack)
+    out["b_simple_stderr"] = (
+        float(np.sqrt((k - 1) / k * np.sum((jack - jack.mean()) ** 2)))
+        if k > 1 and np.all(np.isfinite(jack))
+        else math.inf
+    )
+    return out
+
+
+def _noise(total: np.ndarray, sq_norms: float, count: int, microbatch: int) -> dict:
     mean = total / count
     mean_sq = float(mean @ mean)
     cov_trace = (sq_norms / count - mean_sq) * microbatch  # per-example C

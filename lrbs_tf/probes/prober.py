@@ -5,7 +5,7 @@ the training set (compiled once) and measures, each time it is called: λ_max (L
 warm-started from the previous top eigenvector), Tr H (Hutch++), ‖H‖_F (Hutchinson, and the
 paper's finite-difference estimator), the gradient-noise statistics Tr C, ‖g‖² and B_simple,
 and the stability line 2/η for the current learning rate. Used at the end of a run
-(``run.py --probe``), during training (:class:`ProbeEvery`) and on saved
+(``run.py --probe``), during training (:class:`lrbs_tf.probes.callbacks.Sharpness`) and on saved
 runs (``tools/probe.py``).
 """
 
@@ -15,7 +15,6 @@ import hashlib
 import math
 import time
 
-import keras
 import numpy as np
 
 from lrbs_tf.probes import spectral
@@ -104,37 +103,129 @@ def probe(
     return out
 
 
-class Prober:
-    """Repeated curvature measurements of ``model`` on a fixed subset of ``(x, y)``."""
+def step_subset(num_train: int, indices: np.ndarray, batch: int, seed: int) -> np.ndarray:
+    """The examples of the step sharpness: the first k·S probe examples (k = examples // S),
+    or S seeded training examples when S exceeds the probe subset."""
+    if batch <= len(indices):
+        return indices[: (len(indices) // batch) * batch]
+    if batch > num_train:
+        raise ValueError(f"the step batch {batch} is larger than the training set ({num_train})")
+    return np.sort(np.random.default_rng(seed + 7).choice(num_train, size=batch, replace=False))
 
-    def __init__(self, model, x, y, settings: ProbeSettings, loss=None, on_call=None):
+
+class Prober:
+    """Repeated curvature measurements of ``model`` on fixed subsets of ``(x, y)``.
+
+    Two sharpnesses (λ_max of two Hessians), named in every output:
+
+    * **width sharpness** (``width_sharpness``, also ``lambda_max``): the Hessian of the
+      training loss with BatchNorm in ``settings.bn_mode`` (inference by default: the moving
+      statistics) on ``settings.examples`` examples — the paper's measure of how wide the
+      minimum is, a property of the function the network computes;
+    * **step sharpness** (``step_sharpness``): the Hessian of the objective SGD steps on, the
+      mean over mini-batches of size ``step_batch`` of the loss with BatchNorm statistics of
+      each mini-batch, E_B[∇²L_B(θ)]. Linear stability analyses of SGD compare η with exactly
+      this curvature: gradient descent on a quadratic is stable while η·λ_max < 2 (Cohen et
+      al. 2021 find full-batch training hovering at λ_max ≈ 2/η, the edge of stability), and
+      for SGD Wu, Ma & E (2018) show a minimum stays linearly stable only if the mean of the
+      mini-batch Hessians satisfies the same bound (plus a noise condition). With BatchNorm
+      the mini-batch Hessians are those of the batch-statistics loss, not of the inference
+      network, so the 2/η line belongs with the step sharpness: on the Fashion-MNIST MLP the
+      inference-mode λ_max of stably trained runs is 5-15 times 2/η.
+
+    ``step_batch`` is the run's batch size S (``settings.step_batch_size`` overrides it); None
+    and no override: no step sharpness. The step subset is the first k·S probe examples
+    (k = examples // S), or S seeded training examples when S exceeds the probe subset. Every
+    operator is traced once; per-example gradients for the noise scale are kept and traced
+    once too.
+    """
+
+    def __init__(
+        self,
+        model,
+        x,
+        y,
+        settings: ProbeSettings,
+        loss=None,
+        on_call=None,
+        step_batch: int | None = None,
+    ):
+        from lrbs_tf.probes.noise import PerExampleGradients
+
         self.settings = settings
         self.indices = probe_subset(len(y), settings)
-        xs, ys = np.asarray(x)[self.indices], np.asarray(y)[self.indices]
-        kwargs = dict(
-            batch_size=settings.batch_size,
-            bn_mode=settings.bn_mode,
-            dtype=settings.dtype,
-            method=settings.method,
-            loss=loss,
-            on_call=on_call,
+        x, y = np.asarray(x), np.asarray(y)
+        xs, ys = x[self.indices], y[self.indices]
+        kwargs = dict(dtype=settings.dtype, method=settings.method, loss=loss, on_call=on_call)
+        self.op = HessianOperator(
+            model, xs, ys, batch_size=settings.batch_size, bn_mode=settings.bn_mode, **kwargs
         )
-        self.op = HessianOperator(model, xs, ys, **kwargs)
         noise_n = settings.noise_examples
         self.noise_op = (
             self.op
             if noise_n == settings.examples
-            else HessianOperator(model, xs[:noise_n], ys[:noise_n], **kwargs)
+            else HessianOperator(
+                model,
+                xs[:noise_n],
+                ys[:noise_n],
+                batch_size=settings.batch_size,
+                bn_mode=settings.bn_mode,
+                **kwargs,
+            )
         )
-        self._v0 = None
+        self.noise = PerExampleGradients(self.noise_op)
+        self.step_batch = settings.step_batch_size or step_batch
+        self.step_indices = None
+        self.step_op = None
+        if self.step_batch:
+            self.step_indices = step_subset(len(y), self.indices, self.step_batch, settings.seed)
+            self.step_op = HessianOperator(
+                model,
+                x[self.step_indices],
+                y[self.step_indices],
+                batch_size=self.step_batch,
+                bn_mode="batch",
+                **kwargs,
+            )
+        self._v0 = self._v0_step = None
         self.calls = 0
 
     def describe(self) -> dict:
         digest = hashlib.sha1(self.indices.tobytes()).hexdigest()[:16]
-        return dict(
+        out = dict(
             self.op.settings(),
             **{k: v for k, v in vars(self.settings).items() if k not in ("batch_size",)},
             subset_fingerprint=digest,
+            width_sharpness_bn=self.settings.bn_mode,
+        )
+        if self.step_op is not None:
+            out.update(
+                step_batch_size=self.step_batch,
+                step_examples=len(self.step_indices),
+                step_sharpness_bn="batch statistics of each mini-batch of S",
+            )
+        return out
+
+    def trace_counts(self) -> dict:
+        """Traces of every compiled function (each should be traced once)."""
+        out = {f"width_{k}": v for k, v in self.op.trace_counts().items()}
+        if self.step_op is not None:
+            out.update({f"step_{k}": v for k, v in self.step_op.trace_counts().items()})
+        out["noise_moments"] = self.noise._moments.experimental_get_tracing_count()
+        return out
+
+    def sharpness(self, op, v0, seed):
+        s = self.settings
+        return spectral.top_eigenvalues(
+            op.matvec,
+            op.dim,
+            k=s.top_k,
+            tol=s.lanczos_tol,
+            max_steps=s.lanczos_max_steps,
+            seed=seed,
+            v0=v0,
+            return_vectors=True,
+            dtype=np.float32 if op.dtype == "float32" else np.float64,
         )
 
     def __call__(self, lr: float | None = None, full: bool = True) -> dict:
@@ -142,27 +233,18 @@ class Prober:
         Frobenius estimate and uses fewer trace samples (for use during training)."""
         tick = time.time()
         s = self.settings
-        self.op.refresh()
-        if self.noise_op is not self.op:
-            self.noise_op.refresh()
+        for op in {id(o): o for o in (self.op, self.noise_op, self.step_op) if o}.values():
+            op.refresh()
         seed = s.seed + 1000 * self.calls
         self.calls += 1
-        eig = spectral.top_eigenvalues(
-            self.op.matvec,
-            self.op.dim,
-            k=s.top_k,
-            tol=s.lanczos_tol,
-            max_steps=s.lanczos_max_steps,
-            seed=seed,
-            v0=self._v0,
-            return_vectors=True,
-        )
+        eig = self.sharpness(self.op, self._v0, seed)
         self._v0 = eig.eigenvectors[0]
         trace_n = s.trace_matvecs if full else max(9, s.trace_matvecs // 3)
         frob_n = s.frobenius_samples if full else max(5, s.frobenius_samples // 3)
         trace = spectral.hutchpp_trace(self.op.matvec, self.op.dim, num=trace_n, seed=seed + 1)
         frob = spectral.hutchinson_frobenius(self.op.matvec, self.op.dim, num=frob_n, seed=seed + 2)
         out = {
+            "width_sharpness": float(eig.eigenvalues[0]),
             "lambda_max": float(eig.eigenvalues[0]),
             "top_eigenvalues": eig.eigenvalues.tolist(),
             "lanczos_residuals": eig.residuals.tolist(),
@@ -174,66 +256,31 @@ class Prober:
             "frobenius_stderr": frob.stderr,
             "probe_loss": self.op.loss_value(),
         }
+        if self.step_op is not None:
+            step = self.sharpness(self.step_op, self._v0_step, seed + 4)
+            self._v0_step = step.eigenvectors[0]
+            out.update(
+                step_sharpness=float(step.eigenvalues[0]),
+                step_lanczos_matvecs=step.matvecs,
+                step_lanczos_converged=bool(step.converged[0]),
+                step_batch_size=self.step_batch,
+            )
         if full and s.finite_difference:
             fd = finite_difference_frobenius(
                 self.op, num=s.frobenius_samples, eps=s.fd_eps, seed=seed + 3
             )
             out.update(frobenius_fd=fd.value, frobenius_fd_stderr=fd.stderr)
+        noise = gradient_noise(self.noise_op, per=self.noise)
         out.update(
             {
                 f"noise_{k}" if k in ("num_examples", "microbatch") else k: v
-                for k, v in gradient_noise(self.noise_op).items()
+                for k, v in noise.items()
             }
         )
         if lr:
             out["lr"] = float(lr)
             out["stability_2_over_lr"] = 2.0 / float(lr)
-            out["lr_times_lambda_max"] = float(lr) * out["lambda_max"]
+            if "step_sharpness" in out:
+                out["lr_times_step_sharpness"] = float(lr) * out["step_sharpness"]
         out["seconds"] = time.time() - tick
         return out
-
-    TAGS = (
-        "lambda_max",
-        "stability_2_over_lr",
-        "trace",
-        "frobenius",
-        "frobenius_fd",
-        "b_simple",
-        "trace_c",
-        "grad_norm_sq",
-    )
-
-    @classmethod
-    def write_scalars(cls, writer, record: dict, step: int) -> None:
-        """A measurement's values under ``probe/`` in TensorBoard at ``step`` (an epoch)."""
-        import tensorflow as tf
-
-        with writer.as_default(step=step), tf.summary.record_if(True):
-            for tag in cls.TAGS:
-                value = record.get(tag)
-                if value is not None and math.isfinite(value):
-                    tf.summary.scalar(f"probe/{tag}", value)
-        writer.flush()
-
-
-class ProbeEvery(keras.callbacks.Callback):
-    """Measure curvature and gradient noise every ``every`` epochs and log them to TensorBoard.
-
-    Tags under ``probe/``: ``lambda_max``, ``stability_2_over_lr`` (2/η: gradient descent on a
-    quadratic is stable while λ_max < 2/η), ``trace``, ``frobenius``, ``b_simple``, ``trace_c``,
-    ``grad_norm_sq``; the x-axis is the epoch. Every measurement is kept in ``self.history``.
-    """
-
-    def __init__(self, prober: Prober, writer, every: int = 1, lr_at=None):
-        super().__init__()
-        self.prober, self.writer, self.every = prober, writer, every
-        self.lr_at = lr_at  # epoch (0-based) -> the η of that epoch's full-size steps
-        self.history = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every:
-            return
-        record = self.prober(lr=self.lr_at(epoch) if self.lr_at else None, full=False)
-        record["epoch"] = epoch + 1
-        self.history.append(record)
-        self.prober.write_scalars(self.writer, record, epoch + 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from lrbs_tf.settings import ConfigError, between, check_fields, positive, setting
+from lrbs_tf.settings import ConfigError, between, check_fields, optional, positive, setting
 
 BN_MODES = ("inference", "batch")
 DTYPES = ("float32", "float64")
@@ -62,6 +62,14 @@ class ProbeSettings:
         1000,
         "probe examples whose per-example gradients give Tr C and B_simple",
         check=between(2, 10**7),
+        group=PROBE_GROUP,
+    )
+    step_batch_size: int | None = setting(
+        None,
+        "batch size S of the step sharpness, whose BatchNorm statistics are those of mini-batches "
+        "of S (default: the run's batch size)",
+        kind=int,
+        check=optional(between(1, 10**7)),
         group=PROBE_GROUP,
     )
     seed: int = setting(

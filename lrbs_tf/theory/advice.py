@@ -1,15 +1,22 @@
-"""Batch-size advice from a finished run: η for each rescaling rule and whether theory holds.
+"""Batch-size advice from a probed run: η for each rescaling rule, and whether a step is stable.
 
-Given η0, S0, N and the run's measured λ_max and B_simple, for a target batch size S:
+Given η0, S0, N and the run's measured step sharpness λ_step (the curvature of the mini-batch
+objective SGD steps on; see :class:`lrbs_tf.probes.prober.Prober`) and B_simple, for a target
+batch size S:
 
 * η by rule (linear keeps η/S, so the SDE; sqrt; none) and the resulting η/S;
-* η·λ_max: SGD on the quadratic model is stable only below 2, and the SDE describes it only
-  well below (the exact discrete variance along the top direction is 2/(2 − ηλ) times the
-  SDE's; see :mod:`lrbs_tf.theory`);
+* the stability verdict of :func:`verdict`: η·λ_step against the linear-stability limit 2
+  (gradient descent on a quadratic diverges along the top direction beyond it; Wu, Ma & E 2018
+  for SGD), calibrated on the Fashion-MNIST MLP by ``experiments/stability_check.py`` (see
+  :data:`UNSTABLE_AT`);
 * the finite-population factor (N − S)/(N − 1): the noise the SDE assumes shrinks as S → N;
 * S against B_simple (McCandlish et al. 2018): below it, noise dominates each step and linear
   scaling keeps the dynamics at fewer steps; far above it, extra batch buys little;
 * steps per epoch before and after.
+
+The step sharpness is measured at the run's own S; at another S it changes (BatchNorm's batch
+statistics change with S), so the verdict at a new S is a first-order guide: probe again at the
+new S (``tools/probe.py RUN --step-batch-size S``) before relying on it.
 """
 
 from __future__ import annotations
@@ -20,23 +27,43 @@ from lrbs_tf.core.ratio import Ratio, rescale_lr
 from lrbs_tf.theory.sde import finite_population_factor
 
 RULES = ("linear", "sqrt", "none")
+# η·λ_step at and above which a step is called unstable (loss spikes, oscillation or
+# divergence). The linear-stability limit of gradient descent on a quadratic is 2.
+UNSTABLE_AT = 2.0
+FAR_BELOW_N = 0.1  # S/N up to which the finite-population factor is above 0.9
 
 
-def _stability(lr_lambda: float) -> str:
-    if lr_lambda >= 2:
-        return "unstable (η·λ_max ≥ 2: SGD diverges along the top direction)"
-    if lr_lambda > 1:
-        return "caution (η·λ_max > 1: discretisation error large, SDE picture inexact)"
-    if lr_lambda > 0.5:
-        return "fair (η·λ_max > 0.5: noticeable discrete-time correction)"
-    return "ok (η·λ_max ≤ 0.5)"
+def verdict(
+    lr: float, batch_size: int, num_train: int, step_sharpness: float, b_simple: float | None = None
+) -> dict:
+    """Is SGD with step η and batch S stable where λ_step was measured, and is S in the
+    regime where η/S sets the dynamics? Returns the verdict with the numbers behind it."""
+    product = lr * step_sharpness
+    stable = product < UNSTABLE_AT
+    out = {
+        "verdict": "stable" if stable else "unstable",
+        "lr_times_step_sharpness": product,
+        "top_direction_variance_vs_sde": 2 / (2 - product) if product < 2 else math.inf,
+        "s_over_n": batch_size / num_train,
+        "finite_population_factor": finite_population_factor(batch_size, num_train),
+        "s_over_b_simple": (
+            batch_size / b_simple if b_simple and b_simple > 0 and math.isfinite(b_simple) else None
+        ),
+    }
+    out["reason"] = f"η·λ_step = {product:.3g} {'<' if stable else '≥'} {UNSTABLE_AT:g}" + (
+        ""
+        if batch_size <= FAR_BELOW_N * num_train
+        else f"; S/N = {out['s_over_n']:.2g}: the gradient noise shrinks, η/S no "
+        "longer sets the dynamics"
+    )
+    return out
 
 
 def advise(
     lr: float,
     batch_size: int,
     num_train: int,
-    lambda_max: float,
+    step_sharpness: float,
     b_simple: float,
     target_batch: int,
 ) -> dict:
@@ -47,40 +74,34 @@ def advise(
     rules = {}
     for rule in RULES:
         new = rescale_lr(base, target_batch, rule)
-        lr_lambda = new.lr * lambda_max
-        rules[rule] = {
-            "lr": new.lr,
-            "ratio": new.value,
-            "ratio_change": new.value / base.value,
-            "lr_lambda_max": lr_lambda,
-            "top_direction_variance_vs_sde": (2 / (2 - lr_lambda)) if lr_lambda < 2 else math.inf,
-            "stability": _stability(lr_lambda),
-        }
-    factor = finite_population_factor(target_batch, num_train)
+        rules[rule] = dict(
+            lr=new.lr,
+            ratio=new.value,
+            ratio_change=new.value / base.value,
+            **verdict(new.lr, target_batch, num_train, step_sharpness, b_simple),
+        )
     linear = rules["linear"]
     checks = {
-        "linear_stable": linear["lr_lambda_max"] < 2,
-        "linear_in_sde_regime": linear["lr_lambda_max"] <= 1,
-        "finite_population_factor": factor,
-        "batch_well_below_n": target_batch <= 0.1 * num_train,
+        "linear_stable": linear["verdict"] == "stable",
+        "finite_population_factor": finite_population_factor(target_batch, num_train),
+        "batch_well_below_n": target_batch <= FAR_BELOW_N * num_train,
         "batch_over_b_simple": target_batch / b_simple if b_simple > 0 else math.inf,
         "noise_dominated": target_batch < b_simple,
     }
-    linear_holds = checks["linear_in_sde_regime"] and checks["batch_well_below_n"]
     return {
         "base": {
             "lr": lr,
             "batch_size": batch_size,
             "ratio": base.value,
             "num_train": num_train,
-            "lambda_max": lambda_max,
+            "step_sharpness": step_sharpness,
             "b_simple": b_simple,
-            "lr_lambda_max": lr * lambda_max,
+            "lr_times_step_sharpness": lr * step_sharpness,
         },
         "target_batch": target_batch,
         "rules": rules,
         "checks": checks,
-        "linear_rule_expected_to_hold": linear_holds,
+        "linear_rule_expected_to_hold": checks["linear_stable"] and checks["batch_well_below_n"],
         "steps_per_epoch": {
             "before": math.ceil(num_train / batch_size),
             "after": math.ceil(num_train / target_batch),

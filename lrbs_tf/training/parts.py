@@ -34,7 +34,7 @@ class Parts:
     stop: cb.StopOnNonFinite
     callbacks: list  # for every epoch's fit
     prober: object | None  # lrbs_tf.probes.prober.Prober
-    probe_every: object | None  # lrbs_tf.probes.prober.ProbeEvery
+    probe_every: object | None  # lrbs_tf.probes.callbacks.Sharpness
 
 
 def assemble(
@@ -81,7 +81,8 @@ def assemble(
         callbacks.append(cb.CheckpointEvery(config.checkpoint_steps, save_position))
     prober = probe_every = None
     if config.probe is not None:
-        from lrbs_tf.probes.prober import ProbeEvery, Prober
+        from lrbs_tf.probes.callbacks import Sharpness, write_layout
+        from lrbs_tf.probes.prober import Prober
 
         prober = Prober(
             model,
@@ -89,10 +90,14 @@ def assemble(
             data.train.y,
             config.probe,
             on_call=distribute.heartbeat if multiworker else None,
+            step_batch=config.batch_size,
         )
         writers["probe"] = tf.summary.create_file_writer(os.path.join(tb, "probe"))
+        write_layout(writers["probe"])
         if config.probe_every:
-            probe_every = ProbeEvery(prober, writers["probe"], config.probe_every, lr_at=lr_at)
+            probe_every = Sharpness(
+                prober=prober, writer=writers["probe"], every=config.probe_every, lr_at=lr_at
+            )
             callbacks.append(probe_every)
     return Parts(
         model,

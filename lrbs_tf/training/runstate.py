@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from lrbs_tf import distribute
+from lrbs_tf.probes.callbacks import write_scalars
 from lrbs_tf.training import checkpoint, engine, epochs, runio
 from lrbs_tf.training.config import RunConfig
 from lrbs_tf.training.parts import assemble
@@ -158,7 +159,9 @@ class Run:
         done = len(self.results.epochs)
         measured = prober(lr=self.lr_at(done - 0.001))
         self.results.probe = dict(measured, settings=prober.describe())
-        prober.write_scalars(self.parts.writers["probe"], measured, done)
+        streamed = self.parts.probe_every.history if self.parts.probe_every else []
+        if not streamed or streamed[-1]["epoch"] != done:  # one TensorBoard point per epoch
+            write_scalars(self.parts.writers["probe"], measured, done)
 
     def finish(self) -> dict:
         """The summary, the loss at the final weights, model.keras, the final results.json."""

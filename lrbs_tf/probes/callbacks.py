@@ -1,0 +1,216 @@
+"""The sharpness of any ``model.fit``, every few epochs: one line in your callbacks.
+
+    from lrbs_tf.callbacks import Sharpness
+
+    history = model.fit(train_ds, epochs=20,
+                        callbacks=[Sharpness((x_train, y_train), every=1, log_dir="tb/probe")])
+    history.history["step_sharpness"], history.history["width_sharpness"]
+
+Each probe measures (see :class:`~lrbs_tf.probes.prober.Prober`) the width sharpness
+(BatchNorm in inference mode), the step sharpness (BatchNorm statistics of mini-batches of the
+training batch size S) next to 2/η, Tr H with its standard error, B_simple with its standard
+error and its own cost in seconds; adds them to the epoch's logs (so to ``history``); writes one
+point per quantity and probe to TensorBoard (``log_dir``), with a "Custom Scalars" chart of the
+step sharpness against 2/η; and reports a line on the ``lrbs_tf`` logger. Every function it
+compiles is traced once per model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import keras
+import numpy as np
+
+from lrbs_tf.probes.prober import Prober
+from lrbs_tf.probes.settings import ProbeSettings
+
+log = logging.getLogger(__name__)
+
+TAGS = (
+    "width_sharpness",
+    "step_sharpness",
+    "stability_2_over_lr",
+    "trace",
+    "trace_stderr",
+    "frobenius",
+    "frobenius_fd",
+    "b_simple",
+    "b_simple_stderr",
+    "trace_c",
+    "grad_norm_sq",
+    "seconds",
+)
+LOGGED = (
+    "width_sharpness",
+    "step_sharpness",
+    "stability_2_over_lr",
+    "trace",
+    "trace_stderr",
+    "b_simple",
+    "b_simple_stderr",
+)
+
+
+def write_scalars(writer, record: dict, step: int) -> None:
+    """A measurement's values under ``probe/`` in TensorBoard at ``step`` (an epoch)."""
+    import tensorflow as tf
+
+    with writer.as_default(step=step), tf.summary.record_if(True):
+        for tag in TAGS:
+            value = record.get(tag)
+            if value is not None and math.isfinite(value):
+                tf.summary.scalar(f"probe/{tag}", value)
+    writer.flush()
+
+
+def write_layout(writer) -> None:
+    """TensorBoard's "Custom Scalars" layout: the step sharpness on one chart with 2/η (the
+    linear-stability line), and the width sharpness on its own."""
+    import tensorflow as tf
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.plugins.custom_scalar import summary as cs_summary
+
+    def chart(title, *tags):
+        return layout_pb2.Chart(
+            title=title,
+            multiline=layout_pb2.MultilineChartContent(tag=[rf"^probe/{t}$" for t in tags]),
+        )
+
+    layout = layout_pb2.Layout(
+        category=[
+            layout_pb2.Category(
+                title="sharpness",
+                chart=[
+                    chart(
+                        "step sharpness against 2/η (stable below the line)",
+                        "step_sharpness",
+                        "stability_2_over_lr",
+                    ),
+                    chart("width sharpness (BatchNorm inference)", "width_sharpness"),
+                    chart("B_simple ± s.e.", "b_simple", "b_simple_stderr"),
+                ],
+            )
+        ]
+    )
+    with writer.as_default(), tf.summary.record_if(True):
+        tf.summary.experimental.write_raw_pb(cs_summary.pb(layout).SerializeToString(), step=0)
+    writer.flush()
+
+
+class Sharpness(keras.callbacks.Callback):
+    """Probe the model every ``every`` epochs (see the module docstring).
+
+    Args:
+        data: ``(x, y)`` training examples (arrays) the probes draw their fixed subsets from.
+        every: epochs between probes.
+        batch_size: S of the step sharpness (default: the global batch of the last step when
+            the optimizer is :class:`~lrbs_tf.core.optimizers.RatioScaledOptimizer`; else no
+            step sharpness).
+        examples, noise_examples: probe subset sizes (curvature; per-example gradients).
+        log_dir: TensorBoard folder for the ``probe/*`` scalars (none: no TensorBoard).
+        settings: a full :class:`~lrbs_tf.probes.settings.ProbeSettings` instead.
+        lr_at: ``epoch -> η`` for 2/η (default: the optimizer's learning rate).
+        full: also the finite-difference ‖H‖_F and more trace samples (slower).
+    """
+
+    def __init__(
+        self,
+        data=None,
+        every: int = 1,
+        batch_size: int | None = None,
+        examples: int = 2000,
+        noise_examples: int = 500,
+        log_dir: str | None = None,
+        settings: ProbeSettings | None = None,
+        lr_at=None,
+        full: bool = False,
+        prober: Prober | None = None,
+        writer=None,
+    ):
+        super().__init__()
+        if prober is None and data is None:
+            raise ValueError("Sharpness needs the training data (x, y) or a Prober")
+        self.data, self.every, self.batch_size = data, int(every), batch_size
+        self.settings = settings or ProbeSettings(
+            examples=min(examples, len(data[1])) if data is not None else examples,
+            noise_examples=min(noise_examples, examples),
+            finite_difference=full,
+        )
+        self.log_dir, self.lr_at, self.full = log_dir, lr_at, full
+        self.prober, self.writer = prober, writer
+        self.history = []  # every measurement, with its epoch
+
+    def on_train_begin(self, logs=None):
+        if self.writer is None and self.log_dir:
+            import tensorflow as tf
+
+            self.writer = tf.summary.create_file_writer(self.log_dir)
+            write_layout(self.writer)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        record = self.measure(epoch)
+        if logs is not None:
+            logs.update({k: record[k] for k in LOGGED if k in record})
+            logs["sharpness_seconds"] = record["seconds"]
+
+    def measure(self, epoch: int) -> dict:
+        """Probe now (after 0-based ``epoch``), log, record and write one point per tag."""
+        prober = self._prober()
+        lr = self.lr_at(epoch) if self.lr_at else _learning_rate(self.model)
+        log.info(
+            "probing sharpness after epoch %d on %d examples (S = %s)",
+            epoch + 1,
+            prober.settings.examples,
+            prober.step_batch or "none",
+        )
+        record = prober(lr=lr, full=self.full)
+        record["epoch"] = epoch + 1
+        self.history.append(record)
+        if self.writer is not None:
+            write_scalars(self.writer, record, epoch + 1)
+        log.info(
+            "epoch %d: width sharpness %.4g, step sharpness %s (2/η = %.4g), Tr H %.4g ± "
+            "%.2g, B_simple %.4g ± %.2g; %.1f s",
+            epoch + 1,
+            record["width_sharpness"],
+            f"{record['step_sharpness']:.4g}" if "step_sharpness" in record else "-",
+            record.get("stability_2_over_lr", math.nan),
+            record["trace"],
+            record["trace_stderr"],
+            record["b_simple"],
+            record["b_simple_stderr"],
+            record["seconds"],
+        )
+        return record
+
+    def _prober(self) -> Prober:
+        if self.prober is None:
+            x, y = self.data
+            batch = self.batch_size or _ratio_batch(self.model)
+            if batch is None:
+                log.warning("Sharpness: no batch size for the step sharpness (pass batch_size=)")
+            self.prober = Prober(
+                self.model, np.asarray(x), np.asarray(y), self.settings, step_batch=batch
+            )
+        return self.prober
+
+
+def _learning_rate(model) -> float | None:
+    try:
+        return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _ratio_batch(model) -> int | None:
+    from lrbs_tf.core.optimizers import RatioScaledOptimizer
+
+    optimizer = getattr(model, "optimizer", None)
+    if isinstance(optimizer, RatioScaledOptimizer) and optimizer.built:
+        size = int(round(float(optimizer.batch_size.numpy())))
+        return size or None
+    return None

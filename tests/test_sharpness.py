@@ -1,0 +1,151 @@
+"""Width and step sharpness against dense Hessians; the Sharpness callback in a plain fit."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lrbs_tf.callbacks import Sharpness
+from lrbs_tf.models.registry import build_model
+from lrbs_tf.probes.prober import Prober
+from lrbs_tf.probes.settings import ProbeSettings
+from lrbs_tf.training.tensorboard import read_scalars
+
+N, D, K, S = 24, 5, 3, 6  # 24 probe examples = 4 batches of S = 6
+
+
+def tiny(bn: bool):
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((D,))
+    h = keras.layers.Dense(4, use_bias=not bn)(inputs)
+    if bn:
+        h = keras.layers.BatchNormalization(momentum=0.9)(h)
+    h = keras.layers.ReLU()(keras.layers.Dense(4)(keras.layers.ReLU()(h)))
+    model = keras.Model(inputs, keras.layers.Dense(K)(h))
+    rng = np.random.default_rng(0)
+    model(rng.normal(size=(8, D)).astype(np.float32), training=True)
+    for layer in model.layers:  # moving statistics away from the batch statistics
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(rng.normal(size=layer.moving_mean.shape) * 0.5)
+            layer.moving_variance.assign(rng.uniform(0.3, 3.0, size=layer.moving_variance.shape))
+    return model
+
+
+def data():
+    rng = np.random.default_rng(1)
+    return rng.normal(size=(N, D)).astype(np.float32), rng.integers(0, K, N).astype(np.int32)
+
+
+def settings(**kw):
+    base = dict(
+        examples=N,
+        noise_examples=12,
+        batch_size=8,
+        dtype="float64",
+        trace_matvecs=9,
+        frobenius_samples=3,
+        finite_difference=False,
+        lanczos_tol=1e-9,
+        lanczos_max_steps=200,
+    )
+    return ProbeSettings(**dict(base, **kw))
+
+
+def dense_step_hessian(model, x, y):
+    """Mean over the batches of S of the Hessian of the loss with batch statistics, written
+    out by hand (Dense → BatchNorm with the batch's mean and biased variance → ReLU → Dense →
+    ReLU → Dense) in float64, from GradientTape.jacobian on a flat parameter vector."""
+    dense1, bn, _, dense2, _, dense3 = [layer for layer in model.layers[1:]]
+    values = [v.numpy().astype(np.float64) for v in model.trainable_variables]
+    shapes, sizes = [v.shape for v in values], [v.size for v in values]
+    flat = tf.Variable(np.concatenate([v.ravel() for v in values]))
+    eps = bn.epsilon
+
+    def batch_loss(params, xb, yb):
+        w1, gamma, beta, w2, b2, w3, b3 = params
+        h = xb @ w1
+        mean = tf.reduce_mean(h, axis=0)
+        var = tf.reduce_mean((h - mean) ** 2, axis=0)
+        h = tf.nn.relu(gamma * (h - mean) / tf.sqrt(var + eps) + beta)
+        h = tf.nn.relu(h @ w2 + b2)
+        logits = h @ w3 + b3
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(yb, logits))
+
+    total = 0
+    for start in range(0, N, S):
+        xb, yb = tf.constant(x[start : start + S], tf.float64), tf.constant(y[start : start + S])
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                params = [tf.reshape(t, s) for t, s in zip(tf.split(flat, sizes), shapes)]
+                loss = batch_loss(params, xb, yb)
+            g = inner.gradient(loss, flat)
+        total = total + outer.jacobian(g, flat).numpy() / (N // S)
+    return total
+
+
+def test_without_batchnorm_step_and_width_sharpness_are_equal():
+    x, y = data()
+    measured = Prober(tiny(bn=False), x, y, settings(), step_batch=S)(lr=0.1)
+    assert measured["step_sharpness"] == pytest.approx(measured["width_sharpness"], rel=1e-8)
+    assert measured["stability_2_over_lr"] == pytest.approx(20.0)
+    assert measured["lr_times_step_sharpness"] == pytest.approx(0.1 * measured["step_sharpness"])
+
+
+def test_with_batchnorm_step_sharpness_is_that_of_the_batch_statistics_loss():
+    x, y = data()
+    model = tiny(bn=True)
+    prober = Prober(model, x, y, settings(), step_batch=S)
+    # The probe subset is a seeded permutation: the dense Hessian uses the same examples.
+    xs, ys = x[prober.step_indices], y[prober.step_indices]
+    dense = np.linalg.eigvalsh(dense_step_hessian(model, xs, ys))[-1]
+    measured = prober()
+    assert measured["step_sharpness"] == pytest.approx(dense, rel=1e-7)
+    # ... which is not the inference-mode (width) sharpness of the same model.
+    assert abs(measured["width_sharpness"] / measured["step_sharpness"] - 1) > 0.05
+
+
+def test_callback_in_a_plain_fit_writes_one_point_per_probe_and_traces_once(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 6, 6, 1)).astype(np.float32)
+    y = rng.integers(0, 10, 400).astype(np.int32)
+    model = build_model("mlp", (6, 6, 1), 10, seed=1, width=16)
+    model.compile(
+        keras.optimizers.SGD(0.05),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    probe = Sharpness(
+        (x, y),
+        every=1,
+        batch_size=50,
+        examples=200,
+        noise_examples=100,
+        log_dir=str(tmp_path / "probe"),
+    )
+    history = model.fit(x, y, batch_size=50, epochs=3, verbose=0, callbacks=[probe])
+    for key in (
+        "width_sharpness",
+        "step_sharpness",
+        "stability_2_over_lr",
+        "trace",
+        "trace_stderr",
+        "b_simple",
+        "b_simple_stderr",
+    ):
+        assert len(history.history[key]) == 3 and np.all(np.isfinite(history.history[key]))
+    assert history.history["stability_2_over_lr"] == pytest.approx([40.0] * 3)
+    assert [h["epoch"] for h in probe.history] == [1, 2, 3]
+    scalars = read_scalars(str(tmp_path / "probe"))
+    for tag in (
+        "probe/width_sharpness",
+        "probe/step_sharpness",
+        "probe/stability_2_over_lr",
+        "probe/b_simple",
+        "probe/seconds",
+    ):
+        assert [step for step, _ in scalars[tag]] == [1, 2, 3], tag
+    assert scalars["probe/step_sharpness"][-1][1] == pytest.approx(
+        history.history["step_sharpness"][-1], rel=1e-6
+    )
+    traces = probe.prober.trace_counts()  # every function traced once (or never used)
+    assert traces["width_hvp"] == traces["step_hvp"] == traces["noise_moments"] == 1
+    assert max(traces.values()) == 1
