@@ -208,3 +208,46 @@ def fig3_figure(rows, correlations: dict, title: str, loss_target: float | None 
     bar.set_ticklabels([str(b) for b in batches])
     fig.suptitle(title, fontsize=11)
     return fig
+
+
+OUTCOME_STYLE = {
+    "stable": ("o", "tab:green"),
+    "unstable": ("^", "tab:orange"),
+    "diverged": ("x", "tab:red"),
+}
+
+
+def confusion_figure(rows, path: str, unstable_at: float) -> str:
+    """The stability check: each candidate at its η·λ_step (log x), by sweep, marked by what
+    happened; the advisor's line at ``unstable_at``."""
+    sweeps = list(dict.fromkeys(r["sweep"] for r in rows))
+    fig = Figure(figsize=(5.5 * len(sweeps), 3.6))
+    axes = fig.subplots(1, len(sweeps), squeeze=False)[0]
+    for ax, sweep in zip(axes, sweeps):
+        group = [r for r in rows if r["sweep"] == sweep]
+        for r in group:
+            marker, color = OUTCOME_STYLE[r["outcome"]]
+            ax.scatter(
+                r["lr_times_step_sharpness"],
+                r["lr"] if sweep == "η sweep" else r["batch_size"],
+                marker=marker,
+                color=color,
+                s=60,
+                zorder=3,
+            )
+        for name, (marker, color) in OUTCOME_STYLE.items():
+            ax.scatter([], [], marker=marker, color=color, label=name)
+        ax.axvline(unstable_at, color="gray", linestyle="--", label=f"η·λ_step = {unstable_at:g}")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="η · step sharpness at θ0",
+            ylabel="η" if sweep == "η sweep" else "S",
+            title=sweep,
+        )
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle("What SGD did from θ0 against the advisor's line (verdict: unstable right of it)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path

@@ -1,0 +1,188 @@
+"""Does the stability verdict predict what SGD does? A check on the Fashion-MNIST MLP.
+
+From one starting point θ0 (the MLP after a short warm-up run), candidate (η, S) settings are
+judged by :func:`lrbs_tf.theory.advice.verdict` from a probe at θ0 — the step sharpness at each
+candidate's own S (BatchNorm statistics of mini-batches of S) and B_simple — and then trained
+from θ0 for a few epochs; what happened is read from the per-step losses:
+
+* ``diverged``: a non-finite loss;
+* ``unstable``: the loss spikes — its moving average over ``window`` steps rises above
+  ``spike`` × the loss at θ0 — or ends above the loss at θ0 (oscillation without progress);
+* ``stable``: otherwise.
+
+Two sweeps: η at a fixed S past the point where training breaks, and S at a fixed η/S towards
+the training-set size N. The confusion table of verdict against outcome, and the agreement,
+are the calibration of the advisor's rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+
+import numpy as np
+
+from lrbs_tf.training.config import RunConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    train_size: int = 10000
+    width: int = 256
+    warmup: tuple = (0.05, 100, 1)  # η, S, epochs of the run that gives θ0
+    batch: int = 100  # the fixed S of the η sweep
+    lrs: tuple = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+    ratio: float = 1e-3  # the fixed η/S of the S sweep
+    batches: tuple = (50, 200, 1000, 2500, 5000, 10000)
+    epochs: int = 2
+    spike: float = 1.5
+    window: int = 10
+    probe_examples: int = 2000
+    seed: int = 0
+
+    def candidates(self) -> list[tuple]:
+        lrs = [("η sweep", lr, self.batch) for lr in self.lrs]
+        batches = [("S sweep", self.ratio * s, s) for s in self.batches]
+        return lrs + batches
+
+
+def outcome(losses: np.ndarray, start_loss: float, spike: float, window: int) -> str:
+    """What happened to a run, from its per-step losses (see the module docstring)."""
+    if len(losses) == 0 or not np.all(np.isfinite(losses)):
+        return "diverged"
+    smooth = (
+        np.convolve(losses, np.ones(window) / window, mode="valid")
+        if len(losses) >= window
+        else losses
+    )
+    if smooth.max() > spike * start_loss or smooth[-1] > start_loss:
+        return "unstable"
+    return "stable"
+
+
+def run(check: Check, logdir: str, say=lambda line: None, **run_settings) -> dict:
+    """Warm up, probe θ0 at every candidate S, train every candidate from θ0, tabulate."""
+    from lrbs_tf.figures.plots import confusion_figure
+    from lrbs_tf.probes.prober import Prober
+    from lrbs_tf.probes.settings import ProbeSettings
+    from lrbs_tf.theory.advice import UNSTABLE_AT, verdict
+    from lrbs_tf.training import runio
+    from lrbs_tf.training.evaluation import DatasetLoss
+    from lrbs_tf.training.run import train
+    from lrbs_tf.training.tensorboard import read_scalars
+
+    tick = time.time()
+    lr0, batch0, epochs0 = check.warmup
+    base = dict(
+        run_settings, train_size=check.train_size, width=check.width, seed=check.seed, logdir=logdir
+    )
+    warm = RunConfig(lr=lr0, batch_size=batch0, epochs=epochs0, name="warmup", **base)
+    say(f"warm-up run {lr0:g}/{batch0}, {epochs0} epoch(s) → θ0")
+    train(warm.validate())
+    from lrbs_tf.data.datasets import load_dataset
+    from lrbs_tf.models.registry import build_for, load_model
+
+    data = load_dataset(
+        warm.dataset,
+        data_dir=warm.data_dir,
+        validation_size=warm.val_size,
+        train_size=warm.train_size,
+        seed=warm.seed,
+    )
+    theta0 = load_model(os.path.join(warm.run_dir, "model.keras"), compile=False)
+    start_loss = DatasetLoss(theta0, data.train.x, data.train.y)()["loss"]
+    settings = ProbeSettings(
+        examples=check.probe_examples,
+        noise_examples=500,
+        finite_difference=False,
+        trace_matvecs=9,
+        frobenius_samples=3,
+    )
+    probes = {}
+    for batch in sorted({s for _, _, s in check.candidates()}):
+        prober = Prober(theta0, data.train.x, data.train.y, settings, step_batch=batch)
+        probes[batch] = prober()
+        say(
+            f"θ0 probed at S = {batch}: step sharpness {probes[batch]['step_sharpness']:.4g}, "
+            f"width {probes[batch]['width_sharpness']:.4g}, B_simple "
+            f"{probes[batch]['b_simple']:.4g}"
+        )
+    rows = []
+    for i, (sweep, lr, batch) in enumerate(check.candidates()):
+        judged = verdict(
+            lr, batch, len(data.train), probes[batch]["step_sharpness"], probes[batch]["b_simple"]
+        )
+        config = RunConfig(
+            lr=lr, batch_size=batch, epochs=check.epochs, name=f"check-lr{lr:.6g}-bs{batch}", **base
+        ).validate()
+        model = build_for(config)
+        model.set_weights(theta0.get_weights())  # θ0, BatchNorm statistics included
+        say(
+            f"[{i + 1}/{len(check.candidates())}] {sweep}: η={lr:g} S={batch} "
+            f"(η·λ_step = {judged['lr_times_step_sharpness']:.3g}, verdict {judged['verdict']})"
+        )
+        results = train(config, model=model)
+        losses = np.array(
+            [
+                v
+                for _, v in sorted(
+                    read_scalars(os.path.join(config.run_dir, "tb", "train")).get("step/loss", [])
+                )
+            ],
+            float,
+        )
+        happened = (
+            "diverged"
+            if results["status"] == "diverged"
+            else outcome(losses, start_loss, check.spike, check.window)
+        )
+        rows.append(
+            {
+                "sweep": sweep,
+                "lr": lr,
+                "batch_size": batch,
+                "ratio": lr / batch,
+                "step_sharpness": probes[batch]["step_sharpness"],
+                "width_sharpness": probes[batch]["width_sharpness"],
+                "b_simple": probes[batch]["b_simple"],
+                **judged,
+                "outcome": happened,
+                "agrees": (judged["verdict"] == "stable") == (happened == "stable"),
+                "max_smoothed_loss": float(_smooth_max(losses, check.window)),
+                "final_loss": results.get("final_weights_loss"),
+                "run_dir": config.run_dir,
+            }
+        )
+    table = confusion(rows)
+    agreement = sum(r["agrees"] for r in rows)
+    report = {
+        "check": dataclasses.asdict(check),
+        "start_loss": start_loss,
+        "unstable_at": UNSTABLE_AT,
+        "rows": rows,
+        "confusion": table,
+        "advisor_agreement": [agreement, len(rows)],
+        "wall_time": time.time() - tick,
+    }
+    report["png"] = confusion_figure(rows, os.path.join(logdir, "stability.png"), UNSTABLE_AT)
+    runio.write_json(os.path.join(logdir, "stability.json"), report)
+    runio.write_csv(os.path.join(logdir, "stability.csv"), rows, list(rows[0]))
+    return report
+
+
+def confusion(rows) -> dict:
+    """Counts of verdict (stable/unstable) against outcome (stable/unstable/diverged)."""
+    out = {v: {o: 0 for o in ("stable", "unstable", "diverged")} for v in ("stable", "unstable")}
+    for r in rows:
+        out[r["verdict"]][r["outcome"]] += 1
+    return out
+
+
+def _smooth_max(losses, window) -> float:
+    if len(losses) == 0 or not np.all(np.isfinite(losses)):
+        return math.inf
+    if len(losses) < window:
+        return float(losses.max())
+    return float(np.convolve(losses, np.ones(window) / window, mode="valid").max())
