@@ -149,3 +149,48 @@ def test_callback_in_a_plain_fit_writes_one_point_per_probe_and_traces_once(tmp_
     traces = probe.prober.trace_counts()  # every function traced once (or never used)
     assert traces["width_hvp"] == traces["step_hvp"] == traces["noise_moments"] == 1
     assert max(traces.values()) == 1
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_adaptive_growth_keeps_the_ratio_and_its_limits(tmp_path):
+    from tests.helpers import have_fashion_mnist
+
+    if not have_fashion_mnist():
+        pytest.skip("Fashion-MNIST not installed (make data)")
+    from lrbs_tf.training.config import RunConfig
+    from lrbs_tf.training.run import train
+
+    config = RunConfig(
+        lr=0.02,
+        batch_size=16,
+        bs_schedule="adaptive:60",
+        epochs=4,
+        train_size=1200,
+        validation_size=500,
+        width=32,
+        logdir=str(tmp_path),
+        jit_compile="off",
+    )
+    results = train(config.validate())
+    decisions = [e["growth"] for e in results["epochs"] if e.get("growth")]
+    assert len(decisions) == 3  # after every epoch but the last
+    for d in decisions:
+        assert d["batch_size"] <= d["next_batch_size"] <= min(60, 2 * d["batch_size"], 120)
+        assert (
+            d["next_batch_size"] <= d["b_simple_smoothed"]
+            or d["bound_by"] == "unchanged"
+            or d["next_batch_size"] == d["batch_size"]
+        )
+    steps = read_scalars(f"{config.run_dir}/tb/train")
+    ratios = np.array([v for _, v in steps["step/ratio"]])
+    sizes = np.array([v for _, v in steps["step/batch_size"]])
+    lrs = np.array([v for _, v in steps["step/lr"]])
+    np.testing.assert_allclose(ratios, np.float32(0.02 / 16), rtol=1e-6)  # η/S every step
+    np.testing.assert_allclose(lrs, np.float32(0.02 / 16) * sizes.astype(np.float32), rtol=1e-6)
+    full = [int(s) for s in sizes if s > 0]
+    chosen = [16] + [d["next_batch_size"] for d in decisions]
+    for epoch, size in enumerate(chosen):  # each epoch's batches are its chosen S (+ remainder)
+        steps_in_epoch = results["epochs"][epoch]["steps"]
+        start = sum(e["steps"] for e in results["epochs"][:epoch])
+        assert full[start] == size and steps_in_epoch == -(-1200 // size)
+    assert max(full) <= 60

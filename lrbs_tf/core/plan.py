@@ -18,7 +18,13 @@ import itertools
 import math
 from collections.abc import Callable
 
-from lrbs_tf.core.schedules import Constant, ScheduleError, grow_batch_instead, parse_schedule
+from lrbs_tf.core.schedules import (
+    AdaptiveBatch,
+    Constant,
+    ScheduleError,
+    grow_batch_instead,
+    parse_schedule,
+)
 
 
 def epoch_batch_sizes(
@@ -115,6 +121,11 @@ class TrainingPlan:
                 f"the schedules cannot be evaluated at epoch {t:g} ({e}): a value overflows"
             ) from None
 
+    @property
+    def adaptive(self) -> AdaptiveBatch | None:
+        """The batch-size schedule when it is decided during training."""
+        return self.batch if isinstance(self.batch, AdaptiveBatch) else None
+
     def is_constant(self) -> bool:
         """Are S and η/S the same at every step (so every epoch has the same plan)?"""
         return isinstance(self.batch, Constant) and isinstance(self.ratio or self.lr, Constant)
@@ -150,6 +161,13 @@ def make_plan(
             "give --lr-schedule and no --bs-schedule"
         )
     batch = parse_schedule(bs_schedule, base=batch_size) if bs_schedule else Constant(batch_size)
+    if isinstance(batch, AdaptiveBatch):
+        if lr_schedule or ratio_schedule or grow_batch:
+            raise ScheduleError(
+                "--bs-schedule adaptive keeps η/S fixed: drop the η and η/S "
+                "schedules and --grow-batch"
+            )
+        return TrainingPlan(batch, ratio=Constant(lr / batch_size))
     if ratio_schedule:
         return TrainingPlan(batch, ratio=parse_schedule(ratio_schedule, base=lr / batch_size))
     if lr_schedule:

@@ -15,6 +15,8 @@ left empty to use the base value from ``--ratio``/``--lr``/``--batch-size``:
 ``milestones:BASE@E1,E2[xF]``     BASE, multiplied by F (default 0.1) at each epoch Ei
 ``divide:BASE:K[:D]``             BASE divided by D (default 2) every K epochs
 ``warmup:E:INNER``                INNER scaled linearly from 0 at t=0 to 1 at t=E
+``adaptive[:MAX]``                batch sizes only: grown during training from the measured
+                                  noise scale at a fixed η/S (:mod:`lrbs_tf.probes.growth`)
 ================================  =============================================================
 
 Examples: ``--bs-schedule cyclic:640,128:4`` (the paper's cyclic batch size, starting in the
@@ -33,6 +35,7 @@ import math
 from collections.abc import Callable
 
 __all__ = [
+    "AdaptiveBatch",
     "Constant",
     "SquareWave",
     "Triangle",
@@ -156,6 +159,26 @@ class Warmup:
         return f"warmup:{self.epochs:g}:{self.inner.spec}"
 
 
+@dataclasses.dataclass
+class AdaptiveBatch:
+    """A batch size decided during training (``--bs-schedule adaptive[:MAX]``): ``start`` until
+    the first decision, then the last size decided for an epoch at or before ``t``
+    (:class:`lrbs_tf.probes.growth.BatchGrowth` decides, at a fixed η/S)."""
+
+    start: int
+    maximum: int | None = None
+    decided: dict = dataclasses.field(default_factory=dict)  # epoch (0-based) -> S
+
+    def __call__(self, t: float) -> float:
+        epoch = math.floor(_check_t(t) + 1e-9)
+        known = [e for e in self.decided if e <= epoch]
+        return float(self.decided[max(known)] if known else self.start)
+
+    @property
+    def spec(self) -> str:
+        return "adaptive" + (f":{self.maximum}" if self.maximum else "")
+
+
 @dataclasses.dataclass(frozen=True)
 class GrowBatch:
     """Batch size ``round(base_batch × lr(0) / lr(t))``: grows where ``lr`` would decay."""
@@ -203,6 +226,13 @@ def parse_schedule(spec: str, base: float | None = None, _depth: int = 0):
     spec = str(spec).strip()
     kind, _, rest = spec.partition(":")
     try:
+        if kind == "adaptive":
+            if base is None:
+                raise ScheduleError(
+                    "adaptive needs the starting batch size (--batch-size, or --ratio LR/BATCH)"
+                )
+            maximum = int(_num(rest, "adaptive maximum batch size")) if rest else None
+            return AdaptiveBatch(int(base), maximum)
         if not rest and kind not in ("const", "cyclic", "tri", "milestones", "divide", "warmup"):
             return Constant(_num(kind, "constant schedule value", base))
         if kind == "const":

@@ -89,6 +89,10 @@ class EpochPlans:
         self.constant = plan.is_constant()
         self._epoch = functools.lru_cache(maxsize=64)(self._compute)
 
+    def invalidate(self) -> None:
+        """Forget computed epochs (a batch size decided during training changed them)."""
+        self._epoch.cache_clear()
+
     def _compute(self, epoch: int):
         return self.plan.epoch(self.num_examples, epoch, min_batch=self.min_batch)
 
@@ -121,6 +125,8 @@ def choose_jit(config, plans: EpochPlans) -> bool:
     epoch of VGG11 on 1000 images took 108 s with XLA (compiling) against 17 s without."""
     if config.jit_compile != "auto":
         return config.jit_compile == "on"
+    if plans.plan.adaptive is not None:  # sizes decided during training: unknown in advance
+        return False
     distinct = {size for sizes, _ in plans.each() for size in sizes}
     return model_specs.spec(config.model).xla and len(distinct) <= MAX_XLA_SHAPES
 

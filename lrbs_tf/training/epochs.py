@@ -76,6 +76,16 @@ def train(run, start_epoch: int, start_batch: int, metrics) -> None:
                 )
                 record.weights_loss = at_weights["loss"]
                 record.weights_accuracy = at_weights["accuracy"]
+        growth = parts.growth
+        if (
+            growth is not None
+            and not diverged
+            and epoch + 1 < config.epochs
+            and not (target is not None and record.weights_loss <= target)
+        ):
+            record.growth = growth.decide(epoch)  # the next epoch's S, at the same η/S
+            run.plan.adaptive.decided[epoch + 1] = record.growth["next_batch_size"]
+            run.plans.invalidate()
         record.wall_time = run.wall_time()
         results.add(record)
         epoch_summaries(parts.writers, record, parts.marks)

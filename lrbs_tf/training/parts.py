@@ -34,6 +34,7 @@ class Parts:
     stop: cb.StopOnNonFinite
     callbacks: list  # for every epoch's fit
     prober: object | None  # lrbs_tf.probes.prober.Prober
+    growth: object | None  # lrbs_tf.probes.growth.BatchGrowth (--bs-schedule adaptive)
     probe_every: object | None  # lrbs_tf.probes.callbacks.Sharpness
 
 
@@ -99,17 +100,31 @@ def assemble(
                 prober=prober, writer=writers["probe"], every=config.probe_every, lr_at=lr_at
             )
             callbacks.append(probe_every)
+    growth = None
+    if plans.plan.adaptive is not None:
+        from lrbs_tf.probes.growth import BatchGrowth
+
+        growth = BatchGrowth(
+            (data.train.x, data.train.y),
+            ratio=config.ratio,
+            start=config.batch_size,
+            num_train=len(data.train),
+            max_batch=plans.plan.adaptive.maximum,
+            seed=config.seed,
+        )
+        growth.set_model(model)
     return Parts(
-        model,
-        val_ds,
-        test_ds,
-        train_data,
-        DatasetLoss(model, train_data.x, train_data.y),
-        writers,
-        marks,
-        step_scalars,
-        stop,
-        callbacks,
-        prober,
-        probe_every,
+        model=model,
+        val_ds=val_ds,
+        test_ds=test_ds,
+        train_data=train_data,
+        train_set_loss=DatasetLoss(model, train_data.x, train_data.y),
+        writers=writers,
+        marks=marks,
+        step_scalars=step_scalars,
+        stop=stop,
+        callbacks=callbacks,
+        prober=prober,
+        growth=growth,
+        probe_every=probe_every,
     )

@@ -29,6 +29,7 @@ class EpochRecord:
     weights_loss: float | None = None
     weights_accuracy: float | None = None
     fraction: float | None = None  # of the epoch's examples, when a loss target stopped it
+    growth: dict | None = None  # --bs-schedule adaptive: the measurement and the next S
     wall_time: float | None = None
 
     def to_dict(self) -> dict:

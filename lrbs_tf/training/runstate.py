@@ -128,6 +128,12 @@ class Run:
             log.info(
                 "resuming %s at epoch %d, batch %d", self.run_dir, position[0] + 1, position[1]
             )
+        if self.parts.growth is not None:  # the batch sizes decided before a resume
+            decisions = [r["growth"] for r in self.results.epochs if r.get("growth")]
+            for decision in decisions:
+                self.plan.adaptive.decided[decision["epoch"]] = decision["next_batch_size"]
+            self.parts.growth.restore(decisions)
+            self.plans.invalidate()
         if self.parts.probe_every is not None:  # its measurements are kept in the results
             self.parts.probe_every.history[:] = self.results.probe_history or []
             self.results.probe_history = self.parts.probe_every.history
