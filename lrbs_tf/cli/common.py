@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import os
+import re
 import sys
+import threading
 
 
 def program(script: str) -> str:
@@ -28,9 +31,53 @@ def fail(prog: str, message: str, status: int = 2):
     sys.exit(status)
 
 
+# TensorFlow 2.21's start-up lines, printed by its C++ code before logging is set up (so
+# TF_CPP_MIN_LOG_LEVEL does not reach them): exactly these are dropped from a command's stderr.
+TF_NOISE = tuple(
+    re.compile(p)
+    for p in (
+        r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written "
+        r"to STDERR$",
+        r"^I\d{4} [\d:.]+ +\d+ (cudart_stub|cpu_feature_guard|port)\.cc:\d+\] ",
+        r"^E\d{4} [\d:.]+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit",
+        r"^To enable the following instructions: .* rebuild TensorFlow with the appropriate",
+        r"^I\d{4} [\d:.]+ +\d+ .*oneDNN custom operations are on",
+    )
+)
+
+
 def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ info logs; call before TensorFlow is imported."""
+    """Keep TensorFlow's start-up noise out of a command's output; call before TensorFlow is
+    imported. Sets ``TF_CPP_MIN_LOG_LEVEL=2`` and filters the process's stderr (file
+    descriptor 2, so C++ writes too) through a thread that drops the lines of
+    :data:`TF_NOISE` and passes every other line on, as it comes. ``LRBS_TF_NOISE=1`` keeps
+    everything."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ.get("LRBS_TF_NOISE") == "1" or getattr(quiet_tensorflow, "on", False):
+        return
+    quiet_tensorflow.on = True
+    sys.stderr.flush()
+    real = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward():
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                text = line.decode(errors="replace").rstrip("\n")
+                if not any(p.search(text) for p in TF_NOISE):
+                    os.write(real, line)
+
+    thread = threading.Thread(target=forward, name="lrbs-stderr-filter", daemon=True)
+    thread.start()
+
+    def restore():  # at exit: everything written so far reaches the terminal
+        sys.stderr.flush()
+        os.dup2(real, 2)  # closes the pipe's last write end: the thread sees the end
+        thread.join(timeout=5)
+
+    atexit.register(restore)
 
 
 # Run settings every figure script and sweep shares (their flags come from RunConfig).
