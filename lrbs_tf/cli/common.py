@@ -148,6 +148,30 @@ def run_kwargs(args, names=SHARED + DEVICES) -> dict:
     return {name: getattr(args, name) for name in names}
 
 
+def setup_logging(verbose: bool = False) -> None:
+    """Show the library's progress messages (the ``lrbs_tf`` logger) on stderr, one concise
+    line each: INFO, or DEBUG with ``--verbose``."""
+    import logging
+
+    logger = logging.getLogger("lrbs_tf")
+    if not any(getattr(h, "lrbs_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.lrbs_cli = True
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def add_verbose_flag(parser) -> None:
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Keras' per-step progress bars and debug messages (default: one "
+        "line per epoch and per run)",
+    )
+
+
 def say(message: str) -> None:
     """A progress line of a command (flushed at once, for logs that are followed)."""
     print(message, flush=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 from lrbs_tf.cli.common import (
     ArgumentParser,
     add_run_flags,
+    add_verbose_flag,
     fail,
     format_table,
     percent,
@@ -32,6 +33,7 @@ from lrbs_tf.cli.common import (
     reported_errors,
     run_kwargs,
     say,
+    setup_logging,
 )
 from lrbs_tf.core.ratio import RatioError
 from lrbs_tf.settings import ConfigError
@@ -43,7 +45,9 @@ def main(argv=None):
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     add_run_flags(p, epochs=24, logdir="runs/fig1")
     p.add_argument("--stage", type=float, default=4, help="stage length in epochs")
+    add_verbose_flag(p)
     args = p.parse_args(argv)
+    setup_logging(args.verbose)
     from lrbs_tf.figures import fig1
 
     try:
@@ -54,7 +58,7 @@ def main(argv=None):
         fail(PROG, e)
     quiet_tensorflow()
     with reported_errors(PROG, args.logdir):
-        report = fig1.run(runs, args.logdir, say)
+        report = fig1.run(runs, args.logdir, say, progress="bar" if args.verbose else "epoch")
     if report is None:
         say("this worker's part is done; the chief (worker 0) writes the tables and figures")
         return 0

@@ -28,6 +28,7 @@ from __future__ import annotations
 from lrbs_tf.cli.common import (
     ArgumentParser,
     add_run_flags,
+    add_verbose_flag,
     fail,
     format_table,
     percent,
@@ -36,6 +37,7 @@ from lrbs_tf.cli.common import (
     reported_errors,
     run_kwargs,
     say,
+    setup_logging,
 )
 from lrbs_tf.core.ratio import RatioError
 from lrbs_tf.settings import ConfigError
@@ -50,7 +52,9 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=400, help="the larger batch size S")
     p.add_argument("--rules", default="linear,sqrt,none", help="comma-separated rescaling rules")
     p.add_argument("--lr-schedule", help="η schedule with an empty BASE, e.g. milestones:@60,100")
+    add_verbose_flag(p)
     args = p.parse_args(argv)
+    setup_logging(args.verbose)
     from lrbs_tf.figures import fig2
 
     try:
@@ -61,7 +65,7 @@ def main(argv=None):
         fail(PROG, e)
     quiet_tensorflow()
     with reported_errors(PROG, args.logdir):
-        report = fig2.run(runs, args.logdir, say)
+        report = fig2.run(runs, args.logdir, say, progress="bar" if args.verbose else "epoch")
     if report is None:
         say("this worker's part is done; the chief (worker 0) writes the tables and figures")
         return 0

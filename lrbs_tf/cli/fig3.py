@@ -29,6 +29,7 @@ from lrbs_tf.cli.common import (
     DEVICES,
     ArgumentParser,
     add_run_flags,
+    add_verbose_flag,
     fail,
     format_table,
     program,
@@ -37,6 +38,7 @@ from lrbs_tf.cli.common import (
     reported_errors,
     run_kwargs,
     say,
+    setup_logging,
     split_cpu_now,
 )
 from lrbs_tf.figures.fig3 import PRESETS, QUANTITIES, grid
@@ -106,7 +108,9 @@ def parse(argv):
         help="distributed workers: seconds to wait for the chief",
     )
     add_run_flags(p, names=RUN_FLAGS)
+    add_verbose_flag(p)
     args = p.parse_args(argv)
+    setup_logging(args.verbose)
     refuse_multiworker_sweep(PROG, args)
     preset = PRESETS[args.preset]
     changes = {}
@@ -157,7 +161,14 @@ def main(argv=None):
             except ConnectionError as e:
                 fail(PROG, e)
     with reported_errors(PROG, args.logdir):
-        out = fig3.run(preset, bases, args.logdir, say=say, max_minutes=args.max_minutes)
+        out = fig3.run(
+            preset,
+            bases,
+            args.logdir,
+            say=say,
+            max_minutes=args.max_minutes,
+            progress="bar" if args.verbose else "epoch",
+        )
     if out is None:
         return 0
     print()

@@ -27,12 +27,14 @@ import numpy as np
 from lrbs_tf.cli.common import (
     ArgumentParser,
     add_run_flags,
+    add_verbose_flag,
     fail,
     program,
     quiet_tensorflow,
     reported_errors,
     run_kwargs,
     say,
+    setup_logging,
 )
 from lrbs_tf.settings import ConfigError
 
@@ -52,7 +54,9 @@ def main(argv=None):
         help="training and validation examples to evaluate on",
     )
     p.add_argument("--plane-points", type=int, default=11, help="0 skips the random plane")
+    add_verbose_flag(p)
     args = p.parse_args(argv)
+    setup_logging(args.verbose)
     from lrbs_tf.figures import fig4
 
     if args.paper and args.model == "mlp":
@@ -75,6 +79,7 @@ def main(argv=None):
             args.eval_examples,
             args.plane_points,
             say,
+            progress="bar" if args.verbose else "epoch",
         )
     if report is None:
         say("this worker's part is done; the chief (worker 0) writes the tables and figures")

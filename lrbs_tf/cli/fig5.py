@@ -26,6 +26,7 @@ from __future__ import annotations
 from lrbs_tf.cli.common import (
     ArgumentParser,
     add_run_flags,
+    add_verbose_flag,
     fail,
     format_table,
     program,
@@ -33,6 +34,7 @@ from lrbs_tf.cli.common import (
     reported_errors,
     run_kwargs,
     say,
+    setup_logging,
 )
 from lrbs_tf.core.ratio import RatioError
 from lrbs_tf.settings import ConfigError
@@ -59,7 +61,9 @@ def main(argv=None):
     p.add_argument("--seeds", default="0")
     p.add_argument("--lr-schedule", help="η schedule with an empty BASE, e.g. divide::25")
     p.add_argument("--paper", action="store_true")
+    add_verbose_flag(p)
     args = p.parse_args(argv)
+    setup_logging(args.verbose)
     if args.paper:
         args.model = "vgg11"
         args.dataset = args.dataset if args.dataset != "fashion_mnist" else "cifar10"
@@ -79,7 +83,7 @@ def main(argv=None):
         fail(PROG, e)
     quiet_tensorflow()
     with reported_errors(PROG, args.logdir):
-        report = fig5.run(runs, args.logdir, say)
+        report = fig5.run(runs, args.logdir, say, progress="bar" if args.verbose else "epoch")
     if report is None:
         say("this worker's part is done; the chief (worker 0) writes the tables and figures")
         return 0

@@ -29,7 +29,14 @@ from __future__ import annotations
 
 import os
 
-from lrbs_tf.cli.common import ArgumentParser, fail, program, quiet_tensorflow, reported_errors
+from lrbs_tf.cli.common import (
+    ArgumentParser,
+    fail,
+    program,
+    quiet_tensorflow,
+    reported_errors,
+    setup_logging,
+)
 from lrbs_tf.core.ratio import RatioError, parse_ratio, rescale_lr, resolve_ratio
 from lrbs_tf.core.schedules import ScheduleError, parse_schedule
 from lrbs_tf.probes.settings import PROBE_GROUP, ProbeSettings
@@ -215,6 +222,7 @@ def summary(results: dict, config: RunConfig) -> str:
 
 def main(argv=None) -> int:
     config = parse_args(argv)
+    setup_logging()
     from lrbs_tf.distribute.cluster import chief_task
     from lrbs_tf.training import runfolder
 

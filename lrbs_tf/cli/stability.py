@@ -23,6 +23,7 @@ from lrbs_tf.cli.common import (
     reported_errors,
     run_kwargs,
     say,
+    setup_logging,
 )
 
 PROG = program("stability_check.py")
@@ -35,6 +36,7 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=2, help="epochs each candidate trains")
     add_run_flags(p, names=RUN_FLAGS)
     args = p.parse_args(argv)
+    setup_logging()
     if args.epochs < 1:
         p.error("--epochs must be at least 1")
     quiet_tensorflow()

@@ -27,6 +27,7 @@ from lrbs_tf.cli.common import (
     DEVICES,
     ArgumentParser,
     add_run_flags,
+    add_verbose_flag,
     fail,
     format_table,
     program,
@@ -34,6 +35,7 @@ from lrbs_tf.cli.common import (
     refuse_multiworker_sweep,
     reported_errors,
     run_kwargs,
+    setup_logging,
     split_cpu_now,
 )
 from lrbs_tf.probes.settings import ProbeSettings
@@ -78,7 +80,9 @@ def main(argv=None):
     add_run_flags(p, epochs=3, logdir="runs/tune", names=RUN_FLAGS)
     p.add_argument("--probe", action="store_true", help="record λ_max, ‖H‖_F, B_simple per trial")
     p.add_argument("--connect-timeout", type=float, default=60)
+    add_verbose_flag(p)
     args = p.parse_args(argv)
+    setup_logging(args.verbose)
     refuse_multiworker_sweep(PROG, args)
     ratio_range = _floats(args.ratio_range, "--ratio-range", 2)
     lr_range = _floats(args.lr_range, "--lr-range", 2)
@@ -127,6 +131,7 @@ def main(argv=None):
         batch_sizes=batch_sizes,
         name_prefix="tune",
         on_trial_end=progress,
+        progress="bar" if args.verbose else "epoch",
     )
     tuning.write_hparams_config(args.logdir)
     tuner = tuning.make_tuner(

@@ -45,13 +45,15 @@ def configs(stage: float, **run_settings) -> list[tuple]:
     return out
 
 
-def run(runs: list[tuple], logdir: str, say=lambda line: None) -> dict | None:
+def run(
+    runs: list[tuple], logdir: str, say=lambda line: None, progress: str = "epoch"
+) -> dict | None:
     """Train (or reuse) the runs, compare their curves, draw and write; returns the report
     (None in a multi-worker process that is not the chief)."""
     from lrbs_tf.figures.plots import learning_curve_panels
     from lrbs_tf.training import runio
 
-    results = train_all([(label, config) for label, _, config in runs], say)
+    results = train_all([(label, config) for label, _, config in runs], say, progress)
     if not is_chief([c for _, _, c in runs]):
         return None
     table = [

@@ -44,12 +44,14 @@ def configs(
     ]
 
 
-def run(runs: list[tuple], logdir: str, say=lambda line: None) -> dict | None:
+def run(
+    runs: list[tuple], logdir: str, say=lambda line: None, progress: str = "epoch"
+) -> dict | None:
     """Train (or reuse) the runs, measure each curve's distance to the baseline, draw, write."""
     from lrbs_tf.figures.plots import learning_curve_panels
     from lrbs_tf.training import runio
 
-    results = train_all(runs, say)
+    results = train_all(runs, say, progress)
     if not is_chief([c for _, c in runs]):
         return None
     table = []

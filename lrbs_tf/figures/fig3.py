@@ -134,6 +134,7 @@ def run(
     say=lambda line: None,
     max_minutes: float | None = None,
     name: str = "fig3",
+    progress: str = "epoch",
 ) -> dict | None:
     """Train (or reuse) every point of ``preset`` for every base (seed), then tabulate.
 
@@ -188,6 +189,7 @@ def run(
                 name_prefix=name,
                 on_trial_end=finished_one,
                 before_run=clock.begin,
+                progress=progress,
             )
             tuner = tuning.make_tuner(
                 hypermodel,

@@ -50,6 +50,7 @@ def run(
     eval_examples: int = 5000,
     plane_points: int = 11,
     say=lambda line: None,
+    progress: str = "epoch",
 ) -> dict | None:
     """Train the runs, interpolate each pair, draw the curves and planes, write ``fig4.json``."""
     from lrbs_tf.data.datasets import load_dataset
@@ -58,7 +59,11 @@ def run(
     from lrbs_tf.training import runio
 
     tick = time.time()
-    train_all([(f"run {key}: η/S = {c.lr:g}/{c.batch_size}", c) for key, c in configs.items()], say)
+    train_all(
+        [(f"run {key}: η/S = {c.lr:g}/{c.batch_size}", c) for key, c in configs.items()],
+        say,
+        progress,
+    )
     if not is_chief(configs.values()):
         return None
     models = {key: load_model(os.path.join(c.run_dir, "model.keras")) for key, c in configs.items()}

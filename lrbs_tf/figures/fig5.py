@@ -40,13 +40,17 @@ def configs(base: str, betas, sizes, seeds, lr_schedule=None, **run_settings) ->
     return out
 
 
-def run(runs: list[tuple], logdir: str, say=lambda line: None) -> dict | None:
+def run(
+    runs: list[tuple], logdir: str, say=lambda line: None, progress: str = "epoch"
+) -> dict | None:
     """Train the runs, summarise each (N, β) over seeds, draw and write."""
     from lrbs_tf.training import runio
 
     tick = time.time()
     results = train_all(
-        [(f"N={n} β={b} η/S={c.lr:g}/{c.batch_size} seed={c.seed}", c) for n, b, c in runs], say
+        [(f"N={n} β={b} η/S={c.lr:g}/{c.batch_size} seed={c.seed}", c) for n, b, c in runs],
+        say,
+        progress,
     )
     if not is_chief([c for _, _, c in runs]):
         return None

@@ -62,7 +62,9 @@ def outcome(losses: np.ndarray, start_loss: float, spike: float, window: int) ->
     return "stable"
 
 
-def run(check: Check, logdir: str, say=lambda line: None, **run_settings) -> dict:
+def run(
+    check: Check, logdir: str, say=lambda line: None, progress: str = "epoch", **run_settings
+) -> dict:
     """Warm up, probe θ0 at every candidate S, train every candidate from θ0, tabulate."""
     from lrbs_tf.figures.plots import confusion_figure
     from lrbs_tf.probes.prober import Prober
@@ -80,7 +82,7 @@ def run(check: Check, logdir: str, say=lambda line: None, **run_settings) -> dic
     )
     warm = RunConfig(lr=lr0, batch_size=batch0, epochs=epochs0, name="warmup", **base)
     say(f"warm-up run {lr0:g}/{batch0}, {epochs0} epoch(s) → θ0")
-    train(warm.validate())
+    train(warm.validate(), progress=progress)
     from lrbs_tf.data.datasets import load_dataset
     from lrbs_tf.models.registry import build_for, load_model
 
@@ -123,7 +125,7 @@ def run(check: Check, logdir: str, say=lambda line: None, **run_settings) -> dic
             f"[{i + 1}/{len(check.candidates())}] {sweep}: η={lr:g} S={batch} "
             f"(η·λ_step = {judged['lr_times_step_sharpness']:.3g}, verdict {judged['verdict']})"
         )
-        results = train(config, model=model)
+        results = train(config, model=model, progress=progress)
         losses = np.array(
             [
                 v

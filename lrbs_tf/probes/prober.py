@@ -12,6 +12,7 @@ runs (``tools/probe.py``).
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 
@@ -21,6 +22,8 @@ from lrbs_tf.probes import spectral
 from lrbs_tf.probes.hessian import HessianOperator
 from lrbs_tf.probes.noise import gradient_noise
 from lrbs_tf.probes.settings import ProbeSettings
+
+log = logging.getLogger(__name__)
 
 
 def probe_subset(num_train: int, settings: ProbeSettings) -> np.ndarray:
@@ -241,6 +244,22 @@ class Prober:
         self._v0 = eig.eigenvectors[0]
         trace_n = s.trace_matvecs if full else max(9, s.trace_matvecs // 3)
         frob_n = s.frobenius_samples if full else max(5, s.frobenius_samples // 3)
+        per_hvp = (time.time() - tick) / max(eig.matvecs, 1)
+        left = (
+            (eig.matvecs if self.step_op is not None else 0)
+            + trace_n
+            + frob_n
+            + (s.frobenius_samples if full and s.finite_difference else 0)
+            + 2 * s.noise_examples / max(s.batch_size, 1)
+        )
+        log.info(
+            "probe: width sharpness %.4g (%d HVPs, %.1f s); about %.0f s more for the step "
+            "sharpness, Tr H, ‖H‖_F and B_simple",
+            eig.eigenvalues[0],
+            eig.matvecs,
+            time.time() - tick,
+            per_hvp * left,
+        )
         trace = spectral.hutchpp_trace(self.op.matvec, self.op.dim, num=trace_n, seed=seed + 1)
         frob = spectral.hutchinson_frobenius(self.op.matvec, self.op.dim, num=frob_n, seed=seed + 2)
         out = {

@@ -79,10 +79,12 @@ class RatioHyperModel(kt.HyperModel):
         name_prefix: str = "trial",
         on_trial_end=None,
         before_run=None,
+        progress: str = "epoch",
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.on_trial_end, self.before_run = on_trial_end, before_run
+        self.progress = progress  # of each trial's run: bar | epoch | none
         if space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}, got {space!r}")
         if space == "grid" and not points:
@@ -119,18 +121,44 @@ class RatioHyperModel(kt.HyperModel):
             return build_for(config, strategy)
 
     def fit(self, hp, model, *args, callbacks=None, epochs=None, on_trial_end=None, **kwargs):
+        """Train the trial's run on the dataset of ``base`` (the data travel through the run's
+        tf.data pipeline, at the trial's S); keras-tuner's best-epoch checkpoint is written
+        from the run's final weights (the objective is the final epoch's), so
+        ``tuner.get_best_models()`` returns the trained models."""
+        data = [a for a in args if a is not None] + [
+            k for k in ("x", "y", "validation_data") if kwargs.get(k) is not None
+        ]
+        if data:
+            raise SweepRefused(
+                "RatioHyperModel trains every trial on the dataset of its RunConfig "
+                f"({self.base.dataset}) through lrbs_tf's variable-batch pipeline: call "
+                "tuner.search() without x, y or validation_data"
+            )
         config = self.config_for(hp, epochs).validate()
         if self.before_run is not None and not finished(config):
             self.before_run(config)
+        usable, checkpoints = _usable(callbacks)
         try:
-            results = train(config, callbacks=_usable(callbacks), model=model)
+            results = train(config, callbacks=usable, model=model, progress=self.progress)
         except RunFolderError as e:
             raise (SweepBusy if isinstance(e, RunBusyError) else SweepRefused)(str(e)) from None
         write_hparams_session(config)
         metrics = trial_metrics(results)
+        if checkpoints and results.get("status") == "finished":
+            _save_best(config, checkpoints)
         if self.on_trial_end is not None:
             self.on_trial_end(config, results)
         return metrics
+
+
+def _save_best(config: RunConfig, checkpoints) -> None:
+    """Write keras-tuner's checkpoint of the trial (what ``get_best_models`` loads) from the
+    run's saved model (the weights the objective was measured at)."""
+    from lrbs_tf.models.registry import load_model
+
+    trained = load_model(os.path.join(config.run_dir, "model.keras"), compile=False)
+    for callback in checkpoints:
+        trained.save_weights(callback.filepath)
 
 
 def point_label(lr: float, batch: int) -> str:
@@ -150,13 +178,15 @@ def finished(config: RunConfig) -> bool:
 
 
 def _usable(callbacks):
-    """keras-tuner's own callbacks that work with one ``fit`` per epoch."""
-    keep = []
+    """keras-tuner's callbacks split into those that work with one ``fit`` per epoch and its
+    best-epoch checkpoints (written after the run, see :func:`_save_best`)."""
+    keep, checkpoints = [], []
     for callback in callbacks or []:
         if type(callback).__name__ == "SaveBestEpoch":
-            continue  # saves the tuner's copy of the weights; the run folder has model.keras
-        keep.append(callback)
-    return keep
+            checkpoints.append(callback)
+        else:
+            keep.append(callback)
+    return keep, checkpoints
 
 
 def trial_metrics(results: dict) -> dict:

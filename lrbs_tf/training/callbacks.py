@@ -49,6 +49,35 @@ class EpochProgbar(keras.callbacks.ProgbarLogger):
         self.epochs = self.total_epochs
 
 
+class EpochLine(keras.callbacks.Callback):
+    """One log line per epoch (instead of Keras' per-step progress bar): the epoch out of the
+    run's, the running loss and accuracy, the validation accuracy, and the epoch's seconds."""
+
+    def __init__(self, total_epochs: int, label: str = ""):
+        super().__init__()
+        self.total_epochs, self.label = total_epochs, label
+        self.tick = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        import time
+
+        self.tick = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        import time
+
+        logs = logs or {}
+        parts = [f"{k} {logs[k]:.4f}" for k in ("loss", "accuracy", "val_accuracy") if k in logs]
+        logging.getLogger("lrbs_tf").info(
+            "%sepoch %d/%d: %s (%.1f s)",
+            f"{self.label}: " if self.label else "",
+            epoch + 1,
+            self.total_epochs,
+            ", ".join(parts),
+            time.time() - self.tick,
+        )
+
+
 class StepScalars(keras.callbacks.Callback):
     """Write the loss, η, S and η/S of every train step to a TensorBoard writer.
 

@@ -57,6 +57,7 @@ def train(run, start_epoch: int, start_batch: int, metrics) -> None:
                 validation_data=parts.val_ds,
                 ratios=ratios,
                 skip_batches=skip,
+                verbose=run.verbose,
             )
             logs = {k: float(v[-1]) for k, v in history.history.items()}
         results.train_time += time.time() - tick

@@ -50,6 +50,7 @@ def assemble(
     extra_callbacks=(),
     save_position=None,
     lr_at=None,
+    progress: str = "bar",
 ) -> Parts:
     """Everything a :class:`~lrbs_tf.training.run.Run` needs, for ``config`` on ``data``."""
     if (
@@ -74,7 +75,14 @@ def assemble(
     marks = cb.WrittenMarks(os.path.join(tb, "written.json"))
     step_scalars = cb.StepScalars(writers["train"], model.step_log, marks)
     stop = cb.StopOnNonFinite()
-    callbacks = [cb.EpochProgbar(config.epochs), step_scalars, stop, *extra_callbacks]
+    progress_bar = (
+        [cb.EpochProgbar(config.epochs)]
+        if progress == "bar"
+        else [cb.EpochLine(config.epochs, config.run_name)]
+        if progress == "epoch"
+        else []
+    )
+    callbacks = [*progress_bar, step_scalars, stop, *extra_callbacks]
     multiworker = distribute.is_multiworker(strategy)
     if multiworker:
         callbacks.append(cb.Heartbeat())

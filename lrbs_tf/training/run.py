@@ -39,9 +39,12 @@ from lrbs_tf.training.runfolder import RunExistsError
 from lrbs_tf.training.runstate import Run, RunInterrupted  # noqa: F401 (also raised by train)
 
 log = logging.getLogger(__name__)
+PROGRESS = ("bar", "epoch", "none")
 
 
-def train(config: RunConfig, callbacks=(), model: keras.Model | None = None) -> dict:
+def train(
+    config: RunConfig, callbacks=(), model: keras.Model | None = None, progress: str = "bar"
+) -> dict:
     """Run ``config`` to the end and return the results (also written to ``results.json``).
 
     Repeating the same config resumes from the last checkpoint, or returns the results of a
@@ -49,8 +52,12 @@ def train(config: RunConfig, callbacks=(), model: keras.Model | None = None) -> 
     :class:`RunInterrupted`; any other error marks it ``failed`` and propagates. Extra Keras
     ``callbacks`` join the run's own (they are not part of the recorded config). ``model``
     replaces the registry's ``config.model`` (it is compiled here); the config should still
-    name it, since resuming and probing a saved run rebuild from the config.
+    name it, since resuming and probing a saved run rebuild from the config. ``progress``:
+    ``bar`` (Keras' per-step progress bar), ``epoch`` (one log line per epoch on the ``lrbs_tf``
+    logger) or ``none``.
     """
+    if progress not in PROGRESS:
+        raise ValueError(f"progress must be one of {PROGRESS}, got {progress!r}")
     config.validate()
     chief = distribute.chief_task() if config.strategy == "multiworker" else True
     found = _claim(config) if chief else runfolder.inspect(config)
@@ -79,7 +86,7 @@ def train(config: RunConfig, callbacks=(), model: keras.Model | None = None) -> 
         # write into a scratch folder.
         run_dir = config.run_dir if chief else tempfile.mkdtemp(prefix="lrbs-worker-")
         try:
-            run = Run(config, data, run_dir, strategy, model, callbacks)
+            run = Run(config, data, run_dir, strategy, model, callbacks, progress)
             results = run.go(resume=found.mode == "resume", load_dir=config.run_dir)
             return results if chief else dict(results, chief=False)
         finally:

@@ -33,7 +33,14 @@ class Run:
     """One run's state, all of it created here; the stages are its methods."""
 
     def __init__(
-        self, config: RunConfig, data, run_dir: str, strategy=None, model=None, extra_callbacks=()
+        self,
+        config: RunConfig,
+        data,
+        run_dir: str,
+        strategy=None,
+        model=None,
+        extra_callbacks=(),
+        progress: str = "bar",
     ):
         self.config, self.data, self.run_dir, self.strategy = config, data, run_dir, strategy
         replicas = distribute.replicas(strategy)
@@ -68,7 +75,9 @@ class Run:
             extra_callbacks,
             self.save_position,
             lr_at=lambda e: self.lr_at(e + 0.999),
+            progress=progress,
         )
+        self.verbose = 1 if progress == "bar" else 0  # for Keras' fit
         self.model = self.parts.model
         self.results = RunResults(
             run_dir=os.path.abspath(run_dir), distribute=distribute.describe(strategy)
