@@ -33,9 +33,9 @@ class Check:
     width: int = 256
     warmup: tuple = (0.05, 100, 1)  # η, S, epochs of the run that gives θ0
     batch: int = 100  # the fixed S of the η sweep
-    lrs: tuple = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+    lrs: tuple = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0, 2.0, 4.0, 8.0)
     ratio: float = 1e-3  # the fixed η/S of the S sweep
-    batches: tuple = (50, 200, 1000, 2500, 5000, 10000)
+    batches: tuple = (50, 200, 300, 400, 1000, 2500, 5000, 10000)
     epochs: int = 2
     spike: float = 1.5
     window: int = 10
