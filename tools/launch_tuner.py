@@ -8,7 +8,8 @@ writes the final table) and ``--workers`` times as workers (``tuner0``, ``tuner1
 the trials), all with ``KERASTUNER_ORACLE_IP=127.0.0.1`` and a free ``KERASTUNER_ORACLE_PORT``.
 The chief starts first; workers wait for its port (``--connect-timeout`` in the scripts) and fail
 with a clear message if it never comes up. Every process is bounded by ``--timeout``; output goes
-to ``<logdir>/launch/<id>.log``. Exits non-zero if any process failed or timed out.
+to ``<logdir>/launch/<id>.log``; at the end the chief's results (its table) are shown. Exits
+non-zero if any process failed or timed out.
 
 On several machines, run the same script on each with the variables set by hand (one chief,
 every worker pointing at the chief's address and port) and a ``--logdir`` on a shared file
@@ -84,10 +85,26 @@ def main():
         if proc.returncode not in (0, None) and f"{tuner_id} timed out" not in failed:
             failed.append(f"{tuner_id} exited with {proc.returncode}")
         print(f"{tuner_id}: exit {proc.returncode}", flush=True)
+    chief_log = procs["chief"][2]
+    summary = chief_summary(chief_log)
+    if summary:
+        print(f"\nthe chief's results (from {chief_log}):\n{summary}", flush=True)
     if failed:
         print("launch_tuner.py: " + "; ".join(failed), file=sys.stderr)
         return 1
     return 0
+
+
+def chief_summary(path: str) -> str:
+    """The chief's final table and lines: everything after its last progress line (a line
+    starting with ``[``), which is what the sweep printed once every trial had ended."""
+    try:
+        with open(path, errors="replace") as f:
+            lines = [line.rstrip("\n") for line in f]
+    except OSError:
+        return ""
+    last = max((i for i, line in enumerate(lines) if line.startswith("[")), default=-1)
+    return "\n".join(line for line in lines[last + 1 :] if line.strip())
 
 
 if __name__ == "__main__":

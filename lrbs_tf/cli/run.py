@@ -38,7 +38,7 @@ from lrbs_tf.cli.common import (
     setup_logging,
 )
 from lrbs_tf.core.ratio import RatioError, parse_ratio, rescale_lr, resolve_ratio
-from lrbs_tf.core.schedules import ScheduleError, parse_schedule
+from lrbs_tf.core.schedules import ScheduleError, Warmup, parse_schedule
 from lrbs_tf.probes.settings import PROBE_GROUP, ProbeSettings
 from lrbs_tf.settings import ConfigError, add_flags, values_from
 from lrbs_tf.training.config import SCHEDULES, RunConfig
@@ -133,7 +133,7 @@ def base_ratio(
             batch_size = max(1, round(parse_schedule(bs_schedule)(0.0)))
         if lr is None and ratio is None:
             if lr_schedule:
-                lr = parse_schedule(lr_schedule)(0.0)
+                lr = after_warmup(parse_schedule(lr_schedule))(0.0)
                 if not lr > 0:
                     raise RatioError("the η schedule starts at 0: give the base η with --lr")
             elif ratio_schedule and batch_size is not None:
@@ -143,6 +143,14 @@ def base_ratio(
             raise RatioError("the schedule leaves BASE empty: give --ratio or --lr") from None
         raise RatioError(str(e)) from None
     return resolve_ratio(ratio, lr, batch_size)
+
+
+def after_warmup(schedule):
+    """The schedule a warm-up leads into (``warmup:E:INNER`` → INNER, nested ones too): its
+    value at 0 is the base η of the run."""
+    while isinstance(schedule, Warmup):
+        schedule = schedule.inner
+    return schedule
 
 
 def summary(results: dict, config: RunConfig) -> str:
@@ -156,6 +164,8 @@ def summary(results: dict, config: RunConfig) -> str:
             for k, v in config.plan().describe().items()
             if config.lr_schedule or config.bs_schedule or config.ratio_schedule
         ),
+        f"data       {results.get('data_source') or config.dataset}"
+        + ("  [SYNTHETIC: not real data]" if results.get("synthetic_data") else ""),
         f"status     {results['status']}"
         + (
             f" (non-finite loss in epoch {results['diverged_epoch']})"

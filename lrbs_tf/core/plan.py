@@ -88,10 +88,11 @@ class TrainingPlan:
         return sizes, [self.ratio_at(epoch + seen / num_examples) for seen in starts]
 
     def check(self, epochs: int, num_examples: int) -> None:
-        """Evaluate the schedules at 20 points per epoch (at most 20000): finite, η/S > 0,
-        batch sizes from 1 to ``num_examples``; raises :class:`ScheduleError`."""
+        """Evaluate the schedules at 20 points per epoch (at most 20000): finite, η/S ≥ 0 (0 at
+        the start of a warm-up) and somewhere > 0, batch sizes from 1 to ``num_examples``;
+        raises :class:`ScheduleError`."""
         points = min(20 * epochs, 20000)
-        t = 0.0
+        t, positive = 0.0, False
         try:
             for i in range(points):
                 t = epochs * i / points
@@ -109,17 +110,20 @@ class TrainingPlan:
                         "examples)"
                     )
                 ratio = self.ratio_at(t)
-                if not 0 < ratio < math.inf or not ratio * size < math.inf:
+                if not 0 <= ratio < math.inf or not ratio * size < math.inf:
                     raise ScheduleError(
                         f"the schedules give η/S = {ratio:g} at epoch {t:g}: it "
-                        "must be positive and finite"
+                        "must be finite and not negative"
                     )
+                positive = positive or ratio > 0
         except ScheduleError:
             raise
         except (OverflowError, ZeroDivisionError, ValueError) as e:
             raise ScheduleError(
                 f"the schedules cannot be evaluated at epoch {t:g} ({e}): a value overflows"
             ) from None
+        if not positive:
+            raise ScheduleError("the schedules give η/S = 0 throughout: nothing would train")
 
     @property
     def adaptive(self) -> AdaptiveBatch | None:

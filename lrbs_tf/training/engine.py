@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 
 import keras
@@ -16,6 +17,7 @@ from lrbs_tf.models import specs as model_specs
 from lrbs_tf.training.runio import sha1_of
 
 MAX_XLA_SHAPES = 8
+log = logging.getLogger(__name__)
 
 
 def compile_model(
@@ -123,11 +125,25 @@ def choose_jit(config, plans: EpochPlans) -> bool:
     ~1.3x faster: worth it (``auto``) for registry models marked ``xla`` (the MLP) when the run
     has at most MAX_XLA_SHAPES distinct sizes. Not for the convolutional models on CPU: one
     epoch of VGG11 on 1000 images took 108 s with XLA (compiling) against 17 s without."""
-    if config.jit_compile != "auto":
-        return config.jit_compile == "on"
-    if plans.plan.adaptive is not None:  # sizes decided during training: unknown in advance
+    if config.jit_compile == "off":
         return False
+    if plans.plan.adaptive is not None:  # sizes decided during training: unknown in advance
+        if config.jit_compile == "on":
+            log.warning(
+                "--jit on with --bs-schedule adaptive: XLA compiles the train step once "
+                "per batch size the run chooses (about 0.5 s each for the MLP)"
+            )
+        return config.jit_compile == "on"
     distinct = {size for sizes, _ in plans.each() for size in sizes}
+    if config.jit_compile == "on":
+        if len(distinct) > MAX_XLA_SHAPES:
+            log.warning(
+                "--jit on: this run has %d distinct batch sizes and XLA compiles the train "
+                "step once for each (about 0.5 s each for the MLP; a triangle schedule "
+                "ran 31x slower); --jit auto would leave XLA off",
+                len(distinct),
+            )
+        return True
     return model_specs.spec(config.model).xla and len(distinct) <= MAX_XLA_SHAPES
 
 

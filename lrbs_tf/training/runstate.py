@@ -80,7 +80,10 @@ class Run:
         self.verbose = 1 if progress == "bar" else 0  # for Keras' fit
         self.model = self.parts.model
         self.results = RunResults(
-            run_dir=os.path.abspath(run_dir), distribute=distribute.describe(strategy)
+            run_dir=os.path.abspath(run_dir),
+            distribute=distribute.describe(strategy),
+            data_source=data.info.get("source"),
+            synthetic_data=bool(data.info.get("synthetic")) or None,
         )
         self.epoch = 0  # the epoch being trained (0-based)
         self.checkpointed = 0  # epochs the last checkpoint holds
