@@ -31,6 +31,7 @@ import os
 
 from lrbs_tf.cli.common import (
     ArgumentParser,
+    add_verbose_flag,
     fail,
     program,
     quiet_tensorflow,
@@ -47,6 +48,12 @@ PROG = program("run.py")
 
 
 def parse_args(argv=None) -> RunConfig:
+    """The run's settings from the command line (exits with status 2 on a bad flag)."""
+    return parse(argv)[0]
+
+
+def parse(argv=None) -> tuple[RunConfig, bool]:
+    """``(settings, verbose)`` from the command line."""
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     groups = {SCHEDULES: p.add_argument_group(SCHEDULES)}
     g = groups[SCHEDULES]
@@ -62,6 +69,7 @@ def parse_args(argv=None) -> RunConfig:
         help="measure curvature and gradient noise at the end of training",
     )
     names = add_flags(p, RunConfig, groups=groups)
+    add_verbose_flag(p)
     probe_names = add_flags(p, ProbeSettings, prefix="probe-", groups=groups)
     args = p.parse_args(argv)
     try:
@@ -80,11 +88,12 @@ def parse_args(argv=None) -> RunConfig:
             if args.probe or args.probe_every
             else None
         )
-        return RunConfig(
+        config = RunConfig(
             lr=ratio.lr, batch_size=ratio.batch_size, probe=probe, **values_from(args, names)
         ).validate()
     except (RatioError, ConfigError) as e:
         fail(PROG, e)
+    return config, args.verbose
 
 
 def base_ratio(
@@ -231,8 +240,8 @@ def summary(results: dict, config: RunConfig) -> str:
 
 
 def main(argv=None) -> int:
-    config = parse_args(argv)
-    setup_logging()
+    config, verbose = parse(argv)
+    setup_logging(verbose)
     from lrbs_tf.distribute.cluster import chief_task
     from lrbs_tf.training import runfolder
 
@@ -247,6 +256,6 @@ def main(argv=None) -> int:
     from lrbs_tf.training.run import train
 
     with reported_errors(PROG, config.logdir):
-        results = train(config)
+        results = train(config, progress="bar" if verbose else "epoch")
     print(summary(results, config))
     return 0
