@@ -26,6 +26,7 @@ the operator and returns a dict with every setting, ready for ``results.json``.
 from __future__ import annotations
 
 import logging
+import time
 
 import keras
 import numpy as np
@@ -132,6 +133,7 @@ class HessianOperator:
         self.batch_starts = tf.constant(starts, tf.int64)
         self.batch_sizes = tf.constant(np.minimum(b, n - starts), tf.int64)
         self.matvecs = 0
+        self.last_seconds = 0.0
         self._hvp = tf.function(self._hvp_impl, input_signature=[tf.TensorSpec([self.dim], dtype)])
         self._grad = tf.function(
             self._grad_impl, input_signature=[tf.TensorSpec([self.dim], dtype)]
@@ -265,7 +267,10 @@ class HessianOperator:
         self.matvecs += 1
         if self.on_call is not None:
             self.on_call("computing Hessian-vector products")
-        return self._hvp(tf.constant(v, self.dtype)).numpy().astype(np.float64)
+        tick = time.perf_counter()
+        out = self._hvp(tf.constant(v, self.dtype)).numpy().astype(np.float64)
+        self.last_seconds = time.perf_counter() - tick  # the cost of one HVP, once traced
+        return out
 
     def gradient(self, delta: np.ndarray | None = None) -> np.ndarray:
         """∇L at θ + delta (flat, float64); θ itself when ``delta`` is None."""

@@ -244,7 +244,7 @@ class Prober:
         self._v0 = eig.eigenvectors[0]
         trace_n = s.trace_matvecs if full else max(9, s.trace_matvecs // 3)
         frob_n = s.frobenius_samples if full else max(5, s.frobenius_samples // 3)
-        per_hvp = (time.time() - tick) / max(eig.matvecs, 1)
+        per_hvp = self.op.last_seconds
         left = (
             (eig.matvecs if self.step_op is not None else 0)
             + trace_n
