@@ -94,7 +94,7 @@ def test_fig3_grid_end_to_end_with_resume_and_divergence(tmp_path):
     # HParams: the experiment at the top, one session per run.
     from tensorboard.backend.event_processing import event_accumulator as ea
 
-    top = ea.EventAccumulator(str(logdir))
+    top = ea.EventAccumulator(str(logdir / "hparams"))
     top.Reload()
     assert "_hparams_/experiment" in top.Tags()["tensors"]
     session = ea.EventAccumulator(os.path.join(ok["run_dir"], "tb"))

@@ -89,7 +89,7 @@ def write_layout(writer) -> None:
                         "stability_2_over_lr",
                     ),
                     chart("width sharpness (BatchNorm inference)", "width_sharpness"),
-                    chart("B_simple ± s.e.", "b_simple", "b_simple_stderr"),
+                    chart("B_simple (the simple noise scale)", "b_simple"),
                 ],
             )
         ]
