@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -200,6 +201,17 @@ def resume_point(run_dir):
         return None
 
 
+def canonical_ids(config: bytes) -> bytes:
+    """Keras names objects shared between layers by their Python ``id()``, which differs from one
+    process to the next; number them in order of first appearance instead."""
+    ids: dict[bytes, bytes] = {}
+
+    def number(match):
+        return b'"shared_object_id": ' + ids.setdefault(match.group(1), b"%d" % len(ids))
+
+    return re.sub(rb'"shared_object_id": (\d+)', number, config)
+
+
 def outcome(run_dir) -> dict:
     """Everything that must be identical to the reference."""
     from lrbs_tf.training.tensorboard import read_scalars
@@ -209,9 +221,14 @@ def outcome(run_dir) -> dict:
         model = {
             name: archive.read(name) for name in archive.namelist() if name != "metadata.json"
         }  # metadata.json holds the date it was saved
+    model["config.json"] = canonical_ids(model["config.json"])
     probe = {k: v for k, v in (results.get("probe") or {}).items() if k != "seconds"}
     tb = {
-        split: {t: sorted(v) for t, v in read_scalars(os.path.join(run_dir, "tb", split)).items()}
+        split: {
+            tag: sorted(values)
+            for tag, values in read_scalars(os.path.join(run_dir, "tb", split)).items()
+            if not tag.endswith("seconds")  # how long the probe took: a clock, not a result
+        }
         for split in ("train", "validation", "test", "probe")
     }
     return {
