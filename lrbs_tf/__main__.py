@@ -14,6 +14,7 @@ COMMANDS = {
     "fig4": "paper Fig. 4: the loss between minima",
     "fig5": "paper Fig. 5: the breakdown for large β",
     "theory": "the SDE theory checked on quadratics",
+    "stability": "the stability advisor checked against what SGD does",
 }
 
 

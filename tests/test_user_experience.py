@@ -18,7 +18,20 @@ BIN = os.path.dirname(sys.executable)
 
 
 @pytest.mark.parametrize(
-    "command", ["run", "probe", "advise", "tune", "fig1", "fig2", "fig3", "fig4", "fig5", "theory"]
+    "command",
+    [
+        "run",
+        "probe",
+        "advise",
+        "tune",
+        "fig1",
+        "fig2",
+        "fig3",
+        "fig4",
+        "fig5",
+        "theory",
+        "stability",
+    ],
 )
 def test_entry_points_and_python_m(command):
     script = os.path.join(BIN, f"lrbs-{command}")
@@ -120,6 +133,25 @@ def test_run_shows_progress_and_no_tensorflow_noise(tmp_path):
     for noise in ("absl::InitializeLog", "cudart_stub", "cuInit", "cpu_feature_guard"):
         assert noise not in proc.stderr, noise
     assert "sharpness  width" in proc.stdout and "step" in proc.stdout
+
+
+def test_the_noise_filter_drops_exactly_tensorflows_noise():
+    from lrbs_tf.cli.common import TF_NOISE
+
+    def dropped(line):
+        return any(p.search(line) for p in TF_NOISE)
+
+    retrace = (
+        "WARNING:tensorflow:5 out of the last 5 calls to {} triggered tf.function retracing. "
+        "Tracing is expensive and the excessive number of tracings could be due to (1) …"
+    )
+    ours = "<bound method DatasetLoss._sums of <lrbs_tf.training.evaluation.DatasetLoss object>"
+    assert dropped(retrace.format(ours))
+    assert dropped(retrace.format("<function _write_rows at 0x7f7be9382f20>"))
+    assert not dropped(retrace.format("<function train_step at 0x7f7be9382f20>"))  # a user's
+    assert dropped("I0000 00:00:1795733813.669355    7358 cudart_stub.cc:31] Could not find cuda")
+    assert not dropped("E0000 00:00:1795733820.1 7358 some_op.cc:52] a real error")
+    assert not dropped("Traceback (most recent call last):")
 
 
 @needs_fmnist

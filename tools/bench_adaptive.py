@@ -40,9 +40,16 @@ def main():
 
     ratio = parse_ratio(args.ratio)
     logdir = args.logdir or tempfile.mkdtemp(prefix="lrbs-adaptive-")
-    common = dict(lr=ratio.lr, batch_size=ratio.batch_size, epochs=args.max_epochs,
-                  loss_target=args.target, train_size=args.train_size, seed=args.seed,
-                  logdir=logdir, probe=ProbeSettings(examples=2000, noise_examples=500))
+    common = dict(
+        lr=ratio.lr,
+        batch_size=ratio.batch_size,
+        epochs=args.max_epochs,
+        loss_target=args.target,
+        train_size=args.train_size,
+        seed=args.seed,
+        logdir=logdir,
+        probe=ProbeSettings(examples=2000, noise_examples=500),
+    )
     runs = {
         "constant": RunConfig(name="constant", **common).validate(),
         "adaptive": RunConfig(name="adaptive", bs_schedule="adaptive", **common).validate(),
@@ -51,21 +58,27 @@ def main():
     for name, r in out.items():
         steps = sum(e["steps"] for e in r["epochs"])
         sizes = [e["growth"]["next_batch_size"] for e in r["epochs"] if e.get("growth")]
-        print(f"{name:9s} {len(r['epochs'])} epochs, {steps} steps, train {r['train_time']:.0f} s, "
-              f"loss at weights {r['final_weights_loss']:.4f} "
-              f"({'reached' if r['loss_target_reached'] else 'NOT reached'}), test acc "
-              f"{100 * r['final_test_accuracy']:.2f}%, width sharpness "
-              f"{r['probe']['width_sharpness']:.4g}, step sharpness "
-              f"{r['probe']['step_sharpness']:.4g}"
-              + (f"; S: {ratio.batch_size} → {' → '.join(map(str, sizes))}" if sizes else ""))
+        print(
+            f"{name:9s} {len(r['epochs'])} epochs, {steps} steps, train {r['train_time']:.0f} s, "
+            f"loss at weights {r['final_weights_loss']:.4f} "
+            f"({'reached' if r['loss_target_reached'] else 'NOT reached'}), test acc "
+            f"{100 * r['final_test_accuracy']:.2f}%, width sharpness "
+            f"{r['probe']['width_sharpness']:.4g}, step sharpness "
+            f"{r['probe']['step_sharpness']:.4g}"
+            + (f"; S: {ratio.batch_size} → {' → '.join(map(str, sizes))}" if sizes else "")
+        )
     steps = {n: sum(e["steps"] for e in r["epochs"]) for n, r in out.items()}
     a, c = out["adaptive"], out["constant"]
     print(f"adaptive_vs_constant_steps: {steps['adaptive'] / steps['constant']:.2f}")
     print(f"adaptive_vs_constant_time: {a['train_time'] / c['train_time']:.2f}")
-    print(f"test_accuracy_difference_points: "
-          f"{100 * (a['final_test_accuracy'] - c['final_test_accuracy']):+.2f}")
-    print(f"width_sharpness_ratio: "
-          f"{a['probe']['width_sharpness'] / c['probe']['width_sharpness']:.2f}  (runs in {logdir})")
+    print(
+        f"test_accuracy_difference_points: "
+        f"{100 * (a['final_test_accuracy'] - c['final_test_accuracy']):+.2f}"
+    )
+    print(
+        f"width_sharpness_ratio: "
+        f"{a['probe']['width_sharpness'] / c['probe']['width_sharpness']:.2f}  (runs in {logdir})"
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,10 @@ def fail(prog: str, message: str, status: int = 2):
 
 
 # TensorFlow 2.21's start-up lines, printed by its C++ code before logging is set up (so
-# TF_CPP_MIN_LOG_LEVEL does not reach them): exactly these are dropped from a command's stderr.
+# TF_CPP_MIN_LOG_LEVEL does not reach them), and its retracing warning when it is about lrbs_tf's
+# own per-object functions (each probe, evaluation and step logger traces its function once for
+# the model it holds, so a command that runs many of them trips TensorFlow's count; retracing of
+# any other function is still shown): exactly these are dropped from a command's stderr.
 TF_NOISE = tuple(
     re.compile(p)
     for p in (
@@ -42,6 +45,9 @@ TF_NOISE = tuple(
         r"^E\d{4} [\d:.]+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit",
         r"^To enable the following instructions: .* rebuild TensorFlow with the appropriate",
         r"^I\d{4} [\d:.]+ +\d+ .*oneDNN custom operations are on",
+        r"^WARNING:tensorflow:\d+ out of the last \d+ calls to "
+        r"(<bound method [\w.]+ of <lrbs_tf\.|<function _write_rows at ).* triggered tf\.function "
+        r"retracing",
     )
 )
 

@@ -34,16 +34,27 @@ def main(argv=None):
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--logdir", default="runs/stability")
     p.add_argument("--epochs", type=int, default=2, help="epochs each candidate trains")
+    p.add_argument(
+        "--warmup",
+        default="0.05/100:1",
+        metavar="LR/S:EPOCHS",
+        help="the run that gives the starting point θ0 (default 0.05/100:1)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, θ0 and data order")
     add_run_flags(p, names=RUN_FLAGS)
     args = p.parse_args(argv)
     setup_logging()
     if args.epochs < 1:
         p.error("--epochs must be at least 1")
+    if not 0 <= args.seed < 2**31:
+        p.error(f"--seed must be in [0, 2**31), got {args.seed}")
+    warmup = parse_warmup(args.warmup, p.error)
     quiet_tensorflow()
     from lrbs_tf.figures.stability import Check, run
 
     with reported_errors(PROG, args.logdir):
-        report = run(Check(epochs=args.epochs), args.logdir, say, **run_kwargs(args, RUN_FLAGS))
+        check = Check(epochs=args.epochs, warmup=warmup, seed=args.seed)
+        report = run(check, args.logdir, say, **run_kwargs(args, RUN_FLAGS))
     rows = report["rows"]
     print()
     print(
@@ -86,3 +97,18 @@ def main(argv=None):
     )
     print(f"wrote {report['png']} ({report['wall_time'] / 60:.1f} min)")
     return 0
+
+
+def parse_warmup(text: str, error) -> tuple:
+    """``LR/S:EPOCHS`` → (η, S, epochs), or ``error(message)``."""
+    import math
+
+    try:
+        ratio, epochs = text.split(":")
+        lr, batch = ratio.split("/")
+        lr, batch, epochs = float(lr), int(batch), int(epochs)
+    except ValueError:
+        error(f"--warmup must look like 0.05/100:1 (η/S:epochs), got {text!r}")
+    if not (math.isfinite(lr) and lr > 0 and batch >= 1 and 1 <= epochs <= 1000):
+        error(f"--warmup needs η > 0, S ≥ 1 and 1 to 1000 epochs, got {text!r}")
+    return lr, batch, epochs
