@@ -7,9 +7,10 @@ import tensorflow as tf
 
 from lrbs_tf.models.registry import build_model
 from lrbs_tf.probes import spectral
+from lrbs_tf.probes.finite_difference import finite_difference_frobenius
 from lrbs_tf.probes.hessian import HessianOperator
 from lrbs_tf.probes.noise import compare_with_hessian, gradient_noise
-from lrbs_tf.probes.prober import finite_difference_frobenius, probe
+from lrbs_tf.probes.prober import probe
 
 N, D, K = 23, 5, 3  # examples (uneven last batch with batch_size 7), features, classes
 

@@ -21,7 +21,7 @@ CASES = [
     ("experiments/fig2_rescaling.py", ["--batch-size", "0"], "larger than the base"),
     ("experiments/theory_check.py", ["--chains", "1"], "--chains"),
     ("experiments/theory_check.py", ["--steps", "0"], "--steps"),
-    ("experiments/run.py", ["--lr-schedule", "warmup:5:const:0.1"], "starts at 0"),
+    ("experiments/run.py", ["--lr-schedule", "warmup:5:const:0.1"], "--lr needs --batch-size"),
     ("experiments/run.py", ["--ratio", "0.1/100", "--lr-schedule", "milestones:@x"], "number"),
     ("experiments/run.py", ["--bs-schedule", "cyclic:0,10:1", "--lr", "0.1"], "positive"),
     ("experiments/run.py", ["--lr", "0.1", "--bs-schedule", "cyclic:10,60000:1"], "more than"),

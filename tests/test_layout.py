@@ -90,3 +90,42 @@ def test_the_state_of_a_run_is_created_in_one_place():
     created = assigned(methods["__init__"])
     for name, function in methods.items():
         assert assigned(function) <= created, f"Run.{name} creates {assigned(function) - created}"
+
+
+def defined_names(path) -> set[str]:
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef | ast.AsyncFunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.ImportFrom | ast.Import):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def resolves(dotted: str) -> bool:
+    """Does ``lrbs_tf.a.b.Name[.attr]`` name a module of the package, or something defined at
+    the top of one (a class's methods are not checked)?"""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        base = PACKAGE.parent.joinpath(*parts[:i])
+        for path in (base.with_suffix(".py"), base / "__init__.py"):
+            if path.is_file():
+                return i == len(parts) or parts[i] in defined_names(path)
+    return False
+
+
+def test_docstring_references_name_what_exists():
+    """A module moved in a re-layout leaves no `lrbs_tf.old.Name` behind in the docs."""
+    import re
+
+    role = re.compile(r":(?:mod|class|func|data|meth|attr):`~?(lrbs_tf(?:\.\w+)+)`")
+    stale = sorted(
+        f"{p.relative_to(PACKAGE)}: {m}"
+        for p in modules()
+        for m in role.findall(p.read_text())
+        if not resolves(m)
+    )
+    assert not stale

@@ -1,5 +1,7 @@
 """Closed forms for SGD on quadratics against simulation (Monte-Carlo error stated per test)."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -111,19 +113,25 @@ def test_least_squares_sgd_with_finite_data():
 
 
 def test_advice_numbers():
-    from lrbs_tf.theory.advice import advise
+    from lrbs_tf.theory.advice import UNSTABLE_AT, advise
 
-    a = advise(0.1, 100, 10000, lambda_max=8.0, b_simple=500.0, target_batch=400)
+    a = advise(0.1, 100, 10000, step_sharpness=10.0, b_simple=500.0, target_batch=400)
     assert a["rules"]["linear"]["lr"] == pytest.approx(0.4)
     assert a["rules"]["sqrt"]["lr"] == pytest.approx(0.2)
     assert a["rules"]["none"]["lr"] == pytest.approx(0.1)
-    assert a["rules"]["linear"]["lr_lambda_max"] == pytest.approx(3.2)
-    assert not a["checks"]["linear_stable"] and a["rules"]["none"]["lr_lambda_max"] == 0.8
-    assert a["rules"]["sqrt"]["top_direction_variance_vs_sde"] == pytest.approx(2 / (2 - 1.6))
+    assert a["rules"]["linear"]["lr_times_step_sharpness"] == pytest.approx(4.0)
+    assert 4.0 > UNSTABLE_AT
+    assert not a["checks"]["linear_stable"] and a["rules"]["linear"]["verdict"] == "unstable"
+    sqrt = a["rules"]["sqrt"]  # η·λ = 2: stable, at the edge, the quadratic limit
+    assert sqrt["verdict"] == "stable" and sqrt["edge_of_stability"]
+    assert sqrt["top_direction_variance_vs_sde"] == math.inf
+    none = a["rules"]["none"]  # η·λ = 1: variance 2/(2 − 1) of the SDE's along the top direction
+    assert none["lr_times_step_sharpness"] == pytest.approx(1.0) and not none["edge_of_stability"]
+    assert none["top_direction_variance_vs_sde"] == pytest.approx(2.0)
     assert a["checks"]["finite_population_factor"] == pytest.approx(9600 / 9999)
     assert a["checks"]["noise_dominated"] and a["steps_per_epoch"] == {"before": 100, "after": 25}
     assert not a["linear_rule_expected_to_hold"]
-    ok = advise(0.01, 100, 10000, lambda_max=8.0, b_simple=500.0, target_batch=200)
+    ok = advise(0.01, 100, 10000, step_sharpness=10.0, b_simple=500.0, target_batch=200)
     assert ok["linear_rule_expected_to_hold"]
     with pytest.raises(ValueError):
-        advise(0.01, 100, 10000, 8.0, 500.0, 20000)
+        advise(0.01, 100, 10000, 10.0, 500.0, 20000)

@@ -123,7 +123,8 @@ def add_distribute_flags(parser) -> None:
 
 def split_cpu_now(prog: str, args) -> None:
     """``--cpu-devices N``: split the CPU before anything starts TensorFlow (keras-tuner does
-    before the first run; :func:`lrbs_tf.train.train` splits it too, for the other scripts)."""
+    before the first run; :func:`lrbs_tf.training.run.train` splits it too, for the other
+    scripts)."""
     if args.cpu_devices:
         from lrbs_tf.distribute.strategy import DistributeError, split_cpu
 

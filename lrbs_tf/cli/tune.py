@@ -104,6 +104,7 @@ def main(argv=None):
     quiet_tensorflow()
     split_cpu_now(PROG, args)
     from lrbs_tf.sweeps import tuning
+    from lrbs_tf.sweeps.hparams import write_hparams_config
     from lrbs_tf.sweeps.tables import row_of
     from lrbs_tf.training import runio
 
@@ -133,7 +134,7 @@ def main(argv=None):
         on_trial_end=progress,
         progress="bar" if args.verbose else "epoch",
     )
-    tuning.write_hparams_config(args.logdir)
+    write_hparams_config(args.logdir)
     tuner = tuning.make_tuner(
         hypermodel,
         args.algorithm,

@@ -152,7 +152,8 @@ def make_plan(
     keep_ratio: bool = False,
     grow_batch: bool = False,
 ) -> TrainingPlan:
-    """Build a plan from base η0, S0 and optional schedule specs (see :mod:`lrbs_tf.schedules`)."""
+    """Build a plan from base η0, S0 and optional schedule specs
+    (see :mod:`lrbs_tf.core.schedules`)."""
     if lr_schedule and ratio_schedule:
         raise ScheduleError("give --lr-schedule or --ratio-schedule, not both")
     if keep_ratio and not bs_schedule:

@@ -1,7 +1,7 @@
 """Schedules: pure functions of training progress, measured in epochs, for η, S or η/S.
 
 Progress ``t`` is in epochs (per data point: ``t = epoch + examples_seen / N``), as in the paper;
-:func:`lrbs_tf.plan.epoch_batch_sizes` is the one place where it meets steps: it evaluates
+:func:`lrbs_tf.core.plan.epoch_batch_sizes` is the one place where it meets steps: it evaluates
 the schedules at the start of each batch. Every schedule is a frozen dataclass with
 ``__call__(t) -> float`` and a ``spec`` string that :func:`parse_schedule` turns back into it.
 

@@ -4,7 +4,7 @@ An epoch is per data point: whatever the batch sizes, it visits each training ex
 fresh order. The order of epoch ``e`` is a stateless permutation drawn from ``(seed, e)``, so it
 can be rebuilt exactly after a restart, and batches ``[k, ...)`` of an epoch can be skipped
 without replaying them. The batch sizes of an epoch come from
-:func:`lrbs_tf.plan.epoch_batch_sizes`; the last batch holds what is left.
+:func:`lrbs_tf.core.plan.epoch_batch_sizes`; the last batch holds what is left.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class EpochData:
         With ``ratios`` (one η/S per batch) elements are ``(x, y, {RATIO_KEY: ratios})``, the
         step's η/S repeated per example so that a ``tf.distribute`` strategy can split it with
         the batch; the model's train step hands it to the
-        :class:`~lrbs_tf.optimizers.RatioScaledOptimizer`.
+        :class:`~lrbs_tf.core.optimizers.RatioScaledOptimizer`.
         """
         if sum(sizes) != self.num_examples:
             raise ValueError(f"batch sizes sum to {sum(sizes)}, not {self.num_examples}")

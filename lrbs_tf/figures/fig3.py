@@ -1,11 +1,11 @@
 """Paper Fig. 3 as a library function: a set of (η, S) points trained to a common loss, probed,
 tabulated, correlated with η/S and drawn.
 
-Every point is an ordinary run (:func:`lrbs_tf.train.train`) handed out by keras-tuner's
-``GridSearch`` over :class:`lrbs_tf.tuning.RatioHyperModel`, so a repeated command reuses
+Every point is an ordinary run (:func:`lrbs_tf.training.run.train`) handed out by keras-tuner's
+``GridSearch`` over :class:`lrbs_tf.sweeps.tuning.RatioHyperModel`, so a repeated command reuses
 finished runs, resumes a killed one, and keras-tuner's distributed mode can spread the points
 over processes. A run stops at the first epoch whose training-set loss at the weights
-(BatchNorm in inference mode, as the probes see the model; :mod:`lrbs_tf.evaluation`) is at
+(BatchNorm in inference mode, as the probes see the model; :mod:`lrbs_tf.training.evaluation`) is at
 most the loss target; one that reaches the epoch cap first is "capped": drawn hollow and left
 out of the correlations.
 """
@@ -144,6 +144,7 @@ def run(
     process is a keras-tuner worker (the chief writes the report).
     """
     from lrbs_tf.sweeps import tuning
+    from lrbs_tf.sweeps.hparams import write_hparams_config
 
     os.makedirs(logdir, exist_ok=True)
     num_train = bases[0].num_train
@@ -179,7 +180,7 @@ def run(
             f"{describe_minutes(clock.remaining())}"
         )
 
-    tuning.write_hparams_config(logdir)
+    write_hparams_config(logdir)
     try:
         for base in bases:
             hypermodel = tuning.RatioHyperModel(

@@ -76,7 +76,7 @@ def learning_curve_panels(
 
 
 def spectral_density_plot(density, path: str, title: str, points: int = 2000) -> str:
-    """The SLQ spectral density (:class:`lrbs_tf.spectral.SpectralDensity`) on a log scale."""
+    """The SLQ spectral density (:class:`lrbs_tf.probes.spectral.SpectralDensity`), log scale."""
     lo, hi = float(density.nodes.min()), float(density.nodes.max())
     pad = 0.05 * (hi - lo or 1.0)
     grid = np.linspace(lo - pad, hi + pad, points)
@@ -103,7 +103,7 @@ FIG3_PANELS = (
 def fig3_plot(
     rows, correlations: dict, path: str, title: str, loss_target: float | None = None
 ) -> str:
-    """Paper Fig. 3 from sweep rows (:mod:`lrbs_tf.sweep`), written to ``path``: see
+    """Paper Fig. 3 from sweep rows (:mod:`lrbs_tf.sweeps.tables`), written to ``path``: see
     :func:`fig3_figure`."""
     fig3_figure(rows, correlations, title, loss_target).savefig(path, dpi=110)
     return path

@@ -1,7 +1,7 @@
 """Curvature and gradient-noise measurements of a model at its current weights.
 
-:class:`Prober` holds one :class:`~lrbs_tf.hessian.HessianOperator` on a fixed, seeded subset of
-the training set (compiled once) and measures, each time it is called: λ_max (Lanczos,
+:class:`Prober` holds one :class:`~lrbs_tf.probes.hessian.HessianOperator` on a fixed, seeded
+subset of the training set (compiled once) and measures, each time it is called: λ_max (Lanczos,
 warm-started from the previous top eigenvector), Tr H (Hutch++), ‖H‖_F (Hutchinson, and the
 paper's finite-difference estimator), the gradient-noise statistics Tr C, ‖g‖² and B_simple,
 and the stability line 2/η for the current learning rate. Used at the end of a run
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
 
 import numpy as np
 
 from lrbs_tf.probes import spectral
+from lrbs_tf.probes.finite_difference import finite_difference_frobenius
 from lrbs_tf.probes.hessian import HessianOperator
 from lrbs_tf.probes.noise import gradient_noise
 from lrbs_tf.probes.settings import ProbeSettings
@@ -30,35 +30,6 @@ def probe_subset(num_train: int, settings: ProbeSettings) -> np.ndarray:
     """Indices of the probe examples: a seeded choice without replacement, sorted."""
     rng = np.random.default_rng(settings.seed)
     return np.sort(rng.choice(num_train, size=settings.examples, replace=False))
-
-
-def finite_difference_frobenius(
-    op: HessianOperator, num: int = 20, eps: float = 1e-3, seed: int = 0
-) -> spectral.Estimate:
-    """The paper's estimator (after Wu et al. 2017): ‖H‖_F² = E‖Hv‖², v ~ N(0, I), with
-    Hv ≈ ‖v‖ (∇L(θ + ε v/‖v‖) − ∇L(θ)) / ε.
-
-    ``eps`` is the length of the step in parameter space (a step ε·v with unnormalised v
-    would be √P times longer). Biased by O(ε) third-derivative terms and by round-off in the
-    difference; kept to reproduce Fig. 3 as published.
-
-    On ReLU networks this is not an estimate of the Hessian that double backprop gives: the
-    gradient jumps where a step crosses a ReLU kink, and those jumps add a term that grows as
-    ε^(-1/2). Measured on the Fashion-MNIST MLP after 3 epochs at 0.005/640 (5000 examples,
-    float64): 534, 1596, 5622, 16366, 22962 for ε = 1e-1 … 1e-5, against 181 from Hutchinson
-    on exact HVPs. Always report ε with it."""
-    rng = np.random.default_rng(seed)
-    g0 = op.gradient()
-    samples = []
-    for _ in range(num):
-        v = rng.standard_normal(op.dim)
-        norm = np.linalg.norm(v)
-        hv = (op.gradient(eps * v / norm) - g0) * (norm / eps)
-        samples.append(float(np.sum(hv**2)))
-    samples = np.array(samples)
-    value = math.sqrt(max(samples.mean(), 0.0))
-    se_sq = float(samples.std(ddof=1) / math.sqrt(num)) if num > 1 else math.inf
-    return spectral.Estimate(value, se_sq / (2 * value) if value > 0 else math.inf, num + 1)
 
 
 def probe(

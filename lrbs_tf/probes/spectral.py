@@ -1,7 +1,7 @@
 """Matrix-free estimators for a symmetric operator given as ``matvec(v) -> H v`` (numpy, float64).
 
 Everything here works on any symmetric linear operator — a Hessian from
-:class:`lrbs_tf.hessian.HessianOperator`, a gradient covariance, or a test matrix — so each
+:class:`lrbs_tf.probes.hessian.HessianOperator`, a gradient covariance, or a test matrix — so each
 estimator is tested against matrices with known spectra.
 
 * :func:`lanczos` — Lanczos tridiagonalisation with full re-orthogonalisation.

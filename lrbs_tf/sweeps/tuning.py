@@ -2,11 +2,11 @@
 
 :class:`RatioHyperModel` declares the search space — the ratio η/S on a log scale with the batch
 size, or η and S directly, or an explicit η × S grid — builds the model from the registry (or a
-builder you register with :func:`lrbs_tf.models.register_model`), and in ``fit`` trains it with
-:func:`lrbs_tf.train.train`: the batch size goes to the tf.data pipeline and η reaches the
-optimizer only through the ratio-scaled wrapper. Each trial is a run folder named after its
-η and S, so a rerun of the same search reuses finished trials and resumes killed ones; a
-diverged trial is recorded (objective 0) and the search goes on.
+builder you register with :func:`lrbs_tf.models.registry.register_model`), and in ``fit``
+trains it with :func:`lrbs_tf.training.run.train`: the batch size goes to the tf.data pipeline
+and η reaches the optimizer only through the ratio-scaled wrapper. Each trial is a run folder
+named after its η and S, so a rerun of the same search reuses finished trials and resumes
+killed ones; a diverged trial is recorded (objective 0) and the search goes on.
 
 ``fit`` returns the metrics keras-tuner tracks: ``val_accuracy`` (the objective, final epoch),
 ``test_accuracy``, ``train_loss``, ``diverged`` and, with probes, ``lambda_max``, ``trace``,
@@ -24,12 +24,10 @@ import socket
 import time
 
 import keras_tuner as kt
-import tensorflow as tf
-from tensorboard.plugins.hparams import api as hparams_api
 
 from lrbs_tf import distribute
 from lrbs_tf.models.registry import build_for
-from lrbs_tf.models.specs import names as model_names
+from lrbs_tf.sweeps.hparams import write_hparams_session
 from lrbs_tf.training.config import RunConfig
 from lrbs_tf.training.run import train
 from lrbs_tf.training.runio import RunFolderError
@@ -209,64 +207,6 @@ def trial_metrics(results: dict) -> dict:
         if key in probe:
             out[key] = float(probe[key])
     return out
-
-
-HPARAMS = {
-    "lr": hparams_api.HParam("lr", hparams_api.RealInterval(1e-6, 10.0), display_name="η"),
-    "batch_size": hparams_api.HParam(
-        "batch_size", hparams_api.IntInterval(1, 100000), display_name="S"
-    ),
-    "ratio": hparams_api.HParam("ratio", hparams_api.RealInterval(1e-9, 1.0), display_name="η/S"),
-    # TensorBoard shows hparams with a fixed number of decimals: η/S = 7.8e-6 reads 0.0000078
-    "ratio_x1e6": hparams_api.HParam(
-        "ratio_x1e6", hparams_api.RealInterval(1e-3, 1e6), display_name="η/S × 1e6"
-    ),
-    "model": hparams_api.HParam("model", hparams_api.Discrete(model_names()), display_name="model"),
-}
-
-
-def write_hparams_config(logdir: str) -> None:
-    """The sweep's HParams experiment: η, S, η/S and model as hparams; accuracy, the loss at
-    the weights and curvature as metrics (TensorBoard's HParams dashboard)."""
-    metrics = [
-        hparams_api.Metric("epoch_accuracy", group="validation", display_name="val accuracy"),
-        hparams_api.Metric("epoch_accuracy", group="test", display_name="test accuracy"),
-        hparams_api.Metric("epoch_loss", group="train", display_name="train loss (running)"),
-        hparams_api.Metric(
-            "epoch_loss_at_weights", group="train", display_name="train loss at weights"
-        ),
-        hparams_api.Metric("probe/width_sharpness", group="probe", display_name="width sharpness"),
-        hparams_api.Metric("probe/step_sharpness", group="probe", display_name="step sharpness"),
-        hparams_api.Metric("probe/trace", group="probe", display_name="Tr H"),
-        hparams_api.Metric("probe/frobenius", group="probe", display_name="‖H‖_F"),
-        hparams_api.Metric("probe/b_simple", group="probe", display_name="B_simple"),
-    ]
-    # In a folder of its own, rewritten each time: TensorBoard shows the first experiment
-    # summary it finds, so an older one (other columns) must not stay beside it.
-    folder = os.path.join(logdir, "hparams")
-    if os.path.isdir(folder):
-        for name in os.listdir(folder):
-            if name.startswith("events.out.tfevents."):
-                os.remove(os.path.join(folder, name))
-    writer = tf.summary.create_file_writer(folder)
-    with writer.as_default():
-        hparams_api.hparams_config(hparams=list(HPARAMS.values()), metrics=metrics)
-    writer.close()
-
-
-def write_hparams_session(config: RunConfig) -> None:
-    """Record a run's hparams in its TensorBoard folder (one HParams session per run)."""
-    values = {
-        HPARAMS["lr"]: config.lr,
-        HPARAMS["batch_size"]: config.batch_size,
-        HPARAMS["ratio"]: config.ratio,
-        HPARAMS["ratio_x1e6"]: config.ratio * 1e6,
-        HPARAMS["model"]: config.model,
-    }
-    writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tb"))
-    with writer.as_default():
-        hparams_api.hparams(values, trial_id=config.run_name)
-    writer.close()
 
 
 def distributed_role() -> str | None:

@@ -81,7 +81,7 @@ class EpochLine(keras.callbacks.Callback):
 class StepScalars(keras.callbacks.Callback):
     """Write the loss, η, S and η/S of every train step to a TensorBoard writer.
 
-    The values are recorded in-graph by the model's :class:`~lrbs_tf.optimizers.StepLog` and
+    The values are recorded in-graph by the model's :class:`~lrbs_tf.core.steplog.StepLog` and
     written here in bulk at the end of each epoch (and at the end of training), so per-step
     logging costs no per-step Python call. Tags: ``step/loss`` (the batch's loss),
     ``step/batch_size``, ``step/lr``, ``step/ratio`` (raw η/S) and ``step/ratio_x1e6`` (η/S in

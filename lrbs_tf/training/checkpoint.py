@@ -11,7 +11,7 @@ previous weights file: a kill at any moment leaves ``state.json`` pointing at a 
 Nothing is written through HDF5 on the run's disk: h5py crashed the process (SIGSEGV) when
 the disk filled up, while a plain write fails with a clean ``OSError``.
 
-Together with the stateless data order (:mod:`lrbs_tf.pipeline`) and schedules that are pure
+Together with the stateless data order (:mod:`lrbs_tf.data.pipeline`) and schedules that are pure
 functions of progress, this is everything a resumed run needs to continue where it stopped.
 """
 

@@ -2,7 +2,7 @@
 
 Keras' epoch ``loss`` is the running mean of the batch losses while the weights move, with
 BatchNorm in training mode; it is not the loss of the weights a run ends with. The probes
-(:mod:`lrbs_tf.curvature`) measure curvature at fixed weights with BatchNorm in inference mode,
+(:mod:`lrbs_tf.probes`) measure curvature at fixed weights with BatchNorm in inference mode,
 so an equal-loss comparison of minima (Fig. 3) must read the loss the same way:
 :class:`DatasetLoss` evaluates the mean softmax cross-entropy and the accuracy of the model
 over every example, BatchNorm in inference mode (moving statistics), in one compiled call with
