@@ -7,17 +7,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test install data
+.PHONY: demo test test-all install data
 
 demo: install data
 	$(PY) experiments/run.py --ratio 0.005/640 --overwrite
 
-# Two pytest workers, one test file each at a time (module fixtures run once): most tests
-# wait on Python or subprocesses, so this takes 8 min instead of 10.5 on 2 cores.
+# Two pytest workers, one test file each at a time (module fixtures run once). Tests marked
+# slow (multi-process fault injection, the ResNet-56 run: minutes each) run with `make test-all`.
+MARK ?= not slow
 test: install data
 	$(VENV)/bin/ruff check lrbs_tf experiments tools tests
 	$(VENV)/bin/ruff format --check lrbs_tf experiments tools tests
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 2 --dist loadfile -m "$(MARK)"
+
+test-all:
+	$(MAKE) test MARK=""
 
 install: $(VENV)/.installed
 

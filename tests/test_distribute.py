@@ -289,6 +289,7 @@ def test_two_workers_identical_weights_one_results_folder(tmp_path):
 
 
 @needs_fmnist
+@pytest.mark.slow  # minutes of worker processes; `make test-all` runs it
 def test_killing_a_worker_stops_the_other_then_both_resume(tmp_path):
     ports = distribute.free_ports(2)
     args = [

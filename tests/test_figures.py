@@ -69,6 +69,9 @@ def test_fig2_small(tmp_path):
     assert lrs == pytest.approx({"baseline": 0.05, "linear": 0.2, "sqrt": 0.1, "none": 0.05})
     assert report["runs"][0]["distance_to_baseline_test"] == 0
     assert os.path.getsize(tmp_path / "fig2.png") > 10000
+    # What a user reads: one line per epoch and per run, no Keras per-step bars.
+    assert "━" not in proc.stdout + proc.stderr
+    assert proc.stderr.count("epoch 1/1:") == 4 and proc.stdout.count("finished after 1 ") == 4
 
 
 @pytest.mark.parametrize(

@@ -184,7 +184,7 @@ def test_interpolation_endpoints_reproduce_each_model():
 
 
 @needs_fmnist
-@pytest.mark.parametrize("model", ["vgg11", "resnet56"])
+@pytest.mark.parametrize("model", ["vgg11", pytest.param("resnet56", marks=pytest.mark.slow)])
 def test_short_real_run_on_the_stand_in(model, tmp_path):
     proc = run_script(
         "experiments/run.py",

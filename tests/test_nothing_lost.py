@@ -289,6 +289,7 @@ def _one_finished_one_resumable(logdir) -> bool:
     )
 
 
+@pytest.mark.slow  # minutes of worker processes; `make test-all` runs it
 def test_a_killed_sweep_proposes_the_same_trials_and_loses_none(tmp_path):
     clean = run_script("experiments/tune.py", *TUNE, "--logdir", tmp_path / "clean", timeout=600)
     assert clean.returncode == 0, clean.stderr[-2000:]
@@ -333,3 +334,27 @@ def test_a_killed_sweep_proposes_the_same_trials_and_loses_none(tmp_path):
             assert after["wall_time"] == before["wall_time"]  # reused, not retrained
         else:
             assert after["resumed"] == 1  # the killed trial resumed from its checkpoint
+
+
+def test_runs_saved_before_a_setting_existed_are_reused_only_at_its_default():
+    """A sweep rerun after an upgrade reuses its finished runs: a setting added since (at the top
+    or among the probe settings) that holds its default is the same run; any other value is not."""
+    import dataclasses
+
+    from lrbs_tf.probes.settings import ProbeSettings
+    from lrbs_tf.training.config import RunConfig
+    from lrbs_tf.training.runfolder import same_settings
+
+    config = RunConfig(lr=0.01, batch_size=1000, probe=ProbeSettings(examples=500), logdir="L")
+    saved = json.loads(json.dumps(config.to_dict()))
+    assert same_settings(saved, config)
+    old = json.loads(json.dumps(saved))
+    del old["probe"]["step_batch_size"], old["loss_target"]  # as lrbs_tf 0.1 wrote them
+    assert same_settings(old, config)
+    for changed in (
+        dataclasses.replace(config, probe=ProbeSettings(examples=500, step_batch_size=50)),
+        dataclasses.replace(config, probe=ProbeSettings(examples=600)),
+        dataclasses.replace(config, loss_target=0.05),
+        dataclasses.replace(config, probe=None),
+    ):
+        assert not same_settings(old, changed)

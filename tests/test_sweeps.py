@@ -115,8 +115,10 @@ def test_fig3_grid_end_to_end_with_resume_and_divergence(tmp_path):
     assert json.load(open(os.path.join(ok["run_dir"], "results.json")))["wall_time"] == finished_at
     assert json.load(open(os.path.join(diverged_dir, "results.json")))["status"] == "diverged"
     assert "(1 already finished)" in again.stdout
+    assert again.stdout.count("] η=") == 1 and "[2/2] η=1e+06" in again.stdout  # the one trained
 
 
+@pytest.mark.slow  # minutes of worker processes; `make test-all` runs it
 def test_distributed_grid_runs_each_trial_once(tmp_path):
     proc = subprocess.run(
         [
@@ -183,6 +185,7 @@ def test_worker_without_chief_fails_clearly(tmp_path):
     assert proc.returncode == 2 and "cannot reach the keras-tuner chief" in proc.stderr
 
 
+@pytest.mark.slow  # minutes of worker processes; `make test-all` runs it
 def test_tune_cli_trials_run_under_mirrored_strategy(tmp_path):
     """tune.py --strategy mirrored --cpu-devices 2: every trial runs on both logical CPUs with
     η = (η/S)·S for the global S (the model is built in the strategy's scope)."""

@@ -155,29 +155,6 @@ def test_the_noise_filter_drops_exactly_tensorflows_noise():
 
 
 @needs_fmnist
-def test_figure_scripts_print_a_line_per_epoch_not_per_step(tmp_path):
-    proc = run_script(
-        "experiments/fig2_rescaling.py",
-        "--epochs",
-        "2",
-        "--base",
-        "0.05/50",
-        "--batch-size",
-        "100",
-        "--rules",
-        "linear",
-        *TINY,
-        "--logdir",
-        tmp_path,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "━" not in proc.stdout + proc.stderr  # no Keras per-step bars
-    assert proc.stderr.count("epoch 2/2:") == 2  # one line per epoch, per run
-    assert proc.stdout.count("finished after 2 epochs") == 2  # one line per run
-
-
-@needs_fmnist
 def test_bayesian_search_on_a_tiny_space(tmp_path):
     proc = run_script(
         "experiments/tune.py",

@@ -49,7 +49,8 @@ class Clock:
     def __init__(self, estimates: dict, max_minutes: float | None = None):
         self.estimates = dict(estimates)  # run name -> estimated seconds (0 if finished)
         self.total = len(self.estimates)
-        self.done = sum(1 for v in self.estimates.values() if v == 0)
+        self.reused = {name for name, v in self.estimates.items() if v == 0}
+        self.done = len(self.reused)
         self.start = time.time()
         self.max_seconds = None if max_minutes is None else 60.0 * max_minutes
         self.measured = self.expected = 0.0

@@ -140,6 +140,7 @@ def fig3_figure(rows, correlations: dict, title: str, loss_target: float | None 
                 ecolor=color,
                 elinewidth=1.2,
                 capsize=2,
+                clip_on=False,  # a point on a decade line shows whole
             )
             ax.scatter(
                 p["ratio"],
@@ -149,6 +150,7 @@ def fig3_figure(rows, correlations: dict, title: str, loss_target: float | None 
                 edgecolors=color,
                 linewidths=1.6,
                 zorder=3,
+                clip_on=False,
             )
         diverged = [p for p in points(rows, "ratio") if p["diverged"]]
         if diverged and pts:

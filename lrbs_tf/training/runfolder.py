@@ -209,21 +209,28 @@ def _check_model(run_dir: str, results: dict) -> None:
 
 
 def same_settings(saved: dict, config) -> bool:
-    """Does a saved ``config.json`` describe ``config``? Settings added to RunConfig after the
-    run was saved count as equal when they hold their default value."""
+    """Does a saved ``config.json`` describe ``config``? Settings added to RunConfig (or to its
+    probe settings) after the run was saved count as equal when they hold their default value,
+    so a newer lrbs_tf reuses the runs of an older one."""
+    from lrbs_tf.probes.settings import ProbeSettings
     from lrbs_tf.training.config import RunConfig  # config imports this module
     from lrbs_tf.training.runio import _clean
 
     skip = {"overwrite", "resume", "logdir", "strategy", "devices", "cpu_devices", "peer_timeout"}
-    now = _clean(config.to_dict())
-    defaults = _clean(dataclasses.asdict(RunConfig(lr=1.0, batch_size=1)))
+    now = {k: v for k, v in _clean(config.to_dict()).items() if k not in skip}
+    defaults = _clean(dataclasses.asdict(RunConfig(lr=1.0, batch_size=1, probe=ProbeSettings())))
+    return _same(saved, now, defaults)
+
+
+def _same(saved: dict, now: dict, defaults: dict) -> bool:
     for key, value in now.items():
-        if key in skip:
-            continue
-        if key in saved:
-            if saved[key] != value and not _both_nan(saved[key], value):
+        if key not in saved:
+            if key not in defaults or defaults[key] != value:
                 return False
-        elif key not in defaults or defaults[key] != value:
+        elif isinstance(value, dict) and isinstance(saved[key], dict):
+            if not _same(saved[key], value, defaults.get(key) or {}):
+                return False
+        elif saved[key] != value and not _both_nan(saved[key], value):
             return False
     return True
 
