@@ -10,6 +10,7 @@ from lrbs_tf.models.registry import build_model
 from lrbs_tf.probes.prober import Prober
 from lrbs_tf.probes.settings import ProbeSettings
 from lrbs_tf.training.tensorboard import read_scalars
+from tests.helpers import needs_fmnist
 
 N, D, K, S = 24, 5, 3, 6  # 24 probe examples = 4 batches of S = 6
 
@@ -194,3 +195,37 @@ def test_adaptive_growth_keeps_the_ratio_and_its_limits(tmp_path):
         start = sum(e["steps"] for e in results["epochs"][:epoch])
         assert full[start] == size and steps_in_epoch == -(-1200 // size)
     assert max(full) <= 60
+
+
+@needs_fmnist
+@pytest.mark.filterwarnings("ignore")
+def test_stability_check_end_to_end_on_a_small_subset(tmp_path):
+    """The advisor's verdicts against what SGD did, on 600 examples: η·λ_step of each candidate
+    is η times the step sharpness probed at θ0, a step of η = 20 blows up, and the table, the
+    counts and the figure agree with each other."""
+    from lrbs_tf.figures.stability import Check, run
+    from lrbs_tf.theory.advice import EDGE_AT, UNSTABLE_AT
+
+    check = Check(
+        train_size=600,
+        width=16,
+        warmup=(0.05, 100, 1),
+        lrs=(0.05, 20.0),
+        batches=(),
+        epochs=1,
+        probe_examples=200,
+    )
+    report = run(check, str(tmp_path))
+    rows = report["rows"]
+    assert [(r["lr"], r["batch_size"]) for r in rows] == [(0.05, 100), (20.0, 100)]
+    for r in rows:
+        assert r["lr_times_step_sharpness"] == pytest.approx(r["lr"] * r["step_sharpness"])
+        assert r["verdict"] == (
+            "stable" if r["lr_times_step_sharpness"] < UNSTABLE_AT else "unstable"
+        )
+        assert r["edge_of_stability"] == (EDGE_AT <= r["lr_times_step_sharpness"] < UNSTABLE_AT)
+    assert rows[1]["verdict"] == "unstable" and rows[1]["outcome"] in ("unstable", "diverged")
+    counts = report["confusion"]
+    assert sum(sum(c.values()) for c in counts.values()) == 2
+    assert report["advisor_agreement"] == [sum(r["agrees"] for r in rows), 2]
+    assert (tmp_path / "stability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

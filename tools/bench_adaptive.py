@@ -33,11 +33,14 @@ def main():
     p.add_argument("--logdir", help="default: a temporary folder")
     args = p.parse_args()
 
+    from lrbs_tf.cli.common import quiet_tensorflow, setup_logging
     from lrbs_tf.core.ratio import parse_ratio
     from lrbs_tf.probes.settings import ProbeSettings
     from lrbs_tf.training.config import RunConfig
     from lrbs_tf.training.run import train
 
+    setup_logging()  # one line per epoch on stderr
+    quiet_tensorflow()
     ratio = parse_ratio(args.ratio)
     logdir = args.logdir or tempfile.mkdtemp(prefix="lrbs-adaptive-")
     common = dict(
@@ -54,7 +57,7 @@ def main():
         "constant": RunConfig(name="constant", **common).validate(),
         "adaptive": RunConfig(name="adaptive", bs_schedule="adaptive", **common).validate(),
     }
-    out = {name: train(config) for name, config in runs.items()}
+    out = {name: train(config, progress="epoch") for name, config in runs.items()}
     for name, r in out.items():
         steps = sum(e["steps"] for e in r["epochs"])
         sizes = [e["growth"]["next_batch_size"] for e in r["epochs"] if e.get("growth")]

@@ -2,14 +2,29 @@
 
     python experiments/stability_check.py                     # MLP, 10000 Fashion-MNIST examples
 
-From one starting point θ0 (the MLP after one epoch at 0.05/100), 14 candidates: η from 0.05
-to 8 at S = 100, and S from 50 to 10000 (= N) at η/S = 1e-3. The advisor judges each from a
-probe at θ0 (the step sharpness at the candidate's S, B_simple); each candidate then trains
-from θ0 for 2 epochs, and what happened (diverged, loss spikes or oscillation, stable) is read
-from its per-step losses. Prints the confusion table and ``advisor_agreement: k/n``; writes
+From one starting point θ0 (the MLP after ``--warmup``, default one epoch at 0.05/100, seed
+``--seed``), 18 candidates: η from 0.05 to 8 at S = 100, and S from 50 to 10000 (= N) at
+η/S = 1e-3. The advisor judges each from a probe at θ0 (the step sharpness at the candidate's
+S, B_simple); each candidate then trains from θ0 for 2 epochs, and what happened (diverged,
+loss spikes above 1.5× the starting loss or oscillation, stable) is read from its per-step
+losses. Prints the table, the confusion table, ``advisor_agreement: k/n`` and the outcomes in
+the "edge" band 2 ≤ η·λ_step < 3.7 (verdict stable, with a warning); writes
 ``stability.json``/``stability.csv`` and ``stability.png`` to ``--logdir``.
 
-RESULTS
+Measured on 2 CPU cores (10000 training examples, probes on 2000):
+
+* default θ0 (0.05/100, 1 epoch, seed 0; step sharpness 11.3-12.6 across S): 6.6 min.
+  Stable: η·λ_step = 0.62, 1.24, 2.49 (η sweep), 0.63, 2.47, 3.66 (S sweep); loss spikes from
+  3.73 on (3.73 … 99.5 and 4.97 … 113), none diverged within 2 epochs. Agreement 18/18 — but
+  the line 3.7 was placed on this very grid (between 3.66 and 3.73), so this is in-sample.
+* held out: ``--seed 1 --warmup 0.1/50:3`` (step sharpness 5.5-6.5): 4.6 min. Agreement 16/18:
+  every η·λ_step < 2 stayed stable (7 of 7), every one ≥ 3.7 spiked (8 of 8); in the edge band
+  the S sweep's 2.37 stayed stable while the η sweep's 2.44 and 3.05 spiked — the two misses,
+  both flagged "edge of stability" by the advisor.
+
+Over both: below 2 (the quadratic limit) SGD was stable in 10 of 10 cases, from 3.7 on it
+spiked in 20 of 20; in between, 4 of 6 stayed stable — it depends on θ0, and the advisor warns
+there rather than guessing.
 """
 
 from __future__ import annotations
@@ -95,6 +110,14 @@ def main(argv=None):
     print(
         f"\nadvisor_agreement: {k}/{n}  (verdict unstable at η·λ_step ≥ {report['unstable_at']:g})"
     )
+    edge = [r for r in rows if r["edge_of_stability"]]
+    if edge:
+        kinds = [r["outcome"] for r in edge]
+        print(
+            f"in the edge band ({report['edge_at']:g} ≤ η·λ_step < {report['unstable_at']:g}, "
+            f"verdict stable with a warning): {kinds.count('stable')} stable, "
+            f"{kinds.count('unstable')} unstable, {kinds.count('diverged')} diverged"
+        )
     print(f"wrote {report['png']} ({report['wall_time'] / 60:.1f} min)")
     return 0
 

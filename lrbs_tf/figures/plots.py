@@ -219,9 +219,10 @@ OUTCOME_STYLE = {
 }
 
 
-def confusion_figure(rows, path: str, unstable_at: float) -> str:
+def confusion_figure(rows, path: str, unstable_at: float, edge_at: float | None = None) -> str:
     """The stability check: each candidate at its η·λ_step (log x), by sweep, marked by what
-    happened; the advisor's line at ``unstable_at``."""
+    happened; the advisor's line at ``unstable_at`` and its "edge of stability" band from
+    ``edge_at``."""
     sweeps = list(dict.fromkeys(r["sweep"] for r in rows))
     fig = Figure(figsize=(5.5 * len(sweeps), 3.6))
     axes = fig.subplots(1, len(sweeps), squeeze=False)[0]
@@ -240,6 +241,8 @@ def confusion_figure(rows, path: str, unstable_at: float) -> str:
         for name, (marker, color) in OUTCOME_STYLE.items():
             ax.scatter([], [], marker=marker, color=color, label=name)
         ax.axvline(unstable_at, color="gray", linestyle="--", label=f"η·λ_step = {unstable_at:g}")
+        if edge_at is not None:
+            ax.axvspan(edge_at, unstable_at, color="gold", alpha=0.15, label="edge (loss bumps)")
         ax.set(
             xscale="log",
             yscale="log",

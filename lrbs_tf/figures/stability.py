@@ -69,7 +69,7 @@ def run(
     from lrbs_tf.figures.plots import confusion_figure
     from lrbs_tf.probes.prober import Prober
     from lrbs_tf.probes.settings import ProbeSettings
-    from lrbs_tf.theory.advice import UNSTABLE_AT, verdict
+    from lrbs_tf.theory.advice import EDGE_AT, UNSTABLE_AT, verdict
     from lrbs_tf.training import runio
     from lrbs_tf.training.evaluation import DatasetLoss
     from lrbs_tf.training.run import train
@@ -163,12 +163,15 @@ def run(
         "check": dataclasses.asdict(check),
         "start_loss": start_loss,
         "unstable_at": UNSTABLE_AT,
+        "edge_at": EDGE_AT,
         "rows": rows,
         "confusion": table,
         "advisor_agreement": [agreement, len(rows)],
         "wall_time": time.time() - tick,
     }
-    report["png"] = confusion_figure(rows, os.path.join(logdir, "stability.png"), UNSTABLE_AT)
+    report["png"] = confusion_figure(
+        rows, os.path.join(logdir, "stability.png"), UNSTABLE_AT, EDGE_AT
+    )
     runio.write_json(os.path.join(logdir, "stability.json"), report)
     runio.write_csv(os.path.join(logdir, "stability.csv"), rows, list(rows[0]))
     return report
