@@ -1,6 +1,6 @@
 """Adaptive batch growth against a constant batch at the same η/S, to the same training loss.
 
-    python tools/bench_adaptive.py [--ratio 0.032/32] [--target 0.3] [--train-size 50000]
+    python tools/bench_adaptive.py [--ratio 0.032/32] [--target 0.15] [--train-size 50000]
 
 Two runs of the Fashion-MNIST MLP from the same seed (same initial weights, same data order
 rule), both stopped when the loss over the training set at the weights reaches ``--target``
@@ -12,6 +12,15 @@ Prints ``adaptive_vs_constant_steps`` (optimizer steps to the target, adaptive /
 machine), both runs' final test accuracy and width sharpness, and the batch sizes the adaptive
 run chose. On CPU a larger batch is not free (its examples cost about the same), so fewer steps
 save less time than they would on an accelerator.
+
+Measured on 2 CPU cores (50000 examples, seed 0, 0.032/32, 4.4 min in all): to a training-set
+loss of 0.15 the constant run took 9 epochs and 13704 steps (77 s), the adaptive one 9 epochs
+and 4178 steps (50 s), S 32 → 64 → 128 → 197 → 205, held there by η·λ_step ≤ 1:
+``adaptive_vs_constant_steps: 0.30``, ``adaptive_vs_constant_time: 0.65``; test accuracy 87.84 %
+against 88.68 % (−0.84 points, one seed: in Fig. 3 the validation accuracy of one (η, S) point
+differs by up to 1.1 points between two seeds), width sharpness 41.9 against 37.3 (×1.12). With
+``--target 0.3`` both runs end after 2 epochs, before growth can act: 0.84× the steps, 1.32× the
+time (the per-epoch noise probe is not paid back), +0.10 points, ×1.08.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ratio", default="0.032/32", help="η/S of both runs, LR/S0")
-    p.add_argument("--target", type=float, default=0.3, help="training-set loss to reach")
+    p.add_argument("--target", type=float, default=0.15, help="training-set loss to reach")
     p.add_argument("--max-epochs", type=int, default=40)
     p.add_argument("--train-size", type=int, default=50000)
     p.add_argument("--seed", type=int, default=0)

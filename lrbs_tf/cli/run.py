@@ -212,10 +212,14 @@ def summary(results: dict, config: RunConfig) -> str:
                 else ""
             )
         )
+        fd = (
+            f" (finite differences {probe['frobenius_fd']:.4g} at ε = {probe['fd_eps']:g})"
+            if "frobenius_fd" in probe
+            else ""
+        )
         lines.append(
             f"curvature  Tr H {probe['trace']:.4g} ± {probe['trace_stderr']:.2g}, ‖H‖_F "
-            f"{probe['frobenius']:.4g} (finite diff. "
-            f"{probe.get('frobenius_fd', float('nan')):.4g})"
+            f"{probe['frobenius']:.4g}{fd}"
         )
         lines.append(
             f"noise      Tr C {probe['trace_c']:.4g}, |g|² {probe['grad_norm_sq']:.3g}, "

@@ -259,7 +259,7 @@ class Prober:
             fd = finite_difference_frobenius(
                 self.op, num=s.frobenius_samples, eps=s.fd_eps, seed=seed + 3
             )
-            out.update(frobenius_fd=fd.value, frobenius_fd_stderr=fd.stderr)
+            out.update(frobenius_fd=fd.value, frobenius_fd_stderr=fd.stderr, fd_eps=s.fd_eps)
         noise = gradient_noise(self.noise_op, per=self.noise)
         out.update(
             {
