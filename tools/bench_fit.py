@@ -36,6 +36,10 @@ def main():
     )
     args = p.parse_args()
 
+    from lrbs_tf.cli.common import quiet_tensorflow
+
+    quiet_tensorflow()  # TensorFlow's start-up lines out of the output
+
     import keras
     import tensorflow as tf
 

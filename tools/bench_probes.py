@@ -30,6 +30,10 @@ def main():
     p.add_argument("--train-epochs", type=int, default=2)
     args = p.parse_args()
 
+    from lrbs_tf.cli.common import quiet_tensorflow
+
+    quiet_tensorflow()  # TensorFlow's start-up lines out of the output
+
     import numpy as np
     import tensorflow as tf
 

@@ -35,6 +35,10 @@ def main():
     )
     args = p.parse_args()
 
+    from lrbs_tf.cli.common import quiet_tensorflow
+
+    quiet_tensorflow()  # TensorFlow's start-up lines out of the output
+
     import tensorflow as tf
 
     from lrbs_tf.core.optimizers import RatioModel, StepLog

@@ -247,6 +247,10 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", help="where to put the runs (default: a temporary folder)")
     args = p.parse_args()
+
+    from lrbs_tf.cli.common import quiet_tensorflow
+
+    quiet_tensorflow()  # TensorFlow's start-up lines out of the output
     if args.kills < 1:
         p.error("--kills must be at least 1")
     rng = random.Random(args.seed)
