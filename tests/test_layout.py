@@ -129,3 +129,21 @@ def test_docstring_references_name_what_exists():
         if not resolves(m)
     )
     assert not stale
+
+
+def test_the_readme_module_table_names_every_module():
+    """The README's library table lists each subpackage's modules (no module added silently)."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    rows = {
+        line.split("`")[1].split(".")[1]: line
+        for line in readme.splitlines()
+        if line.startswith("| `lrbs_tf.")
+    }
+    missing = sorted(
+        f"{package}/{path.stem}"
+        for package in ALLOWED
+        if package != "cli"
+        for path in (PACKAGE / package).glob("*.py")
+        if path.stem != "__init__" and f"`{path.stem}`" not in rows.get(package, "")
+    )
+    assert not missing

@@ -81,6 +81,12 @@ def test_fig3_grid_end_to_end_with_resume_and_divergence(tmp_path):
         "--logdir",
         logdir,
     ]
+    # A sitting of --max-minutes stops at a run boundary, writes no report, says how to go on.
+    paused = run_script(*args, "--max-minutes", "0.0001", timeout=600)
+    assert paused.returncode == 0, paused.stderr[-3000:]
+    assert "paused: --max-minutes 0.0001 reached after" in paused.stdout
+    assert "run the same command to continue" in paused.stdout
+    assert not (logdir / "fig3.json").exists()
     proc = run_script(*args, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.load(open(logdir / "fig3.json"))
