@@ -35,10 +35,10 @@ decades; validation accuracy from 87.7 % to 90.0 %. Spearman ρ with η/S (n = 2
 (p 6e-16), ‖H‖_F −0.99, Tr H −0.99, validation accuracy +0.83 (p 7e-7), test accuracy +0.82;
 the final-weights loss −0.32 (p 0.13: no trend, the runs are at equal loss, within ×1.54).
 Equal η/S with different S agree: at 1e-3, 0.1/100 and 0.05/50 give λ_max 32.4 and 33.3
-(seed 0); at 2e-3, 0.1/50 and 0.05/25 give 14.3 and 10.5. Time: 66 min for seed 0 and 74 min for
-seed 1, measured while our other jobs shared the 2 cores; the cost model
-(``lrbs_tf.figures.fig3_cost``, which predicted 12.3 min for the 13.0 of ``quick``) predicts
-38 min for one seed on an idle machine.
+(seed 0); at 2e-3, 0.1/50 and 0.05/25 give 14.3 and 10.5. Time: ``--preset standard`` (seed
+0 alone) 53.0 min on otherwise idle cores, with the same numbers as our seed-0 runs to 4 digits;
+the cost model (``lrbs_tf.figures.fig3_cost``) estimated 38 min — it was measured on a faster
+day (1.95 s per S = 1000 epoch against 2.8-3.0 s in this run); for ``quick`` it said 12.3 min.
 
 ``--preset paper`` (the 63-point grid, 3 seeds) is estimated at 11.3 hours: run it in sittings
 with ``--max-minutes``.
