@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import signal
-import threading
 
 import keras
 import tensorflow as tf
@@ -223,42 +220,3 @@ class Heartbeat(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         distribute.heartbeat("between epochs")
-
-
-class CtrlC(keras.callbacks.Callback):
-    """Ctrl-C that cannot get lost: while a run trains, SIGINT raises KeyboardInterrupt as usual
-    *and* is remembered; if TensorFlow's C++ code consumed that exception (it checks for
-    signals in places and may drop what it finds), this callback raises it again at the next
-    epoch boundary (no batch hook: that would make Keras wait for every step). Seen under load:
-    a run kept training for 14 s after SIGINT and finished."""
-
-    def __init__(self):
-        super().__init__()
-        self.requested = False
-
-    def handler(self, signum, frame):
-        self.requested = True
-        raise KeyboardInterrupt
-
-    def _check(self, *args, **kwargs):
-        if self.requested:
-            raise KeyboardInterrupt
-
-    on_epoch_begin = on_epoch_end = _check
-
-
-@contextlib.contextmanager
-def ctrl_c(callback: CtrlC):
-    """Install ``callback.handler`` for SIGINT in the main thread while training (elsewhere,
-    and when SIGINT is ignored, leave it as it is)."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    ):
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, callback.handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

@@ -32,7 +32,6 @@ class Parts:
     marks: cb.WrittenMarks  # what the TensorBoard files already hold (a resumed run)
     step_scalars: cb.StepScalars
     stop: cb.StopOnNonFinite
-    ctrl_c: cb.CtrlC  # SIGINT while training (see lrbs_tf.training.callbacks.ctrl_c)
     callbacks: list  # for every epoch's fit
     prober: object | None  # lrbs_tf.probes.prober.Prober
     growth: object | None  # lrbs_tf.probes.growth.BatchGrowth (--bs-schedule adaptive)
@@ -76,7 +75,6 @@ def assemble(
     marks = cb.WrittenMarks(os.path.join(tb, "written.json"))
     step_scalars = cb.StepScalars(writers["train"], model.step_log, marks)
     stop = cb.StopOnNonFinite()
-    ctrl_c = cb.CtrlC()
     progress_bar = (
         [cb.EpochProgbar(config.epochs)]
         if progress == "bar"
@@ -84,7 +82,7 @@ def assemble(
         if progress == "epoch"
         else []
     )
-    callbacks = [*progress_bar, step_scalars, stop, ctrl_c, *extra_callbacks]
+    callbacks = [*progress_bar, step_scalars, stop, *extra_callbacks]
     multiworker = distribute.is_multiworker(strategy)
     if multiworker:
         callbacks.append(cb.Heartbeat())
@@ -133,7 +131,6 @@ def assemble(
         marks=marks,
         step_scalars=step_scalars,
         stop=stop,
-        ctrl_c=ctrl_c,
         callbacks=callbacks,
         prober=prober,
         growth=growth,

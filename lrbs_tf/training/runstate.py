@@ -17,7 +17,6 @@ import numpy as np
 
 from lrbs_tf import distribute
 from lrbs_tf.probes.callbacks import write_scalars
-from lrbs_tf.training import callbacks as cb
 from lrbs_tf.training import checkpoint, engine, epochs, runio
 from lrbs_tf.training.config import RunConfig
 from lrbs_tf.training.parts import assemble
@@ -98,8 +97,7 @@ class Run:
             distribute.heartbeat("building the model")
             position = self.start(resume, load_dir)
             try:
-                with cb.ctrl_c(self.parts.ctrl_c):
-                    self.train_epochs(*position)
+                self.train_epochs(*position)
                 self.probe()
                 return self.finish()
             except KeyboardInterrupt:
