@@ -70,8 +70,8 @@ def test_deterministic_mode_is_recorded(reference):
 
 
 # Fails in the full parallel suite (4 of 4 runs on 2026-11-26; passed once in CI): SIGINT after
-# epoch 1, the run trains on to the end and exits 0, even with the run's own SIGINT handler;
-# never seen when run alone or by hand (0/6). An open defect, reported; `make test-all` runs it.
+# epoch 1, the run trains on to the end and exits 0 (a SIGINT handler of the run's own was never
+# called there); never seen when run alone or by hand (0/6). An open defect; `make test-all`.
 @pytest.mark.slow
 def test_ctrl_c_saves_state_and_same_command_resumes(tmp_path):
     args = [
