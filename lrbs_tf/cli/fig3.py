@@ -34,8 +34,9 @@ none capped or diverged; λ_max from 550 (0.02/1000, seed 1) down to 10.5 (0.05/
 decades; validation accuracy from 87.7 % to 90.0 %. Spearman ρ with η/S (n = 24): λ_max −0.98
 (p 6e-16), ‖H‖_F −0.99, Tr H −0.99, validation accuracy +0.83 (p 7e-7), test accuracy +0.82;
 the final-weights loss −0.32 (p 0.13: no trend, the runs are at equal loss, within ×1.54).
-Equal η/S with different S agree: at 1e-3, 0.1/100 and 0.05/50 give λ_max 32.4 and 33.3
-(seed 0); at 2e-3, 0.1/50 and 0.05/25 give 14.3 and 10.5. Time: ``--preset standard`` (seed
+Equal η/S with different S, seed 0: at 1e-3, 0.1/100 and 0.05/50 give λ_max 32.4 and 33.3; at
+2e-3, 0.1/50 and 0.05/25 give 14.3 and 10.5; at 1e-4, 0.1/1000 and 0.025/250 give 194 and 283:
+similar, not equal. Time: ``--preset standard`` (seed
 0 alone) 53.0 min on otherwise idle cores, with the same numbers as our seed-0 runs to 4 digits;
 the cost model (``lrbs_tf.figures.fig3_cost``) estimated 38 min — it was measured on a faster
 day (1.95 s per S = 1000 epoch against 2.8-3.0 s in this run); for ``quick`` it said 12.3 min.
