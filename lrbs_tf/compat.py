@@ -57,6 +57,13 @@ def problems() -> list[str]:
         out.append("BatchNormalization._reduction_axes is gone")
     if not hasattr(keras.optimizers.SGD(0.1), "_learning_rate"):
         out.append("Optimizer._learning_rate is gone")
+    try:
+        from keras.src.saving import saving_lib
+
+        if "filepath" not in inspect.signature(saving_lib.save_model).parameters:
+            out.append("keras.src.saving.saving_lib.save_model no longer takes filepath")
+    except ImportError:
+        out.append("keras.src.saving.saving_lib is gone")
     return out
 
 
@@ -97,6 +104,22 @@ def symbolic_build(model, data_batch):
 def model_strategy(model):
     """The tf.distribute strategy a model was built under (None outside one)."""
     return getattr(model, "_distribute_strategy", None)
+
+
+# -- saving ----------------------------------------------------------------------------------
+
+
+def save_model_bytes(model) -> bytes:
+    """A model's ``.keras`` archive, serialised in memory. Keras' public ``save_model`` takes
+    only paths ending in ``.keras``; its ``saving_lib`` takes a file object too, which lets
+    lrbs_tf write the archive itself (atomically, never through a link)."""
+    import io
+
+    from keras.src.saving import saving_lib
+
+    buffer = io.BytesIO()
+    saving_lib.save_model(model, buffer)
+    return buffer.getvalue()
 
 
 # -- optimizers, layers ----------------------------------------------------------------------

@@ -31,7 +31,7 @@ ALLOWED = {
         "distribute",
     },
 }
-BASE = {"compat", "settings", "optimizers"}
+BASE = {"compat", "settings", "optimizers", "files"}
 
 
 def modules():
@@ -61,13 +61,40 @@ def test_subpackages_import_only_what_they_may(package):
     assert doc and "May import" in doc, f"lrbs_tf/{package}/__init__.py must say what it may import"
 
 
-def test_no_module_over_300_lines():
-    long = {
-        str(p.relative_to(PACKAGE)): n
-        for p in modules()
-        if (n := len(p.read_text().splitlines())) > 300
-    }
-    assert not long
+MAX_FUNCTION_LINES = 60
+# Functions allowed to be longer, with the reason.
+LONG_FUNCTIONS = {
+    # not yet split into steps (issue 21, "one straight road")
+    "figures/theory.py:run": "to split",
+    "cli/tune.py:main": "to split",
+    "figures/stability.py:run": "to split",
+    "figures/plots.py:fig3_figure": "to split",
+    "training/parts.py:assemble": "to split",
+    "figures/fig3.py:run": "to split",
+    "cli/advise.py:main": "to split",
+    "cli/run.py:summary": "to split",
+    "data/fashion_mnist.py:load_fashion_mnist": "to split",
+    "cli/stability.py:main": "to split",
+    "cli/fig3.py:parse": "to split",
+    "probes/prober.py:__call__": "to split",
+    "figures/fig1.py:run": "to split",
+    "cli/fig3.py:summary": "to split",
+    "figures/fig4.py:run": "to split",
+    "figures/fig5.py:run": "to split",
+}
+
+
+def test_functions_are_at_most_60_lines():
+    """One step per function: at most MAX_FUNCTION_LINES lines (the unit of size is the
+    function; a module holds one concept, however long), but for the named exceptions."""
+    long = set()
+    for path in modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
+                    long.add(f"{path.relative_to(PACKAGE)}:{node.name}")
+    assert long - set(LONG_FUNCTIONS) == set()
+    assert set(LONG_FUNCTIONS) - long == set(), "an exception no longer needed"
 
 
 def test_the_state_of_a_run_is_created_in_one_place():

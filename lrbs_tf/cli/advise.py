@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 
-from lrbs_tf.cli.common import ArgumentParser, fail, format_table, program
+from lrbs_tf.cli.common import ArgumentParser, command, fail, format_table, program
 from lrbs_tf.theory.advice import advise
 from lrbs_tf.training import runio
 from lrbs_tf.training.runio import read_run
@@ -38,6 +38,7 @@ def load_probe(run_dir: str) -> dict:
     )
 
 
+@command(PROG)
 def main(argv=None):
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import codecs
 import contextlib
+import functools
 import os
 import re
 import sys
@@ -18,11 +20,113 @@ def program(script: str) -> str:
     return name if name.startswith("lrbs") else script
 
 
+# Spellings for streams that cannot encode the characters our output uses (PYTHONIOENCODING=ascii,
+# a latin-1 terminal): η/S reads eta/S there instead of failing with UnicodeEncodeError.
+ASCII = {
+    "η": "eta",
+    "λ": "lambda",
+    "ρ": "rho",
+    "θ": "theta",
+    "α": "alpha",
+    "β": "beta",
+    "ε": "eps",
+    "σ": "sigma",
+    "Σ": "sum",
+    "Δ": "Delta",
+    "μ": "mu",
+    "‖": "||",
+    "²": "^2",
+    "×": "x",
+    "±": "+-",
+    "≤": "<=",
+    "≥": ">=",
+    "≈": "~",
+    "→": "->",
+    "←": "<-",
+    "↔": "<->",
+    "…": "...",
+    "·": "*",
+    "√": "sqrt",
+    "∞": "inf",
+    "—": "--",
+    "–": "-",
+    "’": "'",
+    "“": '"',
+    "”": '"',
+    "∈": "in",
+}
+
+
+def _ascii_spelling(error: UnicodeEncodeError):
+    text = error.object[error.start : error.end]
+    return "".join(ASCII.get(c, "?") for c in text), error.end
+
+
+codecs.register_error("lrbs-ascii", _ascii_spelling)
+
+
+def prepare_process() -> None:
+    """What every command sets up first (see :func:`command`): SIGTERM stops
+    it as Ctrl-C does (:mod:`lrbs_tf.training.signals`: a run saves its state, exit status
+    143), and stdout/stderr spell η, λ, ‖ … in ASCII when their encoding cannot encode them."""
+    from lrbs_tf.training.signals import install_sigterm
+
+    install_sigterm()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            "η‖".encode(stream.encoding or "ascii")
+        except (UnicodeEncodeError, LookupError):
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="lrbs-ascii")
+
+
+def command(prog: str):
+    """Decorate a command's ``main(argv)``: prepare the process (:func:`prepare_process`), and
+    end a stop (Ctrl-C or SIGTERM) that no inner handler reported in one line with status 130
+    or 143 instead of a traceback."""
+
+    def wrap(main):
+        @functools.wraps(main)
+        def run(argv=None):
+            prepare_process()
+            try:
+                return main(argv)
+            except KeyboardInterrupt as stop:
+                from lrbs_tf.training.signals import exit_status
+
+                fail(prog, "interrupted", status=exit_status(stop))
+
+        return run
+
+    return wrap
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line (no usage block) and exits with status 2."""
+    """argparse that reports a bad flag in one line (no usage block) and exits with status 2,
+    and reads values like ``-0.1/100`` as values (so that they are refused with the reason, not
+    taken for flags)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # argparse takes "-0.1/100" or "-1e-3" for an option; only plain "-1" or "-.5" count
+        # as negative numbers to it
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?(/.*)?$")
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a positive, finite number of seconds."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {text!r}")
+    return value
 
 
 def fail(prog: str, message: str, status: int = 2):
@@ -214,18 +318,27 @@ def reported_errors(prog: str, logdir: str):
     """
     from lrbs_tf.data.datasets import DataError
     from lrbs_tf.distribute.strategy import DistributeError
-    from lrbs_tf.training.runio import DiskFullError, RunFolderError, disk_full
+    from lrbs_tf.files import FileProblem
+    from lrbs_tf.training.runfolder import LogdirError
+    from lrbs_tf.training.runio import DiskFullError, disk_full
     from lrbs_tf.training.runlock import RunBusyError
+    from lrbs_tf.training.signals import RunInterrupted, exit_status
 
     try:
         yield
     except RunBusyError as e:
         fail(prog, e, status=EXIT_BUSY)
-    except (DataError, RunFolderError, DistributeError) as e:
+    except LogdirError as e:
+        fail(prog, e, status=1)
+    except (DataError, FileProblem, DistributeError) as e:
         fail(prog, e)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if isinstance(e, RunInterrupted):
+            fail(prog, e, status=exit_status(e))
         fail(
-            prog, "interrupted before training started; nothing to resume", status=EXIT_INTERRUPTED
+            prog,
+            "interrupted before any run was changed: run the same command to continue",
+            status=exit_status(e),
         )
     except DiskFullError as e:
         fail(prog, e.strerror or e, status=EXIT_DISK_FULL)
@@ -254,10 +367,7 @@ def _tensorflow_error(prog: str, e: Exception) -> None:
     import tensorflow as tf
 
     from lrbs_tf.distribute.strategy import PEER_LOST_EXIT
-    from lrbs_tf.training.run import RunInterrupted
 
-    if isinstance(e, RunInterrupted):
-        fail(prog, e, status=EXIT_INTERRUPTED)
     if isinstance(
         e,
         (

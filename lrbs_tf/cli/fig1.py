@@ -25,6 +25,7 @@ from lrbs_tf.cli.common import (
     ArgumentParser,
     add_run_flags,
     add_verbose_flag,
+    command,
     fail,
     format_table,
     percent,
@@ -41,6 +42,7 @@ from lrbs_tf.settings import ConfigError
 PROG = program("fig1_cyclic.py")
 
 
+@command(PROG)
 def main(argv=None):
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     add_run_flags(p, epochs=24, logdir="runs/fig1")

@@ -29,6 +29,7 @@ from lrbs_tf.cli.common import (
     ArgumentParser,
     add_run_flags,
     add_verbose_flag,
+    command,
     fail,
     format_table,
     percent,
@@ -45,6 +46,7 @@ from lrbs_tf.settings import ConfigError
 PROG = program("fig2_rescaling.py")
 
 
+@command(PROG)
 def main(argv=None):
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     add_run_flags(p, epochs=10, logdir="runs/fig2")

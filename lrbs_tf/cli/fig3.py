@@ -54,6 +54,7 @@ from lrbs_tf.cli.common import (
     ArgumentParser,
     add_run_flags,
     add_verbose_flag,
+    command,
     fail,
     format_table,
     program,
@@ -62,6 +63,7 @@ from lrbs_tf.cli.common import (
     reported_errors,
     run_kwargs,
     say,
+    seconds,
     setup_logging,
     split_cpu_now,
 )
@@ -91,6 +93,9 @@ def _numbers(text: str, flag: str, kind=float) -> tuple:
         )
     if flag == "--seeds" and max(values) >= 2**31:
         fail(PROG, f"--seeds must be below 2^31, got {text!r}")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        fail(PROG, f"{flag} repeats {', '.join(map(str, repeated))}: each value once")
     return values
 
 
@@ -105,12 +110,13 @@ def parse(argv):
     )
     p.add_argument("--batch-sizes", help="comma-separated S values (with --lrs)")
     p.add_argument("--epochs", type=int, help="the epoch cap (every epoch without a target)")
-    p.add_argument(
+    target = p.add_mutually_exclusive_group()
+    target.add_argument(
         "--loss-target",
         type=float,
         help="stop a run when its training-set loss at the weights is at most this",
     )
-    p.add_argument("--no-loss-target", action="store_true", help="train every run --epochs")
+    target.add_argument("--no-loss-target", action="store_true", help="train every run --epochs")
     p.add_argument("--seeds", help="comma-separated seeds")
     p.add_argument(
         "--train-size",
@@ -127,9 +133,9 @@ def parse(argv):
     p.add_argument("--logdir", default=None, help="default: runs/fig3-<preset>")
     p.add_argument(
         "--connect-timeout",
-        type=float,
+        type=seconds,
         default=60,
-        help="distributed workers: seconds to wait for the chief",
+        help="distributed workers: seconds to wait for the chief (default: 60)",
     )
     add_run_flags(p, names=RUN_FLAGS)
     add_verbose_flag(p)
@@ -170,6 +176,7 @@ def parse(argv):
     return args, preset, bases
 
 
+@command(PROG)
 def main(argv=None):
     args, preset, bases = parse(argv)
     quiet_tensorflow()

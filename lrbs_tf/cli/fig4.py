@@ -28,6 +28,7 @@ from lrbs_tf.cli.common import (
     ArgumentParser,
     add_run_flags,
     add_verbose_flag,
+    command,
     fail,
     program,
     quiet_tensorflow,
@@ -41,6 +42,7 @@ from lrbs_tf.settings import ConfigError
 PROG = program("fig4_interpolation.py")
 
 
+@command(PROG)
 def main(argv=None):
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     add_run_flags(p, epochs=8, logdir="runs/fig4")

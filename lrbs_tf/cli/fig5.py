@@ -27,6 +27,7 @@ from lrbs_tf.cli.common import (
     ArgumentParser,
     add_run_flags,
     add_verbose_flag,
+    command,
     fail,
     format_table,
     program,
@@ -52,6 +53,7 @@ def _ints(text, what, low=1):
     return values
 
 
+@command(PROG)
 def main(argv=None):
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     add_run_flags(p, epochs=8, logdir="runs/fig5")

@@ -5,30 +5,37 @@
 
 Loads ``model.keras`` and ``config.json`` from the run folder, rebuilds the same training split
 (same data source, seed and sizes), measures on a fixed, seeded subset of the training set,
-prints the values and writes them with every setting to ``<run>/probe.json``.
+prints the values and writes them with every setting to ``<run>/probe.json``. While it probes
+it holds the run folder's lock shared (other probes may run, training or ``--overwrite`` of that
+run may not), and it checks that it can write ``probe.json`` before it starts. Ctrl-C stops it
+with status 130 and writes nothing.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 
+from lrbs_tf import files
 from lrbs_tf.cli.common import (
     ArgumentParser,
+    command,
     fail,
     program,
     quiet_tensorflow,
-    say,
+    reported_errors,
     setup_logging,
 )
 from lrbs_tf.probes.settings import ProbeSettings
 from lrbs_tf.settings import ConfigError, add_flags, values_from
 
 PROG = program("probe.py")
+log = logging.getLogger("lrbs_tf")
 
 
-def main(argv=None):
+def parse(argv=None):
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir")
     names = add_flags(
@@ -60,89 +67,150 @@ def main(argv=None):
         "peak measured), so lower --noise-examples on a small machine",
     )
     p.add_argument("--json", action="store_true", help="print JSON only")
-    args = p.parse_args(argv)
-    setup_logging()
-    from lrbs_tf.training import runio
+    return p.parse_args(argv), names
+
+
+def open_run(args, names) -> tuple[dict, ProbeSettings]:
+    """The run's config.json and the probe settings, checked, with the run folder locked
+    (shared) and ``probe.json`` writable; exits with a one-line message otherwise."""
+    from lrbs_tf.training import runio, runlock
     from lrbs_tf.training.runio import read_run
 
     try:
-        saved, results = read_run(args.run_dir, ("finished", "diverged", "interrupted"))
+        saved, _ = read_run(args.run_dir, ("finished", "diverged", "interrupted"))
         model_path = os.path.join(args.run_dir, "model.keras")
-        if not os.path.exists(model_path):
-            raise runio.RunFolderError(f"{model_path} is missing")
+        if not files.check_entry(model_path):
+            fail(PROG, f"{model_path} is missing")
         config = saved["config"]
         settings = ProbeSettings(**values_from(args, names)).validate(
             config["num_train"], prefix=""
         )
-    except (runio.RunFolderError, ConfigError, KeyError, TypeError) as e:
+        files.check_entry(os.path.join(args.run_dir, "probe.json"))
+        files.check_entry(os.path.join(args.run_dir, "spectral_density.png"))
+        writable(args.run_dir)
+        runlock.acquire(args.run_dir, shared=True)
+    except runlock.RunBusyError as e:
+        fail(PROG, e, status=75)
+    except (files.FileProblem, ConfigError, KeyError, TypeError) as e:
         fail(PROG, e if not isinstance(e, KeyError) else f"config.json lacks {e}")
-    quiet_tensorflow()
-    from lrbs_tf.data.datasets import DataError, load_dataset
-    from lrbs_tf.models.registry import load_model
+    except OSError as e:
+        fail(PROG, f"cannot write in {args.run_dir} ({e.strerror or e})", status=1)
+    runio.read_run(args.run_dir, ("finished", "diverged", "interrupted"))  # again, locked
+    return saved, settings
+
+
+def writable(folder: str) -> None:
+    """Raise OSError unless a new file can be created in ``folder`` (checked before the probe
+    runs, so that minutes of probing are never lost to a folder we cannot write)."""
+    path = os.path.join(folder, f".tmp-probe-{os.getpid()}")
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    os.unlink(path)
+
+
+def measure(args, saved: dict, settings: ProbeSettings) -> dict:
+    """Load the model and the run's training data, probe, and (if asked) the spectral density
+    and C against H."""
+    from lrbs_tf.data.datasets import load_for
+    from lrbs_tf.models.registry import ModelFileError, load_model
     from lrbs_tf.probes.prober import Prober
 
+    config = saved["config"]
+    model_path = os.path.join(args.run_dir, "model.keras")
     try:
         model = load_model(model_path)
+    except ModelFileError as e:
+        fail(PROG, f"cannot load {e}")
     except Exception as e:  # a file from another Keras/lrbs_tf version, or damaged
-        fail(PROG, f"cannot load {model_path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
-    try:
-        data = load_dataset(
-            config["dataset"],
-            data_dir=config.get("data_dir"),
-            validation_size=config["validation_size"],
-            train_size=config.get("train_size"),
-            seed=config["seed"],
-        )
-    except DataError as e:
-        fail(PROG, e)
+        first = (str(e).splitlines() or [""])[0][:200]
+        fail(PROG, f"cannot load {model_path} as a Keras model ({type(e).__name__}: {first})")
+    data = load_for(config)
     if data.info["train_fingerprint"] != saved["data"]["train_fingerprint"]:
         fail(PROG, "the training data differ from the run's (fingerprints do not match)")
     tick = time.time()
     prober = Prober(model, data.train.x, data.train.y, settings, step_batch=config["batch_size"])
-    lr = config["lr"]
-    measured = dict(prober(lr=lr), settings=prober.describe())
-    density_png = os.path.join(args.run_dir, "spectral_density.png")
-    if not args.density and os.path.exists(density_png):
-        os.remove(density_png)  # from an earlier call: it would no longer match probe.json
+    measured = dict(prober(lr=config["lr"]), settings=prober.describe())
     if args.density:
-        say(
-            f"spectral density: 10 runs × 80 Lanczos steps on {settings.examples} examples "
-            f"(about {800 * measured['seconds'] / max(measured['lanczos_matvecs'] + 60, 1):.0f} "
-            "s)"
-        )
-        from lrbs_tf.figures.plots import spectral_density_plot
-        from lrbs_tf.probes import spectral
-
-        density = spectral.slq_density(
-            prober.op.matvec, prober.op.dim, runs=10, steps=80, seed=args.seed
-        )
-        measured["spectral_density"] = {
-            "nodes": density.nodes.tolist(),
-            "weights": density.weights.tolist(),
-            "trace_estimate": density.trace(prober.op.dim),
-        }
-        measured["spectral_density_png"] = spectral_density_plot(
-            density,
-            density_png,
-            f"Hessian spectral density (SLQ), η/S = {config['lr']:g}/{config['batch_size']}",
-        )
+        measured.update(density(args, config, prober, measured))
     if args.compare_c:
         from lrbs_tf.probes.noise import compare_with_hessian
 
-        say(
-            f"C against H: per-example gradients of {settings.noise_examples} examples held in "
-            f"memory ({settings.noise_examples * prober.op.dim * 8 / 2**30:.1f} GiB)"
+        log.info(
+            "C against H: per-example gradients of %d examples held in memory (%.1f GiB)",
+            settings.noise_examples,
+            settings.noise_examples * prober.op.dim * 8 / 2**30,
         )
-
         measured["c_vs_h"] = compare_with_hessian(
             prober.noise_op, k=5, max_examples=settings.noise_examples, trace_h=None, seed=args.seed
         )
     measured["total_seconds"] = time.time() - tick  # probes, density and C vs H
-    runio.write_json(os.path.join(args.run_dir, "probe.json"), measured)
+    return measured
+
+
+def density(args, config: dict, prober, measured: dict) -> dict:
+    """The stochastic-Lanczos spectral density (its plot is drawn by :func:`write`)."""
+    from lrbs_tf.probes import spectral
+
+    log.info(
+        "spectral density: 10 runs × 80 Lanczos steps on %d examples (about %.0f s)",
+        prober.settings.examples,
+        800 * measured["seconds"] / max(measured["lanczos_matvecs"] + 60, 1),
+    )
+    found = spectral.slq_density(prober.op.matvec, prober.op.dim, runs=10, steps=80, seed=args.seed)
+    return {
+        "spectral_density": {
+            "nodes": found.nodes.tolist(),
+            "weights": found.weights.tolist(),
+            "trace_estimate": found.trace(prober.op.dim),
+        },
+        "_density": found,
+    }
+
+
+def write(run_dir: str, config: dict, measured: dict) -> None:
+    """probe.json, and the spectral-density plot (removed when this probe has none: an
+    earlier one would no longer match probe.json)."""
+    from lrbs_tf.training import runio
+
+    png = os.path.join(run_dir, "spectral_density.png")
+    found = measured.pop("_density", None)
+    if found is None:
+        files.remove(png)
+    else:
+        from lrbs_tf.figures.plots import spectral_density_plot
+
+        measured["spectral_density_png"] = spectral_density_plot(
+            found,
+            png,
+            f"Hessian spectral density (SLQ), η/S = {config['lr']:g}/{config['batch_size']}",
+        )
+    runio.write_json(os.path.join(run_dir, "probe.json"), measured)
+
+
+@command(PROG)
+def main(argv=None):
+    args, names = parse(argv)
+    setup_logging()
+    saved, settings = open_run(args, names)
+    quiet_tensorflow()
+    from lrbs_tf.training.signals import deferred, exit_status
+
+    with reported_errors(PROG, args.run_dir):
+        try:
+            measured = measure(args, saved, settings)
+        except KeyboardInterrupt as stop:
+            fail(PROG, "interrupted: nothing written", status=exit_status(stop))
+        with deferred():
+            write(args.run_dir, saved["config"], measured)
     if args.json:
-        print(json.dumps(runio._clean(measured), indent=2))
-        return 0
-    print(f"run         {args.run_dir}  (η/S = {lr:g}/{config['batch_size']})")
+        print(json.dumps(files.jsonable(measured), indent=2))
+    else:
+        report(args.run_dir, saved["config"], settings, measured)
+    return 0
+
+
+def report(run_dir: str, config: dict, settings: ProbeSettings, measured: dict) -> None:
+    lr = config["lr"]
+    print(f"run         {run_dir}  (η/S = {lr:g}/{config['batch_size']})")
     print(
         f"sharpness   width {measured['width_sharpness']:.5g} (BatchNorm {settings.bn_mode}; "
         f"Lanczos {measured['lanczos_matvecs']} HVPs, converged "
@@ -176,5 +244,4 @@ def main(argv=None):
         f"settings    {settings.examples} examples, BN {settings.bn_mode}, {settings.dtype}; "
         f"probes {measured['seconds']:.1f} s, {measured['total_seconds']:.1f} s in all"
     )
-    print(f"wrote       {os.path.join(args.run_dir, 'probe.json')}")
-    return 0
+    print(f"wrote       {os.path.join(run_dir, 'probe.json')}")

@@ -32,6 +32,7 @@ import os
 from lrbs_tf.cli.common import (
     ArgumentParser,
     add_verbose_flag,
+    command,
     fail,
     program,
     quiet_tensorflow,
@@ -243,6 +244,7 @@ def summary(results: dict, config: RunConfig) -> str:
     return "\n".join(lines)
 
 
+@command(PROG)
 def main(argv=None) -> int:
     config, verbose = parse(argv)
     setup_logging(verbose)

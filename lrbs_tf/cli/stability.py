@@ -32,6 +32,7 @@ from __future__ import annotations
 from lrbs_tf.cli.common import (
     ArgumentParser,
     add_run_flags,
+    command,
     format_table,
     program,
     quiet_tensorflow,
@@ -45,6 +46,7 @@ PROG = program("stability_check.py")
 RUN_FLAGS = ("data_dir", "deterministic")
 
 
+@command(PROG)
 def main(argv=None):
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--logdir", default="runs/stability")

@@ -20,11 +20,12 @@ S → N.
 
 from __future__ import annotations
 
-from lrbs_tf.cli.common import ArgumentParser, fail, format_table, program
+from lrbs_tf.cli.common import ArgumentParser, command, fail, format_table, program
 
 PROG = program("theory_check.py")
 
 
+@command(PROG)
 def main(argv=None):
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--chains", type=int, default=1000)

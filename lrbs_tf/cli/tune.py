@@ -28,6 +28,7 @@ from lrbs_tf.cli.common import (
     ArgumentParser,
     add_run_flags,
     add_verbose_flag,
+    command,
     fail,
     format_table,
     program,
@@ -35,6 +36,7 @@ from lrbs_tf.cli.common import (
     refuse_multiworker_sweep,
     reported_errors,
     run_kwargs,
+    seconds,
     setup_logging,
     split_cpu_now,
 )
@@ -69,6 +71,7 @@ def _floats(text, what, count=None):
     return values
 
 
+@command(PROG)
 def main(argv=None):
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--algorithm", choices=("random", "bayesian", "hyperband"), default="random")
@@ -79,7 +82,12 @@ def main(argv=None):
     p.add_argument("--batch-sizes", default="32,128,512")
     add_run_flags(p, epochs=3, logdir="runs/tune", names=RUN_FLAGS)
     p.add_argument("--probe", action="store_true", help="record λ_max, ‖H‖_F, B_simple per trial")
-    p.add_argument("--connect-timeout", type=float, default=60)
+    p.add_argument(
+        "--connect-timeout",
+        type=seconds,
+        default=60,
+        help="distributed workers: seconds to wait for the chief (default: 60)",
+    )
     add_verbose_flag(p)
     args = p.parse_args(argv)
     setup_logging(args.verbose)

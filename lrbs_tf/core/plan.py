@@ -18,6 +18,7 @@ import itertools
 import math
 from collections.abc import Callable
 
+from lrbs_tf.core.ratio import FLOAT32_MAX
 from lrbs_tf.core.schedules import (
     AdaptiveBatch,
     Constant,
@@ -114,6 +115,11 @@ class TrainingPlan:
                     raise ScheduleError(
                         f"the schedules give η/S = {ratio:g} at epoch {t:g}: it "
                         "must be finite and not negative"
+                    )
+                if ratio * size > FLOAT32_MAX:
+                    raise ScheduleError(
+                        f"the schedules give η = {ratio * size:g} at epoch {t:g}: it overflows "
+                        f"float32, in which the optimizer holds it (at most {FLOAT32_MAX:.3g})"
                     )
                 positive = positive or ratio > 0
         except ScheduleError:

@@ -16,6 +16,12 @@ import math
 __all__ = ["Ratio", "RatioError", "parse_ratio", "resolve_ratio", "rescale_lr", "RESCALE_RULES"]
 
 
+# The optimizer holds η/S and η in float32: outside this range they overflow to inf or flush
+# to 0 (TensorFlow raised a ValueError from optimizer.build for η = 1e39).
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32
+
+
 class RatioError(ValueError):
     """A ratio, learning rate or batch size that cannot be used; the message is one line."""
 
@@ -59,6 +65,16 @@ class Ratio:
     def __post_init__(self):
         _positive_float(self.lr, "learning rate")
         _batch_size(self.batch_size)
+        if self.lr > FLOAT32_MAX:
+            raise RatioError(
+                f"learning rate {self.lr:g} overflows float32, in which the optimizer holds it "
+                f"(at most {FLOAT32_MAX:.3g})"
+            )
+        if self.value < FLOAT32_TINY:
+            raise RatioError(
+                f"η/S = {self.lr:g}/{self.batch_size} = {self.value:g} is below float32's "
+                f"smallest normal number ({FLOAT32_TINY:.3g}): it would flush to 0"
+            )
 
     @property
     def value(self) -> float:

@@ -75,3 +75,18 @@ def load_dataset(name: str, **kwargs) -> Data:
     if kwargs.get("validation_size") is None:
         kwargs["validation_size"] = DATASETS[name].validation
     return loaders[name](**kwargs)
+
+
+def load_for(config) -> Data:
+    """The data of a run: its dataset with its split (seed, sizes) and data folder, from a
+    :class:`~lrbs_tf.training.config.RunConfig` or the ``config`` of a saved ``config.json``
+    (where the validation size is recorded as resolved)."""
+    if not isinstance(config, dict):
+        config = dict(vars(config), validation_size=config.val_size)
+    return load_dataset(
+        config["dataset"],
+        data_dir=config.get("data_dir"),
+        validation_size=config["validation_size"],
+        train_size=config.get("train_size"),
+        seed=config["seed"],
+    )

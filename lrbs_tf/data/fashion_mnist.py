@@ -128,6 +128,8 @@ def _parse_fashion_mnist(directory: str, paths: dict) -> dict:
                 f"{directory}: {part} images {images.shape} and labels {labels.shape} "
                 "do not form a 28x28 Fashion-MNIST split"
             )
+        if len(images) == 0:
+            raise DataError(f"{paths[f'{part}_images']} holds no images (an empty idx file)")
         if labels.max(initial=0) > 9:
             raise DataError(f"{directory}: {part} labels go up to {labels.max()}, expected 0..9")
     arrays["files"] = {key: os.path.abspath(path) for key, path in paths.items()}

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from lrbs_tf import files
 from lrbs_tf.figures.runs import is_chief, train_all
 from lrbs_tf.training.config import RunConfig
 
@@ -53,7 +54,7 @@ def run(
     progress: str = "epoch",
 ) -> dict | None:
     """Train the runs, interpolate each pair, draw the curves and planes, write ``fig4.json``."""
-    from lrbs_tf.data.datasets import load_dataset
+    from lrbs_tf.data.datasets import load_for
     from lrbs_tf.models.registry import load_model
     from lrbs_tf.probes import landscape
     from lrbs_tf.training import runio
@@ -68,13 +69,7 @@ def run(
         return None
     models = {key: load_model(os.path.join(c.run_dir, "model.keras")) for key, c in configs.items()}
     first = next(iter(configs.values()))
-    data = load_dataset(
-        first.dataset,
-        data_dir=first.data_dir,
-        validation_size=first.val_size,
-        train_size=first.train_size,
-        seed=first.seed,
-    )
+    data = load_for(first)
     train_xy = (data.train.x[:eval_examples], data.train.y[:eval_examples])
     val_xy = (data.validation.x[:eval_examples], data.validation.y[:eval_examples])
     alphas = np.linspace(-1, 2, points)
@@ -143,7 +138,7 @@ def interpolation_figure(curves: dict, pairs, configs: dict, alphas, title: str,
         twin.legend(loc="upper right", fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    files.save_figure(fig, path, dpi=110)
     return path
 
 
@@ -163,5 +158,5 @@ def plane_figure(planes: dict, configs: dict, path: str) -> str:
         )
         ax.set(xlabel="direction 1", ylabel="direction 2")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    files.save_figure(fig, path, dpi=110)
     return path

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from lrbs_tf import files
 from lrbs_tf.core.ratio import parse_ratio
 from lrbs_tf.figures.curves import curve
 from lrbs_tf.figures.runs import is_chief, train_all
@@ -139,5 +140,5 @@ def figure(rows, curves: dict, path: str, title: str) -> str:
     axes[0][0].set_ylabel("validation accuracy")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    files.save_figure(fig, path, dpi=110)
     return path

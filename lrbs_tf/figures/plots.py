@@ -10,6 +10,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from lrbs_tf import files
 from lrbs_tf.figures.curves import curve
 
 COLORS = (
@@ -71,7 +72,7 @@ def learning_curve_panels(
         axes[0][col].legend(fontsize=8, loc="lower right")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    files.save_figure(fig, path, dpi=120)
     return path
 
 
@@ -88,7 +89,7 @@ def spectral_density_plot(density, path: str, title: str, points: int = 2000) ->
     ax.set_ylim(bottom=max(values.max() * 1e-8, 1e-12))
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    files.save_figure(fig, path, dpi=110)
     return path
 
 
@@ -105,7 +106,7 @@ def fig3_plot(
 ) -> str:
     """Paper Fig. 3 from sweep rows (:mod:`lrbs_tf.sweeps.tables`), written to ``path``: see
     :func:`fig3_figure`."""
-    fig3_figure(rows, correlations, title, loss_target).savefig(path, dpi=110)
+    files.save_figure(fig3_figure(rows, correlations, title, loss_target), path, dpi=110)
     return path
 
 
@@ -254,5 +255,5 @@ def confusion_figure(rows, path: str, unstable_at: float, edge_at: float | None 
         ax.legend(fontsize=8)
     fig.suptitle("What SGD did from θ0 against the advisor's line (verdict: unstable right of it)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    files.save_figure(fig, path, dpi=110)
     return path

@@ -83,16 +83,10 @@ def run(
     warm = RunConfig(lr=lr0, batch_size=batch0, epochs=epochs0, name="warmup", **base)
     say(f"warm-up run {lr0:g}/{batch0}, {epochs0} epoch(s) → θ0")
     train(warm.validate(), progress=progress)
-    from lrbs_tf.data.datasets import load_dataset
+    from lrbs_tf.data.datasets import load_for
     from lrbs_tf.models.registry import build_for, load_model
 
-    data = load_dataset(
-        warm.dataset,
-        data_dir=warm.data_dir,
-        validation_size=warm.val_size,
-        train_size=warm.train_size,
-        seed=warm.seed,
-    )
+    data = load_for(warm)
     theta0 = load_model(os.path.join(warm.run_dir, "model.keras"), compile=False)
     start_loss = DatasetLoss(theta0, data.train.x, data.train.y)()["loss"]
     settings = ProbeSettings(

@@ -11,6 +11,7 @@ import time
 import numpy as np
 from matplotlib.figure import Figure
 
+from lrbs_tf import files
 from lrbs_tf.theory import sde as T
 
 SPECTRUM = np.array([8.0, 4.0, 2.0, 1.0, 0.5])
@@ -158,7 +159,7 @@ def run(logdir: str, chains: int = 1000, steps: int = 2000, seed: int = 0) -> di
     fig.suptitle("SGD on quadratics: SDE theory, exact discrete corrections, breakdowns")
     fig.tight_layout()
     png = os.path.join(logdir, "theory.png")
-    fig.savefig(png, dpi=110)
+    files.save_figure(fig, png, dpi=110)
 
     worst_disc = max(abs(r["rel_error_discrete"]) for r in rows)
     worst_cont = max(abs(r["rel_error_continuous"]) for r in rows)

@@ -8,6 +8,7 @@ probes, which clone it layer by layer).
 from __future__ import annotations
 
 import importlib
+import os
 
 import keras
 
@@ -78,10 +79,19 @@ def build_for(config, strategy=None) -> keras.Model:
     )
 
 
+class ModelFileError(ValueError):
+    """A file that is not a Keras model archive; the message is one line."""
+
+
 def load_model(path: str, **kwargs) -> keras.Model:
     """``keras.models.load_model`` with lrbs_tf's own classes registered (RatioModel, the
-    ratio-scaled optimizer, ResNet's ShortcutA)."""
+    ratio-scaled optimizer, ResNet's ShortcutA). A ``.keras`` file that is not a zip archive
+    raises :class:`ModelFileError` saying so (Keras says "File not found")."""
+    import zipfile
+
     import lrbs_tf.core.optimizers  # noqa: F401
     import lrbs_tf.models.convnets  # noqa: F401
 
+    if str(path).endswith(".keras") and os.path.isfile(path) and not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path} is not a Keras model file (.keras files are zip archives)")
     return keras.models.load_model(path, **kwargs)

@@ -65,6 +65,23 @@ def write_scalars(writer, record: dict, step: int) -> None:
     writer.flush()
 
 
+def report_probe(record: dict, epoch: int) -> None:
+    """One line on the ``lrbs_tf`` logger for a probe after ``epoch`` (1-based)."""
+    log.info(
+        "epoch %d: width sharpness %.4g, step sharpness %s (2/η = %.4g), Tr H %.4g ± "
+        "%.2g, B_simple %.4g ± %.2g; %.1f s",
+        epoch,
+        record["width_sharpness"],
+        f"{record['step_sharpness']:.4g}" if "step_sharpness" in record else "-",
+        record.get("stability_2_over_lr", math.nan),
+        record["trace"],
+        record["trace_stderr"],
+        record["b_simple"],
+        record["b_simple_stderr"],
+        record["seconds"],
+    )
+
+
 def write_layout(writer) -> None:
     """TensorBoard's "Custom Scalars" layout: the step sharpness on one chart with 2/η (the
     linear-stability line), and the width sharpness on its own."""
@@ -172,19 +189,7 @@ class Sharpness(keras.callbacks.Callback):
         self.history.append(record)
         if self.writer is not None:
             write_scalars(self.writer, record, epoch + 1)
-        log.info(
-            "epoch %d: width sharpness %.4g, step sharpness %s (2/η = %.4g), Tr H %.4g ± "
-            "%.2g, B_simple %.4g ± %.2g; %.1f s",
-            epoch + 1,
-            record["width_sharpness"],
-            f"{record['step_sharpness']:.4g}" if "step_sharpness" in record else "-",
-            record.get("stability_2_over_lr", math.nan),
-            record["trace"],
-            record["trace_stderr"],
-            record["b_simple"],
-            record["b_simple_stderr"],
-            record["seconds"],
-        )
+        report_probe(record, epoch + 1)
         return record
 
     def _prober(self) -> Prober:

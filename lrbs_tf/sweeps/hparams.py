@@ -8,6 +8,7 @@ import os
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
+from lrbs_tf import files
 from lrbs_tf.models.specs import names as model_names
 from lrbs_tf.training.config import RunConfig
 
@@ -44,10 +45,10 @@ def write_hparams_config(logdir: str) -> None:
     # In a folder of its own, rewritten each time: TensorBoard shows the first experiment
     # summary it finds, so an older one (other columns) must not stay beside it.
     folder = os.path.join(logdir, "hparams")
-    if os.path.isdir(folder):
+    if files.check_entry(folder, folder=True):  # a link in its place is refused
         for name in os.listdir(folder):
             if name.startswith("events.out.tfevents."):
-                os.remove(os.path.join(folder, name))
+                files.remove(os.path.join(folder, name))
     writer = tf.summary.create_file_writer(folder)
     with writer.as_default():
         hparams_api.hparams_config(hparams=list(HPARAMS.values()), metrics=metrics)

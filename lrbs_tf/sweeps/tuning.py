@@ -32,6 +32,7 @@ from lrbs_tf.training.config import RunConfig
 from lrbs_tf.training.run import train
 from lrbs_tf.training.runio import RunFolderError
 from lrbs_tf.training.runlock import RunBusyError
+from lrbs_tf.training.signals import RunInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,12 @@ class RatioHyperModel(kt.HyperModel):
         usable, checkpoints = _usable(callbacks)
         try:
             results = train(config, callbacks=usable, model=model, progress=self.progress)
+        except RunInterrupted as e:  # a KeyboardInterrupt: keras-tuner lets it through
+            raise RunInterrupted(
+                f"interrupted in trial {config.run_name}, its state saved: run the same command "
+                "to continue the sweep (finished trials are reused, this one resumes)",
+                e.signum,
+            ) from None
         except RunFolderError as e:
             raise (SweepBusy if isinstance(e, RunBusyError) else SweepRefused)(str(e)) from None
         if not reused:  # TensorBoard reads the first session of a run: write it once

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 
 import keras
@@ -11,6 +10,7 @@ import tensorflow as tf
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from lrbs_tf import distribute
+from lrbs_tf.training import signals
 
 
 class WrittenMarks:
@@ -25,7 +25,7 @@ class WrittenMarks:
         from lrbs_tf.training import runio
 
         self.path = path
-        self.marks = runio.read_json(path) if os.path.exists(path) else {}
+        self.marks = runio.read_json(path) if os.path.lexists(path) else {}
 
     def get(self, key: str) -> int:
         return int(self.marks.get(key, 0))
@@ -47,35 +47,6 @@ class EpochProgbar(keras.callbacks.ProgbarLogger):
     def set_params(self, params):
         super().set_params(params)
         self.epochs = self.total_epochs
-
-
-class EpochLine(keras.callbacks.Callback):
-    """One log line per epoch (instead of Keras' per-step progress bar): the epoch out of the
-    run's, the running loss and accuracy, the validation accuracy, and the epoch's seconds."""
-
-    def __init__(self, total_epochs: int, label: str = ""):
-        super().__init__()
-        self.total_epochs, self.label = total_epochs, label
-        self.tick = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        import time
-
-        self.tick = time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        import time
-
-        logs = logs or {}
-        parts = [f"{k} {logs[k]:.4f}" for k in ("loss", "accuracy", "val_accuracy") if k in logs]
-        logging.getLogger("lrbs_tf").info(
-            "%sepoch %d/%d: %s (%.1f s)",
-            f"{self.label}: " if self.label else "",
-            epoch + 1,
-            self.total_epochs,
-            ", ".join(parts),
-            time.time() - self.tick,
-        )
 
 
 class StepScalars(keras.callbacks.Callback):
@@ -105,6 +76,10 @@ class StepScalars(keras.callbacks.Callback):
         self.flush()
 
     def flush(self):
+        with signals.deferred():  # drained rows are written before a stop is let through
+            self._flush()
+
+    def _flush(self):
         steps, rows, lost = self.step_log.drain()
         if lost:
             logging.getLogger(__name__).warning(
@@ -131,23 +106,6 @@ def _write_rows(steps, rows):
     for i in tf.range(tf.shape(steps)[0]):
         for j, tag in enumerate(_STEP_TAGS):
             tf.summary.write(tag, columns[i, j], step=steps[i], metadata=_SCALAR_METADATA)
-
-
-class StopOnNonFinite(keras.callbacks.Callback):
-    """Stop training after an epoch whose loss is NaN or infinite, and remember that epoch.
-
-    Checked once per epoch (a per-batch check would force Keras to synchronise every step).
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.diverged_epoch = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.diverged_epoch = epoch
-            self.model.stop_training = True
 
 
 class StopAtLoss(keras.callbacks.Callback):

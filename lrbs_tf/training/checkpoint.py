@@ -5,7 +5,8 @@ statistics included) and every optimizer variable (``iterations``, the η/S wrap
 batch size, momentum slots), in order, as a NumPy archive built in memory and written
 atomically — plus ``ckpt/state.json``: the name, size and SHA-1 of that file, the next epoch,
 the number of its batches already done, the values of Keras' running metrics (so the epoch's
-mean loss and accuracy continue exactly) and the results recorded so far. A new checkpoint
+mean loss and accuracy continue exactly), whether all the epoch's steps are done (``trained``:
+a stop while the epoch was being evaluated) and the results recorded so far. A new checkpoint
 writes a new weights file, then replaces ``state.json`` atomically, and only then deletes the
 previous weights file: a kill at any moment leaves ``state.json`` pointing at a complete file.
 Nothing is written through HDF5 on the run's disk: h5py crashed the process (SIGSEGV) when
@@ -23,6 +24,7 @@ import os
 import keras
 import numpy as np
 
+from lrbs_tf import files
 from lrbs_tf.training import runio
 from lrbs_tf.training.runio import sha1_of
 
@@ -33,10 +35,25 @@ def _variables(model: keras.Model) -> list:
     return list(model.weights) + list(model.optimizer.variables)
 
 
-def save(directory: str, model: keras.Model, epoch: int, batch: int, results: dict) -> None:
+def metric_values(model: keras.Model) -> list:
+    """Keras' running-metric variables of ``model`` (totals and counts), as lists of floats."""
+    return [[float(x) for x in np.ravel(v.numpy())] for v in model.metrics_variables]
+
+
+def save(
+    directory: str,
+    model: keras.Model,
+    epoch: int,
+    batch: int,
+    results: dict,
+    metrics: list | None = None,
+    trained: bool = False,
+) -> None:
     """Save the model and optimizer with the position ``(epoch, batch)`` (0-based: the next
-    epoch to run and how many of its batches are done)."""
-    os.makedirs(directory, exist_ok=True)
+    epoch to run and how many of its batches are done). ``metrics``: Keras' running-metric
+    values to resume the epoch's means from (default: as they are now); ``trained``: the
+    epoch's steps are all done (it stopped at the loss target, or while it was evaluated)."""
+    files.make_folder(directory)  # a link in place of ckpt/ is refused
     iterations = int(model.optimizer.iterations.numpy())
     name = f"step-{iterations:010d}.weights.npz"
     buffer = io.BytesIO()
@@ -49,16 +66,21 @@ def save(directory: str, model: keras.Model, epoch: int, batch: int, results: di
             "epoch": epoch,
             "batch": batch,
             "iterations": iterations,
-            "metrics": [[float(x) for x in np.ravel(v.numpy())] for v in model.metrics_variables],
+            "metrics": metric_values(model) if metrics is None else metrics,
+            "trained": bool(trained),
             "results": results,
             "weights_file": name,
             "weights_size": os.path.getsize(final),
             "weights_sha1": sha1_of(final),
         },
     )
-    for other in os.listdir(directory):  # older checkpoints and leftovers of killed saves
-        if other.startswith("step-") and other != name:
-            os.remove(os.path.join(directory, other))
+    folder = files.open_folder(directory)  # removes inside this folder only, never via a link
+    try:
+        for other in os.listdir(folder):  # older checkpoints and leftovers of killed saves
+            if other.startswith("step-") and other != name:
+                os.unlink(other, dir_fd=folder)
+    finally:
+        os.close(folder)
 
 
 def load(directory: str, model: keras.Model) -> dict | None:
@@ -67,12 +89,12 @@ def load(directory: str, model: keras.Model) -> dict | None:
     Raises :class:`runio.RunFolderError` if the checkpoint is damaged.
     """
     state_path = os.path.join(directory, STATE)
-    if not os.path.exists(state_path):
+    if not os.path.lexists(state_path):
         return None
     state = runio.read_json(state_path)
     weights = os.path.join(directory, state.get("weights_file", "missing"))
     if (
-        not os.path.exists(weights)
+        not files.check_entry(weights)
         or os.path.getsize(weights) != state.get("weights_size")
         or sha1_of(weights) != state.get("weights_sha1")
     ):
@@ -84,7 +106,7 @@ def load(directory: str, model: keras.Model) -> dict | None:
         model.load_weights(weights)
     else:
         variables = _variables(model)
-        with np.load(weights) as archive:
+        with np.load(io.BytesIO(files.read_bytes(weights))) as archive:
             values = [archive[f"arr_{i}"] for i in range(len(archive.files))]
         if len(values) != len(variables) or any(
             tuple(v.shape) != a.shape for v, a in zip(variables, values)

@@ -39,6 +39,14 @@ def _name(value):
     return None
 
 
+def _logdir(value):
+    if not isinstance(value, str) or not value.strip():
+        return "must name a folder, got an empty path"
+    if "\0" in value:
+        return "must not contain a NUL character"
+    return None
+
+
 @dataclasses.dataclass
 class RunConfig:
     """Every setting of one training run (recorded verbatim in ``config.json``)."""
@@ -86,7 +94,7 @@ class RunConfig:
     model: str = setting("mlp", "model from the registry", choices=model_specs.names, group=DATA)
     width: int = setting(256, "hidden width of the MLP", check=between(1, 1 << 16), group=DATA)
     momentum: float = setting(0.0, "SGD momentum (the paper: 0)", check=unit_interval, group=RUN)
-    logdir: str = setting("runs", "parent folder of the run folders", group=RUN)
+    logdir: str = setting("runs", "parent folder of the run folders", check=_logdir, group=RUN)
     name: str | None = setting(
         None,
         "run folder name (default: from model, data, η, S, seed)",
@@ -114,6 +122,12 @@ class RunConfig:
     )
     overwrite: bool = setting(
         False, "replace this run's folder (only a run folder of lrbs_tf)", group=RUN
+    )
+    adopt: bool = setting(
+        False,
+        "take over a run folder written by an lrbs_tf before 0.2 (it has no .lrbs-run marker): "
+        "marks it as lrbs_tf's and uses it",
+        group=RUN,
     )
     lr_schedule: str | None = setting(
         None, "η schedule, e.g. cyclic:0.001,0.005:4", kind=str, group=SCHEDULES

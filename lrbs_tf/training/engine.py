@@ -6,15 +6,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
+from typing import NamedTuple
 
 import keras
 import numpy as np
 
+from lrbs_tf import compat, files
 from lrbs_tf.core.optimizers import RatioScaledOptimizer
 from lrbs_tf.data.pipeline import EpochData
 from lrbs_tf.models import specs as model_specs
-from lrbs_tf.training.runio import sha1_of
 
 MAX_XLA_SHAPES = 8
 log = logging.getLogger(__name__)
@@ -60,16 +60,16 @@ def fit_epoch(
     sizes: list[int],
     epoch: int,
     callbacks=(),
-    validation_data=None,
     verbose: int = 1,
     ratios=None,
     skip_batches: int = 0,
 ):
     """Train one epoch (0-based ``epoch``) with the given batch sizes (and per-step η/S),
-    starting at batch ``skip_batches`` (a resumed epoch)."""
+    starting at batch ``skip_batches`` (a resumed epoch). Only the steps: the run evaluates
+    after ``fit`` returns, so that Keras' running training metrics are still there to be
+    checkpointed if the run stops while it evaluates."""
     return model.fit(
         train_data.dataset(sizes, epoch, skip_batches=skip_batches, ratios=ratios),
-        validation_data=validation_data,
         initial_epoch=epoch,
         epochs=epoch + 1,
         callbacks=list(callbacks),
@@ -78,11 +78,20 @@ def fit_epoch(
     )
 
 
+class EpochPlan(NamedTuple):
+    """One epoch: the size of each batch and, with an η/S schedule, each step's η/S."""
+
+    sizes: list
+    ratios: list | None
+
+
 class EpochPlans:
     """The batch sizes and η/S of every epoch of a run, computed when first needed.
 
-    ``plans[e]`` is ``(sizes, ratios)`` of epoch ``e``; with constant schedules every epoch is
-    the same and is computed once, so a long run starts at once.
+    ``plans[e]`` is the :class:`EpochPlan` of epoch ``e``; with constant schedules every epoch
+    is the same and is computed once, so a long run starts at once. A batch size decided
+    during training (``--bs-schedule adaptive``) goes in through :meth:`decide`, which keeps
+    the computed epochs consistent with it.
     """
 
     def __init__(self, plan, num_examples: int, epochs: int, min_batch: int = 1):
@@ -91,33 +100,38 @@ class EpochPlans:
         self.constant = plan.is_constant()
         self._epoch = functools.lru_cache(maxsize=64)(self._compute)
 
-    def invalidate(self) -> None:
-        """Forget computed epochs (a batch size decided during training changed them)."""
+    def decide(self, epoch: int, batch_size: int) -> None:
+        """From 0-based ``epoch`` on, the adaptive schedule's batch size is ``batch_size``."""
+        self.plan.adaptive.decided[epoch] = batch_size
         self._epoch.cache_clear()
 
-    def _compute(self, epoch: int):
-        return self.plan.epoch(self.num_examples, epoch, min_batch=self.min_batch)
+    def _compute(self, epoch: int) -> EpochPlan:
+        return EpochPlan(*self.plan.epoch(self.num_examples, epoch, min_batch=self.min_batch))
 
-    def __getitem__(self, epoch: int):
+    def __getitem__(self, epoch: int) -> EpochPlan:
         return self._epoch(0 if self.constant else epoch)
 
     def __len__(self) -> int:
         return self.epochs
 
-    def each(self):
+    def each(self) -> list[EpochPlan]:
         """Every epoch's plan (one, when they are all the same)."""
         return [self[0]] if self.constant else [self[e] for e in range(self.epochs)]
 
+    def first_ratio(self) -> float:
+        """η/S of the run's first step."""
+        return self[0].ratios[0]
+
     def steps_before(self, epoch: int) -> int:
         if self.constant:
-            return epoch * len(self[0][0])
-        return sum(len(self[e][0]) for e in range(epoch))
+            return epoch * len(self[0].sizes)
+        return sum(len(self[e].sizes) for e in range(epoch))
 
     def smallest(self) -> int:
-        return min(min(sizes) for sizes, _ in self.each())
+        return min(min(p.sizes) for p in self.each())
 
     def most_steps(self) -> int:
-        return max(len(sizes) for sizes, _ in self.each())
+        return max(len(p.sizes) for p in self.each())
 
 
 def choose_jit(config, plans: EpochPlans) -> bool:
@@ -134,7 +148,7 @@ def choose_jit(config, plans: EpochPlans) -> bool:
                 "per batch size the run chooses (about 0.5 s each for the MLP)"
             )
         return config.jit_compile == "on"
-    distinct = {size for sizes, _ in plans.each() for size in sizes}
+    distinct = {size for p in plans.each() for size in p.sizes}
     if config.jit_compile == "on":
         if len(distinct) > MAX_XLA_SHAPES:
             log.warning(
@@ -155,7 +169,7 @@ def choose_steps_per_execution(config, plans: EpochPlans) -> int:
     """
     if config.steps_per_execution is not None:
         return config.steps_per_execution
-    smallest = min(min(sizes[:-1] or sizes) for sizes, _ in plans.each())
+    smallest = min(min(p.sizes[:-1] or p.sizes) for p in plans.each())
     return max(1, min(32, 512 // smallest))
 
 
@@ -167,15 +181,10 @@ def weights_digest(model: keras.Model) -> str:
 
 
 def save_model(model: keras.Model, path: str) -> dict:
-    """``model.save`` to a temporary file beside ``path``, fsync, rename; returns the file's
-    size and SHA-1 (recorded in results.json and checked whenever the run is reused)."""
-    tmp = os.path.join(os.path.dirname(path), ".tmp-model.keras")
-    try:
-        model.save(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return {"model_bytes": os.path.getsize(path), "model_sha1": sha1_of(path)}
+    """Save the model to ``path``: serialised in memory (:func:`lrbs_tf.compat.save_model_bytes`),
+    then written atomically and never through a link (:mod:`lrbs_tf.files`); returns
+    the file's size and SHA-1 (recorded in results.json and checked whenever the run is
+    reused)."""
+    data = compat.save_model_bytes(model)
+    files.write_bytes(path, data)
+    return {"model_bytes": len(data), "model_sha1": hashlib.sha1(data).hexdigest()}

@@ -31,11 +31,11 @@ class Parts:
     writers: dict  # split -> tf.summary writer (and "probe" with probes)
     marks: cb.WrittenMarks  # what the TensorBoard files already hold (a resumed run)
     step_scalars: cb.StepScalars
-    stop: cb.StopOnNonFinite
     callbacks: list  # for every epoch's fit
-    prober: object | None  # lrbs_tf.probes.prober.Prober
+    eval_callbacks: list  # for the validation pass (Keras' fit gives it its callbacks)
+    heartbeat: list  # for the test pass: the multi-worker watchdog's, if any
+    prober: object | None  # lrbs_tf.probes.prober.Prober (at the end, and every K epochs)
     growth: object | None  # lrbs_tf.probes.growth.BatchGrowth (--bs-schedule adaptive)
-    probe_every: object | None  # lrbs_tf.probes.callbacks.Sharpness
 
 
 def assemble(
@@ -49,7 +49,6 @@ def assemble(
     model=None,
     extra_callbacks=(),
     save_position=None,
-    lr_at=None,
     progress: str = "bar",
 ) -> Parts:
     """Everything a :class:`~lrbs_tf.training.run.Run` needs, for ``config`` on ``data``."""
@@ -64,7 +63,7 @@ def assemble(
         )
     with distribute.scope(strategy):
         model = model or build_for(config, strategy)
-        engine.compile_model(model, plans[0][1][0], config.momentum, jit, spe)
+        engine.compile_model(model, plans.first_ratio(), config.momentum, jit, spe)
         val_ds = eval_dataset(data.validation.x, data.validation.y, config.eval_batch_size)
         test_ds = eval_dataset(data.test.x, data.test.y, config.eval_batch_size)
         engine.build_metrics(model, val_ds)
@@ -74,23 +73,18 @@ def assemble(
     writers = {split: tf.summary.create_file_writer(os.path.join(tb, split)) for split in SPLITS}
     marks = cb.WrittenMarks(os.path.join(tb, "written.json"))
     step_scalars = cb.StepScalars(writers["train"], model.step_log, marks)
-    stop = cb.StopOnNonFinite()
-    progress_bar = (
-        [cb.EpochProgbar(config.epochs)]
-        if progress == "bar"
-        else [cb.EpochLine(config.epochs, config.run_name)]
-        if progress == "epoch"
-        else []
-    )
-    callbacks = [*progress_bar, step_scalars, stop, *extra_callbacks]
+    progress_bar = [cb.EpochProgbar(config.epochs)] if progress == "bar" else []
+    callbacks = [*progress_bar, step_scalars, *extra_callbacks]
     multiworker = distribute.is_multiworker(strategy)
-    if multiworker:
-        callbacks.append(cb.Heartbeat())
+    heartbeat = [cb.Heartbeat()] if multiworker else []
+    callbacks += heartbeat
+    # as in Keras' own fit, the callbacks of fit see the validation pass (on_test_*)
+    eval_callbacks = [*heartbeat, *extra_callbacks]
     if config.checkpoint_steps:
         callbacks.append(cb.CheckpointEvery(config.checkpoint_steps, save_position))
-    prober = probe_every = None
+    prober = None
     if config.probe is not None:
-        from lrbs_tf.probes.callbacks import Sharpness, write_layout
+        from lrbs_tf.probes.callbacks import write_layout
         from lrbs_tf.probes.prober import Prober
 
         prober = Prober(
@@ -103,11 +97,6 @@ def assemble(
         )
         writers["probe"] = tf.summary.create_file_writer(os.path.join(tb, "probe"))
         write_layout(writers["probe"])
-        if config.probe_every:
-            probe_every = Sharpness(
-                prober=prober, writer=writers["probe"], every=config.probe_every, lr_at=lr_at
-            )
-            callbacks.append(probe_every)
     growth = None
     if plans.plan.adaptive is not None:
         from lrbs_tf.probes.growth import BatchGrowth
@@ -130,9 +119,9 @@ def assemble(
         writers=writers,
         marks=marks,
         step_scalars=step_scalars,
-        stop=stop,
         callbacks=callbacks,
+        eval_callbacks=eval_callbacks,
+        heartbeat=heartbeat,
         prober=prober,
         growth=growth,
-        probe_every=probe_every,
     )

@@ -32,11 +32,12 @@ import keras
 import tensorflow as tf
 
 from lrbs_tf import distribute
-from lrbs_tf.data.datasets import load_dataset
-from lrbs_tf.training import engine, runfolder, runio, runlock
+from lrbs_tf.data.datasets import load_for
+from lrbs_tf.training import engine, runfolder, runio, runlock, signals
 from lrbs_tf.training.config import RunConfig
 from lrbs_tf.training.runfolder import RunExistsError
-from lrbs_tf.training.runstate import Run, RunInterrupted  # noqa: F401 (also raised by train)
+from lrbs_tf.training.runstate import Run
+from lrbs_tf.training.signals import RunInterrupted  # noqa: F401 (raised by train)
 
 log = logging.getLogger(__name__)
 PROGRESS = ("bar", "epoch", "none")
@@ -48,11 +49,12 @@ def train(
     """Run ``config`` to the end and return the results (also written to ``results.json``).
 
     Repeating the same config resumes from the last checkpoint, or returns the results of a
-    finished run. Ctrl-C saves a checkpoint, marks the run ``interrupted`` and raises
-    :class:`RunInterrupted`; any other error marks it ``failed`` and propagates. Extra Keras
-    ``callbacks`` join the run's own (they are not part of the recorded config). ``model``
-    replaces the registry's ``config.model`` (it is compiled here); the config should still
-    name it, since resuming and probing a saved run rebuild from the config. ``progress``:
+    finished run. Ctrl-C or SIGTERM saves a checkpoint, marks the run ``interrupted`` and
+    raises :class:`RunInterrupted` (a ``KeyboardInterrupt``; see
+    :mod:`lrbs_tf.training.signals`); any other error marks it ``failed`` and propagates.
+    Extra Keras ``callbacks`` join the run's own (they are not part of the recorded config).
+    ``model`` replaces the registry's ``config.model`` (it is compiled here); the config should
+    still name it, since resuming and probing a saved run rebuild from the config. ``progress``:
     ``bar`` (Keras' per-step progress bar), ``epoch`` (one log line per epoch on the ``lrbs_tf``
     logger) or ``none``.
     """
@@ -60,41 +62,41 @@ def train(
         raise ValueError(f"progress must be one of {PROGRESS}, got {progress!r}")
     config.validate()
     chief = distribute.chief_task() if config.strategy == "multiworker" else True
-    found = _claim(config) if chief else runfolder.inspect(config)
-    try:
-        if found.mode == "finished":
-            log.info("%s is already finished", config.run_dir)
-            if found.results.get("model_sha1") is None:
-                _check_legacy_model(config.run_dir, found.results)
-            return found.results
-        if config.resume and found.mode != "resume":
-            raise RunExistsError(f"nothing to resume in {config.run_dir}")
-        if config.cpu_devices:
-            distribute.split_cpu(config.cpu_devices)
-        strategy = distribute.make_strategy(config.strategy, config.devices, config.peer_timeout)
-        if config.deterministic:
-            tf.config.experimental.enable_op_determinism()
-        keras.utils.set_random_seed(config.seed)
-        data = load_dataset(
-            config.dataset,
-            data_dir=config.data_dir,
-            validation_size=config.val_size,
-            train_size=config.train_size,
-            seed=config.seed,
-        )
-        # Workers other than the chief run the same steps (their collectives must match) but
-        # write into a scratch folder.
-        run_dir = config.run_dir if chief else tempfile.mkdtemp(prefix="lrbs-worker-")
+    with signals.graceful():
+        found = _claim(config) if chief else runfolder.inspect(config)
         try:
-            run = Run(config, data, run_dir, strategy, model, callbacks, progress)
-            results = run.go(resume=found.mode == "resume", load_dir=config.run_dir)
-            return results if chief else dict(results, chief=False)
+            return _run(config, found, chief, callbacks, model, progress)
         finally:
-            if not chief:
-                shutil.rmtree(run_dir, ignore_errors=True)
+            if chief:
+                runio.free_reserve(config.run_dir)  # held only while the run is under way
+                runlock.release(config.run_dir)
+
+
+def _run(config, found, chief, callbacks, model, progress) -> dict:
+    if found.mode == "finished":
+        log.info("%s is already finished", config.run_dir)
+        if found.results.get("model_sha1") is None:
+            _check_legacy_model(config.run_dir, found.results)
+        return found.results
+    if config.resume and found.mode != "resume":
+        raise RunExistsError(f"nothing to resume in {config.run_dir}")
+    if config.cpu_devices:
+        distribute.split_cpu(config.cpu_devices)
+    strategy = distribute.make_strategy(config.strategy, config.devices, config.peer_timeout)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(config.seed)
+    data = load_for(config)
+    # Workers other than the chief run the same steps (their collectives must match) but
+    # write into a scratch folder.
+    run_dir = config.run_dir if chief else tempfile.mkdtemp(prefix="lrbs-worker-")
+    try:
+        run = Run(config, data, run_dir, strategy, model, callbacks, progress)
+        results = run.go(resume=found.mode == "resume", load_dir=config.run_dir)
+        return results if chief else dict(results, chief=False)
     finally:
-        if chief:
-            runlock.release(config.run_dir)
+        if not chief:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _claim(config: RunConfig):

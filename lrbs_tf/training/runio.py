@@ -7,57 +7,29 @@ in the same folder and renamed, so a killed process never leaves half a file.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.metadata
-import json
-import math
 import os
 import platform
+import stat
 import sys
-import tempfile
+
+from lrbs_tf import files
+from lrbs_tf.files import FileProblem, UnsafeFileError
 
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
+_clean = files.jsonable
 
 
-def _clean(obj):
-    """JSON-safe copy: numpy scalars to Python, non-finite floats to strings 'nan'/'inf'."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    return obj
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def _atomic_write(path: str, text: str | bytes, suffix: str) -> None:
-    """Write ``text`` (or bytes) to a temporary file beside ``path``, fsync it, and rename it
-    over; on any failure (a full disk included) the temporary file is removed."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # as open() would create it (mkstemp makes it 0600)
-        binary = isinstance(text, bytes)
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+class RunFolderError(FileProblem):
+    """A run folder that is missing, corrupt or half-written."""
 
 
 def write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
-    _atomic_write(path, data, os.path.splitext(path)[1] or ".bin")
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename; never through a
+    link, see :mod:`lrbs_tf.files`)."""
+    files.write_bytes(path, data)
 
 
 class DiskFullError(OSError):
@@ -71,32 +43,42 @@ RESERVE_BYTES = 256 * 1024
 
 def reserve(run_dir: str) -> None:
     """Hold some disk space in ``run_dir`` (released by :func:`free_reserve` when the disk is
-    full, so that the failure can still be recorded in results.json)."""
+    full, so that the failure can still be recorded in results.json). Never through a link."""
     path = os.path.join(run_dir, RESERVE)
-    if os.path.exists(path) and os.path.getsize(path) >= RESERVE_BYTES:
-        return
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        with open(path, "wb") as f:
-            f.write(b"\0" * RESERVE_BYTES)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError:
-        if os.path.exists(path):
-            os.remove(path)
+        fd = os.open(path, flags, 0o644)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+            files.check_entry(path)
         raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFileError(f"{path} is {files.kind(info.st_mode)}, not lrbs_tf's reserve")
+        if info.st_size >= RESERVE_BYTES:
+            return
+        os.write(fd, b"\0" * RESERVE_BYTES)
+        os.fsync(fd)
+    except OSError:
+        os.close(fd)
+        fd = -1
+        files.remove(path)
+        raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def free_reserve(run_dir: str) -> None:
     try:
-        os.remove(os.path.join(run_dir, RESERVE))
+        files.remove(os.path.join(run_dir, RESERVE))
     except OSError:
         pass
 
 
 def disk_full(error: BaseException) -> bool:
     """Is ``error`` (an OSError, or TensorFlow's or h5py's wrapping of one) a full disk?"""
-    import errno
-
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     text = str(error)
@@ -105,23 +87,16 @@ def disk_full(error: BaseException) -> bool:
 
 def write_json(path: str, data) -> None:
     """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
-    _atomic_write(path, json.dumps(_clean(data), indent=2) + "\n", ".json")
-
-
-class RunFolderError(RuntimeError):
-    """A run folder that is missing, corrupt or half-written."""
+    files.write_json(path, data)
 
 
 def read_json(path: str):
+    """The JSON file ``path`` (a regular file, not through a link); :class:`RunFolderError`
+    if it is missing, of the wrong kind or corrupt."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise RunFolderError(f"{path} is missing") from None
-    except (IsADirectoryError, NotADirectoryError):
-        raise RunFolderError(f"{path} is not a file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
-        raise RunFolderError(f"{path} is corrupt ({e})") from None
+        return files.read_json(path)
+    except FileProblem as e:
+        raise RunFolderError(str(e)) from None
 
 
 def versions() -> dict:
@@ -148,14 +123,7 @@ def versions() -> dict:
 
 def write_csv(path: str, rows: list[dict], fields: list[str]) -> None:
     """Write ``rows`` (dicts) as CSV with the given columns, atomically."""
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(_clean(rows))
-    _atomic_write(path, buffer.getvalue(), ".csv")
+    files.write_csv(path, rows, fields)
 
 
 # -- reading run folders: JSON of the right shape, digests ------------------------------------
@@ -207,8 +175,12 @@ def _shape_problem(data, kind: str) -> str | None:
 
 
 def sha1_of(path: str) -> str:
+    """SHA-1 of the regular file ``path`` (not through a link)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     digest = hashlib.sha1()
-    with open(path, "rb") as f:
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise UnsafeFileError(f"{path} is not a regular file")
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
