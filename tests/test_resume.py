@@ -136,3 +136,24 @@ def test_damaged_checkpoint_is_refused(tmp_path):
     proc = run_script(DRIVER, tmp_path, "run", 4, timeout=300)
     assert proc.returncode != 0 and "damaged" in proc.stderr
     assert json.load(open(tmp_path / "run" / "results.json"))["status"] == "running"
+
+
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "run-0.2.0-killed")
+
+
+def test_a_run_stopped_by_an_earlier_lrbs_tf_resumes(reference, tmp_path):
+    """``tests/fixtures/run-0.2.0-killed``: this driver's run, SIGKILLed at step 14 by lrbs_tf
+    0.2.0 as of commit c7a8c3b (the layout before the run loop's re-layout), checkpoint at
+    step 12. The current code resumes it to the uninterrupted run's weights and records."""
+    import shutil
+
+    shutil.copytree(FIXTURE, tmp_path / "run")
+    resumed = run_script(DRIVER, tmp_path, "run", 4, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    results, epochs, steps = outcome(tmp_path / "run")
+    ref_results, ref_epochs, ref_steps = reference
+    assert results["status"] == "finished" and results["resumed"] == 1
+    assert results["run_dir"] == str(tmp_path / "run")  # where it is now, not where it was
+    assert results["weights_sha1"] == ref_results["weights_sha1"]
+    assert epochs == ref_epochs
+    assert steps["step/loss"] == ref_steps["step/loss"]

@@ -188,6 +188,7 @@ class Run:
         else:
             saved = RunResults.from_dict(state["results"])
             saved.status, saved.distribute = "running", self.results.distribute
+            saved.run_dir = self.results.run_dir  # where the folder is now
             saved.resumed += 1
             self.results = saved
             position = Position(
