@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 CHECKED_KERAS = ("3.10", "3.11", "3.12", "3.13", "3.14", "3.15")
 
 
+class KerasChanged(RuntimeError):
+    """An internal of Keras a work-around here relies on is gone; the message says which."""
+
+
 def problems() -> list[str]:
     """The internals this module relies on that the installed Keras lacks (empty: all there)."""
     out = []
@@ -170,20 +174,18 @@ def keras_multiworker_fix() -> None:
     the epoch metrics lrbs_tf records are read from the metric variables, summed over all
     workers). The other failure of #20585 (all-reducing the first batch) is avoided in
     :meth:`lrbs_tf.core.optimizers.RatioTrainStep._maybe_symbolic_build`.
-    Raises :class:`~lrbs_tf.distribute.DistributeError` if Keras no longer has the function.
+    Raises :class:`KerasChanged` if Keras no longer has the function.
     """
-    from lrbs_tf.distribute.cluster import DistributeError
-
     try:
         from keras.src.backend.tensorflow import trainer as keras_tf_trainer
     except ImportError as e:
-        raise DistributeError(
+        raise KerasChanged(
             f"Keras {keras.version()} moved its TensorFlow trainer ({e}); "
             "the multi-worker work-around needs review"
         ) from None
     current = getattr(keras_tf_trainer, "_collective_all_reduce_multi_worker", None)
     if current is None:
-        raise DistributeError(
+        raise KerasChanged(
             f"Keras {keras.version()} has no _collective_all_reduce_multi_"
             "worker; the multi-worker work-around needs review"
         )

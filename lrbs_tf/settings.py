@@ -31,10 +31,13 @@ def setting(
     group: str | None = None,
     metavar: str | None = None,
     cli: bool = True,
+    identity: bool = True,
 ):
     """A dataclass field with what a flag needs: ``kind`` (int, float, str or bool; default:
     the type of ``default``), ``help``, ``choices``, ``check`` (value -> problem or None),
-    ``flag`` (default ``--field-name``), ``group`` (the help section), ``cli`` (False: no flag).
+    ``flag`` (default ``--field-name``), ``group`` (the help section), ``cli`` (False: no flag),
+    ``identity`` (False: how or where something runs — devices, a folder, whether to
+    overwrite — not what it computes, so two configs differing only there are the same run).
     """
     kind = kind or (type(default) if default is not None else str)
     return dataclasses.field(
@@ -48,7 +51,20 @@ def setting(
             "group": group,
             "metavar": metavar,
             "cli": cli,
+            "identity": identity,
         },
+    )
+
+
+def names(cls, group: str | None = None, identity: bool | None = None) -> tuple[str, ...]:
+    """The fields of ``cls`` declared with :func:`setting` in ``group`` (any group: None)
+    whose ``identity`` is as given (either: None), in declaration order."""
+    return tuple(
+        f.name
+        for f in dataclasses.fields(cls)
+        if "help" in f.metadata
+        and (group is None or f.metadata["group"] == group)
+        and (identity is None or f.metadata["identity"] == identity)
     )
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from lrbs_tf.models.registry import build_model
 from lrbs_tf.training.config import RunConfig
-from lrbs_tf.training.engine import compile_model
 from lrbs_tf.training.evaluation import DatasetLoss
+from lrbs_tf.training.fitting import compile_model
 from tests.helpers import needs_fmnist
 
 

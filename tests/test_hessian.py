@@ -10,7 +10,8 @@ from lrbs_tf.probes import spectral
 from lrbs_tf.probes.finite_difference import finite_difference_frobenius
 from lrbs_tf.probes.hessian import HessianOperator
 from lrbs_tf.probes.noise import compare_with_hessian, gradient_noise
-from lrbs_tf.probes.prober import probe
+from lrbs_tf.probes.prober import Prober
+from lrbs_tf.probes.settings import ProbeSettings
 
 N, D, K = 23, 5, 3  # examples (uneven last batch with batch_size 7), features, classes
 
@@ -90,21 +91,28 @@ def test_batch_weighted_mean_with_uneven_last_batch():
 @pytest.mark.parametrize("bn_mode", ["inference", "batch"])
 def test_estimators_on_the_model_hessian(bn_mode):
     x, y = data()
-    op = HessianOperator(small_mlp(), x, y, batch_size=7, bn_mode=bn_mode, dtype="float64")
-    H = dense_hessian(op, 7)
-    eigs = np.linalg.eigvalsh(H)
-    result = probe(
-        op,
+    dim = HessianOperator(small_mlp(), x, y, batch_size=7).dim
+    settings = ProbeSettings(
+        examples=N,
+        noise_examples=N,
+        batch_size=7,
+        bn_mode=bn_mode,
+        dtype="float64",
         top_k=2,
         lanczos_tol=1e-10,
-        lanczos_max_steps=op.dim,
-        trace_matvecs=3 * op.dim,
+        lanczos_max_steps=dim,
+        trace_matvecs=3 * dim,
         frobenius_samples=300,
         fd_eps=1e-5,
     )
+    prober = Prober(small_mlp(), x, y, settings)  # the one probe path (all N examples)
+    op = prober.op
+    H = dense_hessian(op, 7)
+    eigs = np.linalg.eigvalsh(H)
+    result = dict(prober(), settings=prober.describe())
     assert result["lambda_max"] == pytest.approx(eigs[-1], rel=1e-8)
-    assert result["lanczos"]["eigenvalues"][1] == pytest.approx(eigs[-2], rel=1e-6)
-    assert all(result["lanczos"]["converged"])
+    assert result["top_eigenvalues"][1] == pytest.approx(eigs[-2], rel=1e-6)
+    assert all(result["lanczos_converged"])
     # Hutch++ with a sketch as large as the space is exact.
     assert result["trace"] == pytest.approx(np.trace(H), rel=1e-8)
     frob = np.linalg.norm(H)
@@ -177,7 +185,16 @@ def test_probe_changes_no_model_variable():
     before = [w.numpy().copy() for w in model.weights]
     for bn_mode in ("inference", "batch"):
         op = HessianOperator(model, x, y, batch_size=7, bn_mode=bn_mode)
-        probe(op, trace_matvecs=9, frobenius_samples=3, lanczos_max_steps=10)
+        settings = ProbeSettings(
+            examples=N,
+            noise_examples=N,
+            batch_size=7,
+            bn_mode=bn_mode,
+            trace_matvecs=9,
+            frobenius_samples=3,
+            lanczos_max_steps=10,
+        )
+        Prober(model, x, y, settings, step_batch=7)()
         gradient_noise(op)
     for a, b in zip(before, model.weights):
         np.testing.assert_array_equal(a, b.numpy())  # bit-identical, BN statistics included

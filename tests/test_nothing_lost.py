@@ -342,8 +342,7 @@ def test_runs_saved_before_a_setting_existed_are_reused_only_at_its_default():
     import dataclasses
 
     from lrbs_tf.probes.settings import ProbeSettings
-    from lrbs_tf.training.config import RunConfig
-    from lrbs_tf.training.runfolder import same_settings
+    from lrbs_tf.training.config import RunConfig, same_settings
 
     config = RunConfig(lr=0.01, batch_size=1000, probe=ProbeSettings(examples=500), logdir="L")
     saved = json.loads(json.dumps(config.to_dict()))

@@ -173,7 +173,7 @@ def test_single_trace_with_metrics_and_per_step_ratios():
     from lrbs_tf.core.plan import make_plan
     from lrbs_tf.data.pipeline import eval_dataset
     from lrbs_tf.models.registry import build_model
-    from lrbs_tf.training.engine import build_metrics, compile_model, fit_epoch
+    from lrbs_tf.training.fitting import build_metrics, compile_model, fit_epoch
 
     n = 300
     x = np.random.rand(n, 28, 28, 1).astype(np.float32)

@@ -199,8 +199,8 @@ def test_a_copied_config_json_does_not_make_a_folder_ours(tmp_path, finished):
 def _locked(run, shared: bool):
     """A child process that holds the run folder's lock until it is killed."""
     code = (
-        "import sys, time; from lrbs_tf.training import runlock; "
-        f"runlock.acquire(sys.argv[1], shared={shared}); print('held', flush=True); time.sleep(600)"
+        "import sys, time; from lrbs_tf.training import folder; "
+        f"folder.lock(sys.argv[1], shared={shared}); print('held', flush=True); time.sleep(600)"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True, cwd=ROOT

@@ -48,8 +48,8 @@ def main():
     from lrbs_tf.data.fashion_mnist import load_fashion_mnist
     from lrbs_tf.data.pipeline import EpochData, eval_dataset
     from lrbs_tf.models.registry import build_model
-    from lrbs_tf.training import callbacks as cb
-    from lrbs_tf.training.engine import build_metrics, compile_model, fit_epoch
+    from lrbs_tf.training.fitting import build_metrics, compile_model, fit_epoch
+    from lrbs_tf.training.tensorboard import StepScalars
 
     data = load_fashion_mnist(train_size=args.train_size)
     x, y = data.train.x, data.train.y
@@ -75,7 +75,7 @@ def main():
         train_data = EpochData(x, y, seed=0)
         ours.step_log = StepLog(len(y) // batch_size + 1)
         build_metrics(ours, eval_dataset(data.validation.x[:100], data.validation.y[:100]))
-        callbacks = [cb.StepScalars(writer, ours.step_log)]
+        callbacks = [StepScalars(writer, ours.step_log)]
         rates = {"plain": [], "lrbs_tf": []}
         for r in range(args.rounds + 1):  # round 0 warms up (tracing, XLA compiles)
             tick = time.perf_counter()

@@ -42,7 +42,7 @@ def main():
     from lrbs_tf.models.registry import build_model
     from lrbs_tf.probes import spectral
     from lrbs_tf.probes.hessian import HessianOperator
-    from lrbs_tf.training.engine import build_metrics, compile_model, fit_epoch
+    from lrbs_tf.training.fitting import build_metrics, compile_model, fit_epoch
 
     data = load_fashion_mnist(train_size=20000)
     model = compile_model(build_model("mlp", (28, 28, 1), 10, seed=0), 0.05 / 128)

@@ -46,8 +46,8 @@ def main():
     from lrbs_tf.data.fashion_mnist import load_fashion_mnist
     from lrbs_tf.data.pipeline import EpochData, eval_dataset
     from lrbs_tf.models.registry import build_model
-    from lrbs_tf.training import callbacks as cb
-    from lrbs_tf.training.engine import build_metrics, compile_model, fit_epoch
+    from lrbs_tf.training.fitting import build_metrics, compile_model, fit_epoch
+    from lrbs_tf.training.tensorboard import StepScalars
 
     data = load_fashion_mnist(train_size=args.train_size)
     n = len(data.train)
@@ -75,7 +75,7 @@ def main():
         )
         model.step_log = StepLog(n // 128 + 2)
         build_metrics(model, eval_dataset(data.validation.x[:100], data.validation.y[:100]))
-        models[name] = (model, [cb.StepScalars(writer, model.step_log)])
+        models[name] = (model, [StepScalars(writer, model.step_log)])
     times = {name: [] for name in plans}
     epoch = 0
     for r in range(args.rounds + 1):  # round 0 warms up

@@ -277,7 +277,7 @@ def _wait_exit(proc, timeout: float) -> int:
 
 
 def folder_consistent(run_dir) -> tuple[bool, str]:
-    from lrbs_tf.training import runfolder, runio
+    from lrbs_tf.training import folder as runfolder
 
     if not os.path.exists(run_dir):
         return True, "killed before the folder existed"
@@ -289,10 +289,10 @@ def folder_consistent(run_dir) -> tuple[bool, str]:
             ("tb/written.json", "marks"),
         ):
             if os.path.exists(os.path.join(run_dir, name)):
-                runio.shaped(os.path.join(run_dir, name), kind)
+                runfolder.shaped(os.path.join(run_dir, name), kind)
         status = "none"
         if os.path.exists(os.path.join(run_dir, "results.json")):
-            status = runio.read_json(os.path.join(run_dir, "results.json"))["status"]
+            status = runfolder.read_json(os.path.join(run_dir, "results.json"))["status"]
         state_path = os.path.join(run_dir, "ckpt", "state.json")
         if os.path.exists(state_path):
             state = runfolder._checked_state(run_dir, state_path)
@@ -300,7 +300,7 @@ def folder_consistent(run_dir) -> tuple[bool, str]:
                 f"status {status}, checkpoint at epoch {state['epoch'] + 1} batch {state['batch']}"
             )
         return status in ("none", "running", "finished"), f"status {status}, no checkpoint"
-    except (runio.RunFolderError, KeyError, OSError) as e:
+    except (runfolder.RunFolderError, KeyError, OSError) as e:
         return False, str(e)
 
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import os
 
+from lrbs_tf import files
 from lrbs_tf.cli.common import ArgumentParser, command, fail, format_table, program
 from lrbs_tf.theory.advice import advise
-from lrbs_tf.training import runio
-from lrbs_tf.training.runio import read_run
+from lrbs_tf.training.folder import RunFolderError, read_json, read_run
 
 PROG = program("advise.py")
 
@@ -31,8 +31,8 @@ def load_probe(run_dir: str) -> dict:
         return results["probe"]
     path = os.path.join(run_dir, "probe.json")
     if os.path.exists(path):
-        return runio.read_json(path)
-    raise runio.RunFolderError(
+        return read_json(path)
+    raise RunFolderError(
         f"{run_dir} has no curvature probe: rerun with --probe or run "
         f"'python tools/probe.py {run_dir}'"
     )
@@ -49,7 +49,7 @@ def main(argv=None):
         config = read_run(args.run_dir, statuses=("finished",))[0]["config"]
         probe = load_probe(args.run_dir)
         if "step_sharpness" not in probe:
-            raise runio.RunFolderError(
+            raise RunFolderError(
                 f"the probe of {args.run_dir} has no step sharpness (probed by an earlier "
                 f"version): run 'python tools/probe.py {args.run_dir}' again"
             )
@@ -61,10 +61,10 @@ def main(argv=None):
             probe["b_simple"],
             args.batch_size,
         )
-    except (runio.RunFolderError, ValueError, KeyError, TypeError) as e:
+    except (RunFolderError, ValueError, KeyError, TypeError) as e:
         fail(PROG, e if not isinstance(e, KeyError) else f"run files lack {e}")
     if args.json:
-        print(json.dumps(runio._clean(advice), indent=2))
+        print(json.dumps(files.jsonable(advice), indent=2))
         return 0
     b = advice["base"]
     print(f"run        {args.run_dir}")

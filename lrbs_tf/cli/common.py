@@ -12,6 +12,8 @@ import re
 import sys
 import threading
 
+from lrbs_tf.training.config import PLACEMENT  # pure Python, no TensorFlow
+
 
 def program(script: str) -> str:
     """The name a command reports itself under: ``lrbs-run`` (entry point), ``lrbs_tf run``
@@ -205,7 +207,7 @@ SHARED = (
     "overwrite",
     "deterministic",
 )
-DEVICES = ("strategy", "devices", "cpu_devices", "peer_timeout")
+DEVICES = PLACEMENT  # declared once, in RunConfig
 
 
 def add_run_flags(
@@ -319,9 +321,7 @@ def reported_errors(prog: str, logdir: str):
     from lrbs_tf.data.datasets import DataError
     from lrbs_tf.distribute.strategy import DistributeError
     from lrbs_tf.files import FileProblem
-    from lrbs_tf.training.runfolder import LogdirError
-    from lrbs_tf.training.runio import DiskFullError, disk_full
-    from lrbs_tf.training.runlock import RunBusyError
+    from lrbs_tf.training.folder import DiskFullError, LogdirError, RunBusyError, disk_full
     from lrbs_tf.training.signals import RunInterrupted, exit_status
 
     try:

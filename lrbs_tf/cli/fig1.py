@@ -21,49 +21,32 @@ distances (mean |Δ test accuracy| over epochs) 0.0005 (cyclic) and 0.0007 (cons
 
 from __future__ import annotations
 
-from lrbs_tf.cli.common import (
-    ArgumentParser,
-    add_run_flags,
-    add_verbose_flag,
-    command,
-    fail,
-    format_table,
-    percent,
-    program,
-    quiet_tensorflow,
-    reported_errors,
-    run_kwargs,
-    say,
-    setup_logging,
-)
-from lrbs_tf.core.ratio import RatioError
+from lrbs_tf.cli.common import command, format_table, percent, program, run_kwargs
+from lrbs_tf.cli.figure import Figure, figure_main
 from lrbs_tf.settings import ConfigError
 
 PROG = program("fig1_cyclic.py")
 
 
-@command(PROG)
-def main(argv=None):
-    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    add_run_flags(p, epochs=24, logdir="runs/fig1")
+def flags(p) -> None:
     p.add_argument("--stage", type=float, default=4, help="stage length in epochs")
-    add_verbose_flag(p)
-    args = p.parse_args(argv)
-    setup_logging(args.verbose)
+
+
+def configs(args):
     from lrbs_tf.figures import fig1
 
-    try:
-        if not args.stage > 0:
-            raise ConfigError(f"--stage must be positive, got {args.stage}")
-        runs = fig1.configs(args.stage, **run_kwargs(args))
-    except (ConfigError, RatioError) as e:
-        fail(PROG, e)
-    quiet_tensorflow()
-    with reported_errors(PROG, args.logdir):
-        report = fig1.run(runs, args.logdir, say, progress="bar" if args.verbose else "epoch")
-    if report is None:
-        say("this worker's part is done; the chief (worker 0) writes the tables and figures")
-        return 0
+    if not args.stage > 0:
+        raise ConfigError(f"--stage must be positive, got {args.stage}")
+    return fig1.configs(args.stage, **run_kwargs(args))
+
+
+def run(runs, args, say, progress):
+    from lrbs_tf.figures import fig1
+
+    return fig1.run(runs, args.logdir, say, progress=progress)
+
+
+def show(report, args) -> None:
     table, distances = report["runs"], report["curve_distances"]
     within, across = report["within_pair"], report["across_pairs"]
     print()
@@ -102,4 +85,11 @@ def main(argv=None):
         f"{', '.join(f'{d:.4f}' for d in across)}: {verdict}"
     )
     print(f"\nwrote {report['png'][0]}\n      {report['png'][1]}\n      {report['csv']}")
-    return 0
+
+
+FIGURE = Figure(PROG, __doc__, flags, configs, run, show, epochs=24, logdir="runs/fig1")
+
+
+@command(PROG)
+def main(argv=None):
+    return figure_main(FIGURE, argv)

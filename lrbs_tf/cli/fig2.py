@@ -25,53 +25,34 @@ noise; not resolved at this length).
 
 from __future__ import annotations
 
-from lrbs_tf.cli.common import (
-    ArgumentParser,
-    add_run_flags,
-    add_verbose_flag,
-    command,
-    fail,
-    format_table,
-    percent,
-    program,
-    quiet_tensorflow,
-    reported_errors,
-    run_kwargs,
-    say,
-    setup_logging,
-)
-from lrbs_tf.core.ratio import RatioError
-from lrbs_tf.settings import ConfigError
+from lrbs_tf.cli.common import command, format_table, percent, program, run_kwargs
+from lrbs_tf.cli.figure import Figure, figure_main
 
 PROG = program("fig2_rescaling.py")
 
 
-@command(PROG)
-def main(argv=None):
-    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    add_run_flags(p, epochs=10, logdir="runs/fig2")
+def flags(p) -> None:
     p.add_argument("--base", default="0.1/50", help="small-batch recipe η0/S0")
     p.add_argument("--batch-size", type=int, default=400, help="the larger batch size S")
     p.add_argument("--rules", default="linear,sqrt,none", help="comma-separated rescaling rules")
     p.add_argument("--lr-schedule", help="η schedule with an empty BASE, e.g. milestones:@60,100")
-    add_verbose_flag(p)
-    args = p.parse_args(argv)
-    setup_logging(args.verbose)
+
+
+def configs(args):
     from lrbs_tf.figures import fig2
 
-    try:
-        runs = fig2.configs(
-            args.base, args.batch_size, args.rules, args.lr_schedule, **run_kwargs(args)
-        )
-    except (ConfigError, RatioError) as e:
-        fail(PROG, e)
-    quiet_tensorflow()
-    with reported_errors(PROG, args.logdir):
-        report = fig2.run(runs, args.logdir, say, progress="bar" if args.verbose else "epoch")
-    if report is None:
-        say("this worker's part is done; the chief (worker 0) writes the tables and figures")
-        return 0
-    print()
+    return fig2.configs(
+        args.base, args.batch_size, args.rules, args.lr_schedule, **run_kwargs(args)
+    )
+
+
+def run(runs, args, say, progress):
+    from lrbs_tf.figures import fig2
+
+    return fig2.run(runs, args.logdir, say, progress=progress)
+
+
+def show(report, args) -> None:
     print(
         format_table(
             [
@@ -103,4 +84,11 @@ def main(argv=None):
         f"{closest['test']} (test accuracy curve)"
     )
     print(f"wrote {report['png']}\n      {report['csv']}")
-    return 0
+
+
+FIGURE = Figure(PROG, __doc__, flags, configs, run, show, epochs=10, logdir="runs/fig2")
+
+
+@command(PROG)
+def main(argv=None):
+    return figure_main(FIGURE, argv)

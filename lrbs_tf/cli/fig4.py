@@ -24,28 +24,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from lrbs_tf.cli.common import (
-    ArgumentParser,
-    add_run_flags,
-    add_verbose_flag,
-    command,
-    fail,
-    program,
-    quiet_tensorflow,
-    reported_errors,
-    run_kwargs,
-    say,
-    setup_logging,
-)
+from lrbs_tf.cli.common import command, program, run_kwargs
+from lrbs_tf.cli.figure import Figure, figure_main
 from lrbs_tf.settings import ConfigError
 
 PROG = program("fig4_interpolation.py")
 
 
-@command(PROG)
-def main(argv=None):
-    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    add_run_flags(p, epochs=8, logdir="runs/fig4")
+def flags(p) -> None:
     p.add_argument("--paper", action="store_true", help="the paper's ResNet56/VGG11 pairs")
     p.add_argument("--bn", choices=("recompute", "interpolate"), default="recompute")
     p.add_argument("--points", type=int, default=31, help="α values in [-1, 2]")
@@ -56,36 +42,37 @@ def main(argv=None):
         help="training and validation examples to evaluate on",
     )
     p.add_argument("--plane-points", type=int, default=11, help="0 skips the random plane")
-    add_verbose_flag(p)
-    args = p.parse_args(argv)
-    setup_logging(args.verbose)
+
+
+def configs(args):
     from lrbs_tf.figures import fig4
 
     if args.paper and args.model == "mlp":
         args.model = "resnet56"
     runs, pairs = fig4.runs_for(args.paper, args.model)
-    try:
-        if args.points < 2 or args.eval_examples < 1 or args.plane_points < 0:
-            raise ConfigError("--points must be at least 2, --eval-examples at least 1")
-        configs = fig4.configs(runs, **run_kwargs(args))
-    except ConfigError as e:
-        fail(PROG, e)
-    quiet_tensorflow()
-    with reported_errors(PROG, args.logdir):
-        report = fig4.run(
-            configs,
-            pairs,
-            args.logdir,
-            args.bn,
-            args.points,
-            args.eval_examples,
-            args.plane_points,
-            say,
-            progress="bar" if args.verbose else "epoch",
-        )
-    if report is None:
-        say("this worker's part is done; the chief (worker 0) writes the tables and figures")
-        return 0
+    if args.points < 2 or args.eval_examples < 1 or args.plane_points < 0:
+        raise ConfigError("--points must be at least 2, --eval-examples at least 1")
+    return fig4.configs(runs, **run_kwargs(args)), pairs
+
+
+def run(configs_and_pairs, args, say, progress):
+    from lrbs_tf.figures import fig4
+
+    configs, pairs = configs_and_pairs
+    return fig4.run(
+        configs,
+        pairs,
+        args.logdir,
+        args.bn,
+        args.points,
+        args.eval_examples,
+        args.plane_points,
+        say,
+        progress=progress,
+    )
+
+
+def show(report, args) -> None:
     alphas = np.linspace(-1, 2, args.points)
     for key, c in report["curves"].items():
         at = {a: c["train_loss"][np.argmin(abs(alphas - a))] for a in (0, 1, -0.5, 1.5)}
@@ -94,4 +81,11 @@ def main(argv=None):
             f"α=1.5 {at[1.5]:.4f}"
         )
     print("wrote " + "\n      ".join(report["png"]) + f"\ntime  {report['wall_time'] / 60:.1f} min")
-    return 0
+
+
+FIGURE = Figure(PROG, __doc__, flags, configs, run, show, epochs=8, logdir="runs/fig4")
+
+
+@command(PROG)
+def main(argv=None):
+    return figure_main(FIGURE, argv)

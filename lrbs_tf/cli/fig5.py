@@ -23,21 +23,8 @@ ends lowest (78.3 % against 80.2-82.1 %): the scaling breaks for large β, soone
 
 from __future__ import annotations
 
-from lrbs_tf.cli.common import (
-    ArgumentParser,
-    add_run_flags,
-    add_verbose_flag,
-    command,
-    fail,
-    format_table,
-    program,
-    quiet_tensorflow,
-    reported_errors,
-    run_kwargs,
-    say,
-    setup_logging,
-)
-from lrbs_tf.core.ratio import RatioError
+from lrbs_tf.cli.common import command, format_table, program, run_kwargs
+from lrbs_tf.cli.figure import Figure, figure_main
 from lrbs_tf.settings import ConfigError
 
 PROG = program("fig5_breakdown.py")
@@ -47,25 +34,24 @@ def _ints(text, what, low=1):
     try:
         values = [int(v) for v in text.split(",")]
     except ValueError:
-        fail(PROG, f"{what} must be comma-separated integers, got {text!r}")
+        raise ConfigError(f"{what} must be comma-separated integers, got {text!r}") from None
     if not values or min(values) < low:
-        fail(PROG, f"{what} must be at least {low}, got {text!r}")
+        raise ConfigError(f"{what} must be at least {low}, got {text!r}")
     return values
 
 
-@command(PROG)
-def main(argv=None):
-    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    add_run_flags(p, epochs=8, logdir="runs/fig5")
+def flags(p) -> None:
     p.add_argument("--base", default="0.1/50", help="η₀/S₀ at β = 1")
     p.add_argument("--betas", default="1,3,5,9,15")
     p.add_argument("--train-sizes", default="50000,12000,3000")
     p.add_argument("--seeds", default="0")
     p.add_argument("--lr-schedule", help="η schedule with an empty BASE, e.g. divide::25")
     p.add_argument("--paper", action="store_true")
-    add_verbose_flag(p)
-    args = p.parse_args(argv)
-    setup_logging(args.verbose)
+
+
+def configs(args):
+    from lrbs_tf.figures import fig5
+
     if args.paper:
         args.model = "vgg11"
         args.dataset = args.dataset if args.dataset != "fashion_mnist" else "cifar10"
@@ -76,20 +62,17 @@ def main(argv=None):
         _ints(args.train_sizes, "--train-sizes"),
         _ints(args.seeds, "--seeds", low=0),
     )
+    settings = {k: v for k, v in run_kwargs(args).items() if k not in ("train_size", "seed")}
+    return fig5.configs(args.base, betas, sizes, seeds, args.lr_schedule, **settings)
+
+
+def run(runs, args, say, progress):
     from lrbs_tf.figures import fig5
 
-    settings = {k: v for k, v in run_kwargs(args).items() if k not in ("train_size", "seed")}
-    try:
-        runs = fig5.configs(args.base, betas, sizes, seeds, args.lr_schedule, **settings)
-    except (ConfigError, RatioError) as e:
-        fail(PROG, e)
-    quiet_tensorflow()
-    with reported_errors(PROG, args.logdir):
-        report = fig5.run(runs, args.logdir, say, progress="bar" if args.verbose else "epoch")
-    if report is None:
-        say("this worker's part is done; the chief (worker 0) writes the tables and figures")
-        return 0
-    print()
+    return fig5.run(runs, args.logdir, say, progress=progress)
+
+
+def show(report, args) -> None:
     print(
         format_table(
             ["N", "β", "η/S", "final val acc", "best val acc", "diverged"],
@@ -107,7 +90,14 @@ def main(argv=None):
         )
     )
     print(f"\nwrote {report['png']}\ntime  {report['wall_time'] / 60:.1f} min")
-    return 0
+
+
+FIGURE = Figure(PROG, __doc__, flags, configs, run, show, epochs=8, logdir="runs/fig5")
+
+
+@command(PROG)
+def main(argv=None):
+    return figure_main(FIGURE, argv)
 
 
 def _ms(mean, std):

@@ -73,11 +73,10 @@ def parse(argv=None):
 def open_run(args, names) -> tuple[dict, ProbeSettings]:
     """The run's config.json and the probe settings, checked, with the run folder locked
     (shared) and ``probe.json`` writable; exits with a one-line message otherwise."""
-    from lrbs_tf.training import runio, runlock
-    from lrbs_tf.training.runio import read_run
+    from lrbs_tf.training import folder
 
     try:
-        saved, _ = read_run(args.run_dir, ("finished", "diverged", "interrupted"))
+        saved, _ = folder.read_run(args.run_dir, ("finished", "diverged", "interrupted"))
         model_path = os.path.join(args.run_dir, "model.keras")
         if not files.check_entry(model_path):
             fail(PROG, f"{model_path} is missing")
@@ -88,14 +87,14 @@ def open_run(args, names) -> tuple[dict, ProbeSettings]:
         files.check_entry(os.path.join(args.run_dir, "probe.json"))
         files.check_entry(os.path.join(args.run_dir, "spectral_density.png"))
         writable(args.run_dir)
-        runlock.acquire(args.run_dir, shared=True)
-    except runlock.RunBusyError as e:
+        folder.lock(args.run_dir, shared=True)
+    except folder.RunBusyError as e:
         fail(PROG, e, status=75)
     except (files.FileProblem, ConfigError, KeyError, TypeError) as e:
         fail(PROG, e if not isinstance(e, KeyError) else f"config.json lacks {e}")
     except OSError as e:
         fail(PROG, f"cannot write in {args.run_dir} ({e.strerror or e})", status=1)
-    runio.read_run(args.run_dir, ("finished", "diverged", "interrupted"))  # again, locked
+    folder.read_run(args.run_dir, ("finished", "diverged", "interrupted"))  # again, locked
     return saved, settings
 
 
@@ -169,8 +168,6 @@ def density(args, config: dict, prober, measured: dict) -> dict:
 def write(run_dir: str, config: dict, measured: dict) -> None:
     """probe.json, and the spectral-density plot (removed when this probe has none: an
     earlier one would no longer match probe.json)."""
-    from lrbs_tf.training import runio
-
     png = os.path.join(run_dir, "spectral_density.png")
     found = measured.pop("_density", None)
     if found is None:
@@ -183,7 +180,7 @@ def write(run_dir: str, config: dict, measured: dict) -> None:
             png,
             f"Hessian spectral density (SLQ), η/S = {config['lr']:g}/{config['batch_size']}",
         )
-    runio.write_json(os.path.join(run_dir, "probe.json"), measured)
+    files.write_json(os.path.join(run_dir, "probe.json"), measured)
 
 
 @command(PROG)

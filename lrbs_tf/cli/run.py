@@ -249,15 +249,15 @@ def main(argv=None) -> int:
     config, verbose = parse(argv)
     setup_logging(verbose)
     from lrbs_tf.distribute.cluster import chief_task
-    from lrbs_tf.training import runfolder
+    from lrbs_tf.training.folder import RunFolder
 
     with reported_errors(PROG, config.logdir):
         # The run folder is checked and locked before TensorFlow loads, so that a busy,
         # damaged or foreign folder is refused at once (train() takes the same lock again).
         if config.strategy != "multiworker" or chief_task():
-            runfolder.claim(config)
+            RunFolder.claim(config, reserve=False)
         else:
-            runfolder.inspect(config)
+            RunFolder.look(config)
     quiet_tensorflow()
     from lrbs_tf.training.run import train
 

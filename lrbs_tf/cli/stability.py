@@ -29,26 +29,15 @@ there rather than guessing.
 
 from __future__ import annotations
 
-from lrbs_tf.cli.common import (
-    ArgumentParser,
-    add_run_flags,
-    command,
-    format_table,
-    program,
-    quiet_tensorflow,
-    reported_errors,
-    run_kwargs,
-    say,
-    setup_logging,
-)
+from lrbs_tf.cli.common import command, format_table, program, run_kwargs
+from lrbs_tf.cli.figure import Figure, figure_main
+from lrbs_tf.settings import ConfigError
 
 PROG = program("stability_check.py")
 RUN_FLAGS = ("data_dir", "deterministic")
 
 
-@command(PROG)
-def main(argv=None):
-    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+def flags(p) -> None:
     p.add_argument("--logdir", default="runs/stability")
     p.add_argument("--epochs", type=int, default=2, help="epochs each candidate trains")
     p.add_argument(
@@ -58,20 +47,25 @@ def main(argv=None):
         help="the run that gives the starting point θ0 (default 0.05/100:1)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the split, θ0 and data order")
-    add_run_flags(p, names=RUN_FLAGS)
-    args = p.parse_args(argv)
-    setup_logging()
-    if args.epochs < 1:
-        p.error("--epochs must be at least 1")
-    if not 0 <= args.seed < 2**31:
-        p.error(f"--seed must be in [0, 2**31), got {args.seed}")
-    warmup = parse_warmup(args.warmup, p.error)
-    quiet_tensorflow()
-    from lrbs_tf.figures.stability import Check, run
 
-    with reported_errors(PROG, args.logdir):
-        check = Check(epochs=args.epochs, warmup=warmup, seed=args.seed)
-        report = run(check, args.logdir, say, **run_kwargs(args, RUN_FLAGS))
+
+def configs(args):
+    from lrbs_tf.figures.stability import Check
+
+    if args.epochs < 1:
+        raise ConfigError("--epochs must be at least 1")
+    if not 0 <= args.seed < 2**31:
+        raise ConfigError(f"--seed must be in [0, 2**31), got {args.seed}")
+    return Check(epochs=args.epochs, warmup=parse_warmup(args.warmup), seed=args.seed)
+
+
+def run(check, args, say, progress):
+    from lrbs_tf.figures.stability import run
+
+    return run(check, args.logdir, say, **run_kwargs(args, RUN_FLAGS))
+
+
+def show(report, args) -> None:
     rows = report["rows"]
     print()
     print(
@@ -121,11 +115,18 @@ def main(argv=None):
             f"{kinds.count('unstable')} unstable, {kinds.count('diverged')} diverged"
         )
     print(f"wrote {report['png']} ({report['wall_time'] / 60:.1f} min)")
-    return 0
 
 
-def parse_warmup(text: str, error) -> tuple:
-    """``LR/S:EPOCHS`` → (η, S, epochs), or ``error(message)``."""
+FIGURE = Figure(PROG, __doc__, flags, configs, run, show, run_flags=RUN_FLAGS)
+
+
+@command(PROG)
+def main(argv=None):
+    return figure_main(FIGURE, argv)
+
+
+def parse_warmup(text: str) -> tuple:
+    """``LR/S:EPOCHS`` → (η, S, epochs); ConfigError for anything else."""
     import math
 
     try:
@@ -133,7 +134,9 @@ def parse_warmup(text: str, error) -> tuple:
         lr, batch = ratio.split("/")
         lr, batch, epochs = float(lr), int(batch), int(epochs)
     except ValueError:
-        error(f"--warmup must look like 0.05/100:1 (η/S:epochs), got {text!r}")
+        raise ConfigError(
+            f"--warmup must look like 0.05/100:1 (η/S:epochs), got {text!r}"
+        ) from None
     if not (math.isfinite(lr) and lr > 0 and batch >= 1 and 1 <= epochs <= 1000):
-        error(f"--warmup needs η > 0, S ≥ 1 and 1 to 1000 epochs, got {text!r}")
+        raise ConfigError(f"--warmup needs η > 0, S ≥ 1 and 1 to 1000 epochs, got {text!r}")
     return lr, batch, epochs

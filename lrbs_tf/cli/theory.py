@@ -11,7 +11,7 @@ On a quadratic L = ½θᵀHθ with spectrum (8, 4, 2, 1, 0.5) and Gaussian gradi
    η/S, as S/N → 1, against the formula with and without the (N − S)/(N − 1) factor.
 
 Writes ``theory.png`` (four panels), ``theory.csv``/``theory.json`` (grid with relative errors)
-and prints the table. Measured on 2 CPU cores: 31 s. Measured result (1000 chains): the
+and prints the table. Measured on 2 CPU cores: 33 s. Measured result (1000 chains): the
 discrete formula is within 4 standard errors of the simulation at 16/16 grid points (largest
 |relative error| 0.43 %); the continuous η/(4S)·Tr H is 2-3 % low at ηλ_max = 0.08 and 69.5 %
 low at ηλ_max = 1.6; with real batches the (N − S)/(N − 1) factor tracks the fall of E[L] as

@@ -111,10 +111,11 @@ def main(argv=None):
         fail(PROG, e)
     quiet_tensorflow()
     split_cpu_now(PROG, args)
+    from lrbs_tf import files
     from lrbs_tf.sweeps import tuning
     from lrbs_tf.sweeps.hparams import write_hparams_config
     from lrbs_tf.sweeps.tables import row_of
-    from lrbs_tf.training import runio
+    from lrbs_tf.training.folder import RunFolderError, read_json
 
     os.makedirs(args.logdir, exist_ok=True)
     if tuning.distributed_role() not in (None, "chief"):
@@ -161,17 +162,17 @@ def main(argv=None):
         epochs = trial.hyperparameters.values.get("tuner/epochs")
         config = hypermodel.config_for(trial.hyperparameters, epochs)
         try:
-            results = runio.read_json(os.path.join(config.run_dir, "results.json"))
-        except runio.RunFolderError:
+            results = read_json(os.path.join(config.run_dir, "results.json"))
+        except RunFolderError:
             results = None
         rows.append(dict(row_of(config, results), trial_id=trial.trial_id, objective=trial.score))
     if not rows:
         fail(PROG, "no trial finished", status=1)
-    runio.write_csv(os.path.join(args.logdir, "tune.csv"), rows, list(rows[0]))
-    runio.write_json(
+    files.write_csv(os.path.join(args.logdir, "tune.csv"), rows, list(rows[0]))
+    files.write_json(
         os.path.join(args.logdir, "tune.json"), {"trials": rows, "wall_time": time.time() - tick}
     )
-    runio.write_json(os.path.join(args.logdir, "best.json"), rows[0])
+    files.write_json(os.path.join(args.logdir, "best.json"), rows[0])
     print()
     print(
         format_table(

@@ -6,16 +6,16 @@ update it assigns ``ratio * batch_size`` to the inner optimizer's learning rate,
 exact for every batch, including a ragged last batch, a scheduled batch size, or a batch split
 unevenly over replicas (the batch size is all-reduced, see :func:`global_batch_size`).
 
-The batch size must be fed every step by the model's ``train_step``: :class:`RatioModel` (or the
-:class:`RatioTrainStep` mixin for subclassed models) does that, reduces the loss exactly over
-replicas, and records ``lr``, ``batch_size`` and ``ratio`` of every step in a :class:`StepLog`.
-Compiling the optimizer into a model that does not feed it raises a clear error when the train
-step is traced.
+A step is applied in one call that carries its batch size, :meth:`RatioScaledOptimizer.apply_step`
+(there is no "set the batch size first" rule): the model's ``train_step`` makes it —
+:class:`RatioModel` (or the :class:`RatioTrainStep` mixin for subclassed models) does that,
+reduces the loss exactly over replicas, and records ``lr``, ``batch_size`` and ``ratio`` of every
+step in a :class:`StepLog`. Keras' own ``apply``/``apply_gradients`` know no batch size: they raise
+a clear error, which a model that does not feed the optimizer meets when its train step is
+traced.
 """
 
 from __future__ import annotations
-
-import threading
 
 import keras
 import tensorflow as tf
@@ -84,8 +84,6 @@ class RatioScaledOptimizer(keras.optimizers.Optimizer):
         super().__init__(learning_rate=0.0, name=name)
         self.inner_optimizer = inner_optimizer
         self.initial_ratio = float(ratio)
-        # Per thread: under a strategy each replica's step is traced in its own thread.
-        self._fed = threading.local()
 
     def build(self, var_list):
         if self.built:
@@ -111,27 +109,25 @@ class RatioScaledOptimizer(keras.optimizers.Optimizer):
     def variables(self):
         return compat.own_variables(self) + self.inner_optimizer.variables
 
-    def set_step(self, batch_size, ratio=None):
-        """Set the global batch size (and optionally η/S) of the step about to be applied."""
-        self.batch_size.assign(tf.cast(batch_size, tf.float32))
-        if ratio is not None:
-            self.ratio.assign(tf.cast(ratio, tf.float32))
-        self._fed.step = True
-
-    def apply(self, grads, trainable_variables=None):
+    def apply_step(self, grads, trainable_variables, batch_size, ratio=None):
+        """Apply one step whose global batch is ``batch_size`` examples (and whose η/S is
+        ``ratio``, when a schedule gives it): η = (η/S) × S for exactly this step."""
         if not self.built:
             with keras.name_scope(self.name, caller=self):
                 self.build(trainable_variables)
             self.built = True
-        if not getattr(self._fed, "step", False):
-            raise ValueError(
-                "RatioScaledOptimizer needs the global batch size of every step: train with "
-                "lrbs_tf.optimizers.RatioModel (as_ratio_model(model)) or the RatioTrainStep "
-                "mixin, or call optimizer.set_step(batch_size) before apply()"
-            )
-        self._fed.step = False
+        self.batch_size.assign(tf.cast(batch_size, tf.float32))
+        if ratio is not None:
+            self.ratio.assign(tf.cast(ratio, tf.float32))
         self.inner_optimizer.learning_rate.assign(self.ratio * self.batch_size)
         return self.inner_optimizer.apply(grads, trainable_variables)
+
+    def apply(self, grads, trainable_variables=None):
+        raise ValueError(
+            "RatioScaledOptimizer needs the global batch size of every step: train with "
+            "lrbs_tf.optimizers.RatioModel (as_ratio_model(model)) or the RatioTrainStep "
+            "mixin, or call optimizer.apply_step(grads, variables, batch_size)"
+        )
 
     @property
     def learning_rate(self):
@@ -196,11 +192,10 @@ class RatioTrainStep:
             # One copy per example; every replica holds at least one (see plan.epoch_batch_sizes)
             step_ratio = tf.reduce_max(step_ratio)
         optimizer = self.optimizer
-        if isinstance(optimizer, RatioScaledOptimizer):
-            if not optimizer.built:  # building here costs a second trace: pre-build to avoid it
-                optimizer.build(self.trainable_variables)
-            optimizer.set_step(batch, step_ratio)
-        elif step_ratio is not None:
+        scaled = isinstance(optimizer, RatioScaledOptimizer)
+        if scaled and not optimizer.built:  # building here costs a second trace: pre-build
+            optimizer.build(self.trainable_variables)
+        elif not scaled and step_ratio is not None:
             raise ValueError("a per-step ratio needs a RatioScaledOptimizer")
 
         with tf.GradientTape() as tape:
@@ -212,7 +207,11 @@ class RatioTrainStep:
                 loss = local_loss * tf.cast(tf.cast(local, tf.float32) / batch, loss.dtype)
             loss = optimizer.scale_loss(loss)
         weights = self.trainable_weights
-        optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        grads = tape.gradient(loss, weights)
+        if scaled:
+            optimizer.apply_step(grads, weights, batch, step_ratio)
+        else:
+            optimizer.apply_gradients(zip(grads, weights))
         logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         if self.step_log is not None:
             batch_loss = tf.cast(local_loss, tf.float32)

@@ -14,9 +14,11 @@ batch keeps the scheduled ratio. Pure Python: usable for validation before Tenso
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 from lrbs_tf.core.ratio import FLOAT32_MAX
 from lrbs_tf.core.schedules import (
@@ -189,3 +191,59 @@ def make_plan(
     if keep_ratio:
         return TrainingPlan(batch, ratio=Constant(lr / batch_size))
     return TrainingPlan(batch, lr=Constant(lr))
+
+
+class EpochPlan(NamedTuple):
+    """One epoch: the size of each batch and, with an η/S schedule, each step's η/S."""
+
+    sizes: list
+    ratios: list | None
+
+
+class EpochPlans:
+    """The batch sizes and η/S of every epoch of a run, computed when first needed.
+
+    ``plans[e]`` is the :class:`EpochPlan` of epoch ``e``; with constant schedules every epoch
+    is the same and is computed once, so a long run starts at once. A batch size decided
+    during training (``--bs-schedule adaptive``) goes in through :meth:`decide`, which keeps
+    the computed epochs consistent with it.
+    """
+
+    def __init__(self, plan, num_examples: int, epochs: int, min_batch: int = 1):
+        self.plan, self.num_examples, self.epochs = plan, num_examples, epochs
+        self.min_batch = min_batch
+        self.constant = plan.is_constant()
+        self._epoch = functools.lru_cache(maxsize=64)(self._compute)
+
+    def decide(self, epoch: int, batch_size: int) -> None:
+        """From 0-based ``epoch`` on, the adaptive schedule's batch size is ``batch_size``."""
+        self.plan.adaptive.decided[epoch] = batch_size
+        self._epoch.cache_clear()
+
+    def _compute(self, epoch: int) -> EpochPlan:
+        return EpochPlan(*self.plan.epoch(self.num_examples, epoch, min_batch=self.min_batch))
+
+    def __getitem__(self, epoch: int) -> EpochPlan:
+        return self._epoch(0 if self.constant else epoch)
+
+    def __len__(self) -> int:
+        return self.epochs
+
+    def each(self) -> list[EpochPlan]:
+        """Every epoch's plan (one, when they are all the same)."""
+        return [self[0]] if self.constant else [self[e] for e in range(self.epochs)]
+
+    def first_ratio(self) -> float:
+        """η/S of the run's first step."""
+        return self[0].ratios[0]
+
+    def steps_before(self, epoch: int) -> int:
+        if self.constant:
+            return epoch * len(self[0].sizes)
+        return sum(len(self[e].sizes) for e in range(epoch))
+
+    def smallest(self) -> int:
+        return min(min(p.sizes) for p in self.each())
+
+    def most_steps(self) -> int:
+        return max(len(p.sizes) for p in self.each())

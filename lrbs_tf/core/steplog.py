@@ -11,7 +11,7 @@ class StepLog:
 
     The train step writes row ``count % capacity`` of a variable, so nothing leaves the graph
     per step (Keras stays asynchronous, and it works with XLA and ``steps_per_execution``);
-    :class:`lrbs_tf.training.callbacks.StepScalars` drains it to TensorBoard at the end of each
+    :class:`lrbs_tf.training.tensorboard.StepScalars` drains it to TensorBoard at the end of each
     epoch.
     Not a Keras weight: it is not saved with the model. Create it inside the strategy's scope
     when training under one; the first replica's row is kept (all replicas record the same,

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from lrbs_tf.data.datasets import Data, DataError, Split, fingerprint, seeded_split
+from lrbs_tf.data.splits import Data, DataError, Split, fingerprint, seeded_split
 
 CIFAR10_ARCHIVE = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 

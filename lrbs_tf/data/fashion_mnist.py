@@ -17,7 +17,7 @@ import zlib
 
 import numpy as np
 
-from lrbs_tf.data.datasets import Data, DataError, Split, fingerprint, seeded_split
+from lrbs_tf.data.splits import Data, DataError, Split, fingerprint, seeded_split
 
 log = logging.getLogger(__name__)
 

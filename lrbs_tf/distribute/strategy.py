@@ -135,7 +135,10 @@ def _multiworker(peer_timeout):
     cluster = cluster_from_env()
     from lrbs_tf import compat
 
-    compat.keras_multiworker_fix()
+    try:
+        compat.keras_multiworker_fix()
+    except compat.KerasChanged as e:
+        raise DistributeError(str(e)) from None
     timeout = float(peer_timeout or 300)
     start_watchdog(timeout, "waiting for the other workers to connect")
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
@@ -173,6 +176,16 @@ def model_strategy(model):
 
 def replicas(strategy) -> int:
     return 1 if strategy is None else int(strategy.num_replicas_in_sync)
+
+
+def check_batches(smallest: int, strategy) -> None:
+    """Every replica needs at least one example of every batch: refuse a schedule whose
+    smallest batch has fewer examples than the strategy has replicas."""
+    if smallest < replicas(strategy):
+        raise DistributeError(
+            f"the batch-size schedule reaches {smallest}, fewer examples than the "
+            f"{replicas(strategy)} replicas: every replica needs at least one"
+        )
 
 
 def describe(strategy) -> dict:

@@ -50,8 +50,8 @@ def run(
 ) -> dict | None:
     """Train (or reuse) the runs, compare their curves, draw and write; returns the report
     (None in a multi-worker process that is not the chief)."""
+    from lrbs_tf import files
     from lrbs_tf.figures.plots import learning_curve_panels
-    from lrbs_tf.training import runio
 
     results = train_all([(label, config) for label, _, config in runs], say, progress)
     if not is_chief([c for _, _, c in runs]):
@@ -113,6 +113,6 @@ def run(
         "png": [png, png_sde],
         "csv": os.path.join(logdir, "fig1.csv"),
     }
-    runio.write_json(os.path.join(logdir, "fig1.json"), report)
-    runio.write_csv(report["csv"], table, list(table[0]))
+    files.write_json(os.path.join(logdir, "fig1.json"), report)
+    files.write_csv(report["csv"], table, list(table[0]))
     return report

@@ -48,8 +48,8 @@ def run(
     runs: list[tuple], logdir: str, say=lambda line: None, progress: str = "epoch"
 ) -> dict | None:
     """Train (or reuse) the runs, measure each curve's distance to the baseline, draw, write."""
+    from lrbs_tf import files
     from lrbs_tf.figures.plots import learning_curve_panels
-    from lrbs_tf.training import runio
 
     results = train_all(runs, say, progress)
     if not is_chief([c for _, c in runs]):
@@ -93,6 +93,6 @@ def run(
         "png": png,
         "csv": os.path.join(logdir, "fig2.csv"),
     }
-    runio.write_json(os.path.join(logdir, "fig2.json"), report)
-    runio.write_csv(report["csv"], table, list(table[0]))
+    files.write_json(os.path.join(logdir, "fig2.json"), report)
+    files.write_csv(report["csv"], table, list(table[0]))
     return report

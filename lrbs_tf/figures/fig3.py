@@ -217,8 +217,8 @@ def run(
 
 def report(preset: Preset, bases, logdir: str, wall_time: float, name: str = "fig3") -> dict:
     """Tabulate the runs of a sweep, correlate with η/S, draw the figure, write the files."""
+    from lrbs_tf import files
     from lrbs_tf.figures.plots import fig3_plot
-    from lrbs_tf.training import runio
 
     rows = sweep.grid_table(bases, preset.points, name)
     keys = [q for q, _ in QUANTITIES] + ["frobenius_fd", "final_weights_loss"]
@@ -258,6 +258,6 @@ def report(preset: Preset, bases, logdir: str, wall_time: float, name: str = "fi
         rows, correlations, os.path.join(logdir, f"{name}.png"), title, preset.loss_target
     )
     out["csv"] = os.path.join(logdir, f"{name}.csv")
-    runio.write_csv(out["csv"], rows, list(rows[0]))
-    runio.write_json(os.path.join(logdir, f"{name}.json"), out)
+    files.write_csv(out["csv"], rows, list(rows[0]))
+    files.write_json(os.path.join(logdir, f"{name}.json"), out)
     return out

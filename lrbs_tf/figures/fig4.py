@@ -54,10 +54,10 @@ def run(
     progress: str = "epoch",
 ) -> dict | None:
     """Train the runs, interpolate each pair, draw the curves and planes, write ``fig4.json``."""
+    from lrbs_tf import files
     from lrbs_tf.data.datasets import load_for
     from lrbs_tf.models.registry import load_model
     from lrbs_tf.probes import landscape
-    from lrbs_tf.training import runio
 
     tick = time.time()
     train_all(
@@ -109,7 +109,7 @@ def run(
         "png": [p for p in (png, png_plane) if p],
         "wall_time": time.time() - tick,
     }
-    runio.write_json(os.path.join(logdir, "fig4.json"), report)
+    files.write_json(os.path.join(logdir, "fig4.json"), report)
     return report
 
 

@@ -45,7 +45,7 @@ def run(
     runs: list[tuple], logdir: str, say=lambda line: None, progress: str = "epoch"
 ) -> dict | None:
     """Train the runs, summarise each (N, β) over seeds, draw and write."""
-    from lrbs_tf.training import runio
+    from lrbs_tf import files
 
     tick = time.time()
     results = train_all(
@@ -100,8 +100,8 @@ def run(
         "csv": os.path.join(logdir, "fig5.csv"),
         "wall_time": time.time() - tick,
     }
-    runio.write_csv(report["csv"], rows, list(rows[0]))
-    runio.write_json(os.path.join(logdir, "fig5.json"), report)
+    files.write_csv(report["csv"], rows, list(rows[0]))
+    files.write_json(os.path.join(logdir, "fig5.json"), report)
     return report
 
 

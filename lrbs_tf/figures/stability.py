@@ -66,11 +66,11 @@ def run(
     check: Check, logdir: str, say=lambda line: None, progress: str = "epoch", **run_settings
 ) -> dict:
     """Warm up, probe θ0 at every candidate S, train every candidate from θ0, tabulate."""
+    from lrbs_tf import files
     from lrbs_tf.figures.plots import confusion_figure
     from lrbs_tf.probes.prober import Prober
     from lrbs_tf.probes.settings import ProbeSettings
     from lrbs_tf.theory.advice import EDGE_AT, UNSTABLE_AT, verdict
-    from lrbs_tf.training import runio
     from lrbs_tf.training.evaluation import DatasetLoss
     from lrbs_tf.training.run import train
     from lrbs_tf.training.tensorboard import read_scalars
@@ -166,8 +166,8 @@ def run(
     report["png"] = confusion_figure(
         rows, os.path.join(logdir, "stability.png"), UNSTABLE_AT, EDGE_AT
     )
-    runio.write_json(os.path.join(logdir, "stability.json"), report)
-    runio.write_csv(os.path.join(logdir, "stability.csv"), rows, list(rows[0]))
+    files.write_json(os.path.join(logdir, "stability.json"), report)
+    files.write_csv(os.path.join(logdir, "stability.csv"), rows, list(rows[0]))
     return report
 
 

@@ -18,14 +18,43 @@ SPECTRUM = np.array([8.0, 4.0, 2.0, 1.0, 0.5])
 
 
 def run(logdir: str, chains: int = 1000, steps: int = 2000, seed: int = 0) -> dict:
-    """Simulate, compare, draw ``theory.png`` and write ``theory.json``/``theory.csv``."""
-    from lrbs_tf.training import runio
-
+    """Simulate, compare, draw ``theory.png`` and write ``theory.json``/``theory.csv``.
+    ``steps``: measured steps of every stationary simulation (after its burn-in)."""
     os.makedirs(logdir, exist_ok=True)
     tick = time.time()
     Q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((5, 5)))
     H = Q @ np.diag(SPECTRUM) @ Q.T
+    rows = grid(H, chains, steps, seed)
+    fig = Figure(figsize=(11, 8.5))
+    axes = fig.subplots(2, 2)
+    equal_ratio_panel(axes[0][0], H, seed)
+    grid_panel(axes[0][1], rows)
+    eta = breakdown_in_eta(axes[1][0], H, chains, steps, seed)
+    batch = breakdown_in_batch(axes[1][1], chains, steps, seed)
+    fig.suptitle("SGD on quadratics: SDE theory, exact discrete corrections, breakdowns")
+    fig.tight_layout()
+    png = files.save_figure(fig, os.path.join(logdir, "theory.png"), dpi=110)
+    report = {
+        "grid": rows,
+        "max_abs_rel_error_discrete": max(abs(r["rel_error_discrete"]) for r in rows),
+        "max_abs_rel_error_continuous": max(abs(r["rel_error_continuous"]) for r in rows),
+        "discrete_within_4se": sum(r["discrete_within_4se"] for r in rows),
+        "breakdown_eta": eta,
+        "breakdown_batch": batch,
+        "chains": chains,
+        "steps": steps,
+        "seed": seed,
+        "png": png,
+        "wall_time": time.time() - tick,
+    }
+    files.write_json(os.path.join(logdir, "theory.json"), report)
+    files.write_csv(os.path.join(logdir, "theory.csv"), rows, list(rows[0]))
+    return report
 
+
+def grid(H, chains: int, steps: int, seed: int) -> list[dict]:
+    """Stationary E[L] of SGD with Gaussian noise (C = H) on η × S, simulated, against the
+    continuous η/(4S)·Tr H and the exact discrete formula."""
     rows = []
     for lr in (0.01, 0.05, 0.1, 0.2):
         for batch in (1, 4, 16, 64):
@@ -50,15 +79,24 @@ def run(logdir: str, chains: int = 1000, steps: int = 2000, seed: int = 0) -> di
                     "discrete_within_4se": abs(disc - sim.mean_loss) <= 4 * sim.stderr,
                 }
             )
-    fig = Figure(figsize=(11, 8.5))
-    axes = fig.subplots(2, 2)
-    # 2. equal-ratio learning curves on the SDE time axis
-    ax = axes[0][0]
+    return rows
+
+
+def equal_ratio_panel(ax, H, seed: int) -> None:
+    """Equal-η/S learning curves from one start, on the SDE time axis t = k·η."""
     theta0 = np.full(5, 2.0)
     for i, (lr, batch) in enumerate([(0.01, 1), (0.04, 4), (0.16, 16)]):
-        steps = int(3.0 / lr)
         sim = T.simulate_gaussian_sgd(
-            H, H, lr, batch, 1, steps, 200, seed=seed + 100 + i, theta0=theta0, record_every=1
+            H,
+            H,
+            lr,
+            batch,
+            1,
+            int(3.0 / lr),
+            200,
+            seed=seed + 100 + i,
+            theta0=theta0,
+            record_every=1,
         )
         start = 0.5 * theta0 @ H @ theta0
         ax.plot(
@@ -73,8 +111,10 @@ def run(logdir: str, chains: int = 1000, steps: int = 2000, seed: int = 0) -> di
         title="equal η/S: learning curves collapse in SDE time",
     )
     ax.legend(fontsize=8)
-    # 1. grid: simulated vs formulas
-    ax = axes[0][1]
+
+
+def grid_panel(ax, rows: list[dict]) -> None:
+    """The grid's simulated stationary losses against both formulas."""
     sims = np.array([r["simulated"] for r in rows])
     ax.loglog(sims, [r["continuous"] for r in rows], "o", label="continuous η/(4S)·Tr H")
     ax.loglog(sims, [r["discrete"] for r in rows], "x", label="discrete (η/2S)Σλ/(2−ηλ)")
@@ -86,8 +126,10 @@ def run(logdir: str, chains: int = 1000, steps: int = 2000, seed: int = 0) -> di
         title="grid η ∈ {.01,.05,.1,.2} × S ∈ {1,4,16,64}",
     )
     ax.legend(fontsize=8)
-    # 3. breakdown in η at a fixed ratio
-    ax = axes[1][0]
+
+
+def breakdown_in_eta(ax, H, chains: int, steps: int, seed: int) -> dict:
+    """At a fixed η/S, E[L] against η·λ_max: simulated, the exact discrete formula, the SDE."""
     ratio = 0.002
     lrs = np.array([0.01, 0.05, 0.1, 0.15, 0.2, 0.225, 0.24])
     measured = []
@@ -98,15 +140,9 @@ def run(logdir: str, chains: int = 1000, steps: int = 2000, seed: int = 0) -> di
         )
         measured.append(sim.mean_loss / T.expected_loss_continuous(H, None, ratio))
     fine = np.linspace(0.001, 0.245, 200)
-    ax.plot(
-        fine * SPECTRUM.max(),
-        [
-            T.expected_loss_discrete(H, None, lr, lr / ratio)
-            / T.expected_loss_continuous(H, None, ratio)
-            for lr in fine
-        ],
-        label="exact discrete formula",
-    )
+    continuous = T.expected_loss_continuous(H, None, ratio)
+    exact = [T.expected_loss_discrete(H, None, lr, lr / ratio) / continuous for lr in fine]
+    ax.plot(fine * SPECTRUM.max(), exact, label="exact discrete formula")
     ax.plot(lrs * SPECTRUM.max(), measured, "o", label="simulated SGD")
     ax.axhline(1, color="k", linestyle=":", label="SDE (η/S only)")
     ax.set(
@@ -116,70 +152,44 @@ def run(logdir: str, chains: int = 1000, steps: int = 2000, seed: int = 0) -> di
         title=f"breakdown in η at η/S = {ratio}",
     )
     ax.legend(fontsize=8)
-    # 4. breakdown in S/N with real mini-batches of a finite data set
-    ax = axes[1][1]
+    return {"lr_lambda_max": (lrs * SPECTRUM.max()).tolist(), "simulated_over_continuous": measured}
+
+
+def breakdown_in_batch(ax, chains: int, steps: int, seed: int) -> dict:
+    """At a fixed η/S, E[L] against S/N with real mini-batches of a least-squares problem:
+    simulated, and the discrete formula with and without the finite-population factor."""
     problem = T.LeastSquares.random(
         n=100, d=5, noise=1.0, seed=seed, spectrum=np.array([4.0, 2.0, 1.0, 0.5, 0.25])
     )
-    Hls, Cls = problem.hessian, problem.gradient_covariance()
-    ratio_ls = 0.002
+    hessian, covariance = problem.hessian, problem.gradient_covariance()
+    ratio = 0.002
     batches = np.array([1, 2, 5, 10, 20, 40, 60, 80, 90, 95])
-    sim_ls = []
-    for i, b in enumerate(batches):
-        sim_ls.append(
-            T.simulate_least_squares_sgd(
-                problem,
-                ratio_ls * b,
-                int(b),
-                steps,
-                int(10 / (ratio_ls * b * 0.2)),
-                max(50, chains // 5),
-                seed=seed + 300 + i,
-            ).mean_loss
-        )
-    ax.plot(batches / problem.n, sim_ls, "o", label="simulated SGD, real batches")
-    ax.plot(
-        batches / problem.n,
-        [T.expected_loss_discrete(Hls, Cls, ratio_ls * b, b, finite_n=problem.n) for b in batches],
-        label="discrete × (N−S)/(N−1)",
-    )
-    ax.plot(
-        batches / problem.n,
-        [T.expected_loss_discrete(Hls, Cls, ratio_ls * b, b) for b in batches],
-        "--",
-        label="discrete, i.i.d. batches",
-    )
+    simulated = [
+        T.simulate_least_squares_sgd(
+            problem,
+            ratio * b,
+            int(b),
+            steps,
+            int(10 / (ratio * b * 0.2)),
+            max(50, chains // 5),
+            seed=seed + 300 + i,
+        ).mean_loss
+        for i, b in enumerate(batches)
+    ]
+    s_over_n = batches / problem.n
+    ax.plot(s_over_n, simulated, "o", label="simulated SGD, real batches")
+    finite = [
+        T.expected_loss_discrete(hessian, covariance, ratio * b, b, finite_n=problem.n)
+        for b in batches
+    ]
+    iid = [T.expected_loss_discrete(hessian, covariance, ratio * b, b) for b in batches]
+    ax.plot(s_over_n, finite, label="discrete × (N−S)/(N−1)")
+    ax.plot(s_over_n, iid, "--", label="discrete, i.i.d. batches")
     ax.set(
         xlabel="S / N",
         ylabel="stationary E[L] − L*",
         yscale="log",
-        title=f"breakdown in S: least squares, N = {problem.n}, η/S = {ratio_ls}",
+        title=f"breakdown in S: least squares, N = {problem.n}, η/S = {ratio}",
     )
     ax.legend(fontsize=8)
-    fig.suptitle("SGD on quadratics: SDE theory, exact discrete corrections, breakdowns")
-    fig.tight_layout()
-    png = os.path.join(logdir, "theory.png")
-    files.save_figure(fig, png, dpi=110)
-
-    worst_disc = max(abs(r["rel_error_discrete"]) for r in rows)
-    worst_cont = max(abs(r["rel_error_continuous"]) for r in rows)
-    within = sum(r["discrete_within_4se"] for r in rows)
-    report = {
-        "grid": rows,
-        "max_abs_rel_error_discrete": worst_disc,
-        "max_abs_rel_error_continuous": worst_cont,
-        "discrete_within_4se": within,
-        "breakdown_eta": {
-            "lr_lambda_max": (lrs * SPECTRUM.max()).tolist(),
-            "simulated_over_continuous": measured,
-        },
-        "breakdown_batch": {"s_over_n": (batches / problem.n).tolist(), "simulated": sim_ls},
-        "chains": chains,
-        "steps": steps,
-        "seed": seed,
-        "png": png,
-        "wall_time": time.time() - tick,
-    }
-    runio.write_json(os.path.join(logdir, "theory.json"), report)
-    runio.write_csv(os.path.join(logdir, "theory.csv"), rows, list(rows[0]))
-    return report
+    return {"s_over_n": s_over_n.tolist(), "simulated": simulated}

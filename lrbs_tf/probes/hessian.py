@@ -19,7 +19,7 @@ training examples. The subset is processed in batches whose results are averaged
   the probe batches are dealt out to the replicas, whose partial sums are all-reduced: the
   operator, and everything measured with it, is the same with 1 or N replicas.
 
-:func:`lrbs_tf.probes.prober.probe` runs the estimators of :mod:`lrbs_tf.probes.spectral` on
+:class:`lrbs_tf.probes.prober.Prober` runs the estimators of :mod:`lrbs_tf.probes.spectral` on
 the operator and returns a dict with every setting, ready for ``results.json``.
 """
 
@@ -33,10 +33,9 @@ import numpy as np
 import tensorflow as tf
 
 from lrbs_tf import compat, distribute
+from lrbs_tf.probes.settings import BN_MODES, DTYPES, METHODS
 
 log = logging.getLogger(__name__)
-
-BN_MODES = ("inference", "batch")
 
 
 def sparse_softmax_cross_entropy(y, logits):
@@ -100,10 +99,10 @@ class HessianOperator:
     ):
         if bn_mode not in BN_MODES:
             raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
-        if dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
-        if method not in ("rr", "fr"):
-            raise ValueError(f"method must be 'rr' or 'fr', got {method!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"need as many labels as examples (got {len(x)} and {len(y)})")
         if batch_size < 1:

@@ -32,51 +32,6 @@ def probe_subset(num_train: int, settings: ProbeSettings) -> np.ndarray:
     return np.sort(rng.choice(num_train, size=settings.examples, replace=False))
 
 
-def probe(
-    op: HessianOperator,
-    top_k: int = 1,
-    lanczos_tol: float = 1e-3,
-    lanczos_max_steps: int = 100,
-    trace_matvecs: int = 99,
-    frobenius_samples: int = 30,
-    finite_difference: bool = True,
-    fd_eps: float = 1e-3,
-    seed: int = 0,
-) -> dict:
-    """λ_max (Lanczos), Tr H (Hutch++), ‖H‖_F (Hutchinson and finite differences) in one dict."""
-    tick = time.time()
-    eig = spectral.top_eigenvalues(
-        op.matvec, op.dim, k=top_k, tol=lanczos_tol, max_steps=lanczos_max_steps, seed=seed
-    )
-    trace = spectral.hutchpp_trace(op.matvec, op.dim, num=trace_matvecs, seed=seed + 1)
-    frob = spectral.hutchinson_frobenius(op.matvec, op.dim, num=frobenius_samples, seed=seed + 2)
-    out = {
-        "lambda_max": float(eig.eigenvalues[0]),
-        "lanczos": eig.to_dict(),
-        "trace": trace.value,
-        "trace_stderr": trace.stderr,
-        "frobenius": frob.value,
-        "frobenius_stderr": frob.stderr,
-        "loss": op.loss_value(),
-    }
-    if finite_difference:
-        fd = finite_difference_frobenius(op, num=frobenius_samples, eps=fd_eps, seed=seed + 3)
-        out.update(frobenius_fd=fd.value, frobenius_fd_stderr=fd.stderr, fd_eps=fd_eps)
-    out["settings"] = dict(
-        op.settings(),
-        top_k=top_k,
-        lanczos_tol=lanczos_tol,
-        lanczos_max_steps=lanczos_max_steps,
-        trace_matvecs=trace_matvecs,
-        frobenius_samples=frobenius_samples,
-        seed=seed,
-        trace_method="hutch++",
-        frobenius_method="hutchinson",
-    )
-    out["seconds"] = time.time() - tick
-    return out
-
-
 def step_subset(num_train: int, indices: np.ndarray, batch: int, seed: int) -> np.ndarray:
     """The examples of the step sharpness: the first k·S probe examples (k = examples // S),
     or S seeded training examples when S exceeds the probe subset."""

@@ -8,6 +8,7 @@ from lrbs_tf.settings import ConfigError, between, check_fields, optional, posit
 
 BN_MODES = ("inference", "batch")
 DTYPES = ("float32", "float64")
+METHODS = ("rr", "fr")  # reverse-over-reverse, forward-over-reverse
 PROBE_GROUP = "curvature probes (λ_max, Tr H, ‖H‖_F, B_simple)"
 
 
@@ -38,7 +39,7 @@ class ProbeSettings:
     method: str = setting(
         "rr",
         "Hessian-vector products: reverse-over-reverse or forward-over-reverse",
-        choices=("rr", "fr"),
+        choices=METHODS,
         cli=False,
     )
     top_k: int = setting(1, "eigenvalues from the top", check=between(1, 1000), cli=False)

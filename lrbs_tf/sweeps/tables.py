@@ -15,7 +15,7 @@ import os
 
 import scipy.stats
 
-from lrbs_tf.training import runio
+from lrbs_tf.training.folder import RunFolderError, read_json
 
 PROBE_KEYS = ("lambda_max", "frobenius", "frobenius_fd", "trace", "b_simple", "trace_c")
 
@@ -66,8 +66,8 @@ def grid_table(bases, points, prefix: str = "fig3") -> list[dict]:
         for lr, batch in points:
             config = grid_config(base, lr, batch, prefix)
             try:
-                results = runio.read_json(os.path.join(config.run_dir, "results.json"))
-            except runio.RunFolderError:
+                results = read_json(os.path.join(config.run_dir, "results.json"))
+            except RunFolderError:
                 results = None
             rows.append(row_of(config, results if isinstance(results, dict) else None))
     return rows

@@ -29,9 +29,8 @@ from lrbs_tf import distribute
 from lrbs_tf.models.registry import build_for
 from lrbs_tf.sweeps.hparams import write_hparams_session
 from lrbs_tf.training.config import RunConfig
+from lrbs_tf.training.folder import RunBusyError, RunFolderError, read_json
 from lrbs_tf.training.run import train
-from lrbs_tf.training.runio import RunFolderError
-from lrbs_tf.training.runlock import RunBusyError
 from lrbs_tf.training.signals import RunInterrupted
 
 log = logging.getLogger(__name__)
@@ -176,11 +175,9 @@ def point_label(lr: float, batch: int) -> str:
 
 def finished(config: RunConfig) -> bool:
     """Is the run folder of ``config`` finished (or diverged), so that a trial only reads it?"""
-    from lrbs_tf.training import runio
-
     try:
-        results = runio.read_json(os.path.join(config.run_dir, "results.json"))
-    except runio.RunFolderError:
+        results = read_json(os.path.join(config.run_dir, "results.json"))
+    except RunFolderError:
         return False
     return isinstance(results, dict) and results.get("status") in ("finished", "diverged")
 

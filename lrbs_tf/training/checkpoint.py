@@ -25,8 +25,7 @@ import keras
 import numpy as np
 
 from lrbs_tf import files
-from lrbs_tf.training import runio
-from lrbs_tf.training.runio import sha1_of
+from lrbs_tf.training.folder import RunFolderError, read_json, sha1_of
 
 STATE = "state.json"
 
@@ -59,8 +58,8 @@ def save(
     buffer = io.BytesIO()
     np.savez(buffer, *[np.asarray(v.numpy()) for v in _variables(model)])
     final = os.path.join(directory, name)
-    runio.write_bytes(final, buffer.getvalue())
-    runio.write_json(
+    files.write_bytes(final, buffer.getvalue())
+    files.write_json(
         os.path.join(directory, STATE),
         {
             "epoch": epoch,
@@ -86,19 +85,19 @@ def save(
 def load(directory: str, model: keras.Model) -> dict | None:
     """Restore the model and optimizer; returns the saved state, or None without a checkpoint.
 
-    Raises :class:`runio.RunFolderError` if the checkpoint is damaged.
+    Raises :class:`RunFolderError` if the checkpoint is damaged.
     """
     state_path = os.path.join(directory, STATE)
     if not os.path.lexists(state_path):
         return None
-    state = runio.read_json(state_path)
+    state = read_json(state_path)
     weights = os.path.join(directory, state.get("weights_file", "missing"))
     if (
         not files.check_entry(weights)
         or os.path.getsize(weights) != state.get("weights_size")
         or sha1_of(weights) != state.get("weights_sha1")
     ):
-        raise runio.RunFolderError(
+        raise RunFolderError(
             f"checkpoint in {directory} is damaged (weights file does "
             "not match state.json); rerun with --overwrite"
         )
@@ -111,7 +110,7 @@ def load(directory: str, model: keras.Model) -> dict | None:
         if len(values) != len(variables) or any(
             tuple(v.shape) != a.shape for v, a in zip(variables, values)
         ):
-            raise runio.RunFolderError(
+            raise RunFolderError(
                 f"checkpoint in {directory} does not fit this model "
                 f"({len(values)} arrays for {len(variables)} "
                 "variables); rerun with --overwrite"
@@ -119,7 +118,7 @@ def load(directory: str, model: keras.Model) -> dict | None:
         for variable, value in zip(variables, values):
             variable.assign(value)
     if int(model.optimizer.iterations.numpy()) != state["iterations"]:
-        raise runio.RunFolderError(f"checkpoint in {directory} is inconsistent")
+        raise RunFolderError(f"checkpoint in {directory} is inconsistent")
     return state
 
 

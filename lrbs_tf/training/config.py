@@ -6,29 +6,44 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
+import re
 
 from lrbs_tf.core.plan import TrainingPlan, make_plan
 from lrbs_tf.core.ratio import Ratio
 from lrbs_tf.core.schedules import ScheduleError
 from lrbs_tf.data import specs as data_specs
 from lrbs_tf.distribute.cluster import STRATEGIES
+from lrbs_tf.files import jsonable
 from lrbs_tf.models import specs as model_specs
 from lrbs_tf.probes.settings import ProbeSettings
 from lrbs_tf.settings import (
     ConfigError,
     between,
     check_fields,
+    names,
     optional,
     positive,
     setting,
     unit_interval,
 )
-from lrbs_tf.training.runfolder import check_name
 
 MAX_EPOCHS = 100_000
+NAME = re.compile(r"[A-Za-z0-9_=+-][A-Za-z0-9._=+-]*")
 RUN, DATA, DEVICES = "run", "data and model", "devices (tf.distribute)"
 SCHEDULES = "η/S"
+
+
+def check_name(name: str) -> str:
+    """A run name must be one plain path component (so a run folder is always a direct child
+    of ``--logdir``); returns it or raises ValueError."""
+    if not isinstance(name, str) or not NAME.fullmatch(name) or len(name) > 200:
+        raise ValueError(
+            f"--name must be one folder name of letters, digits and ._=+- "
+            f"(not starting with a dot), got {name!r}"
+        )
+    return name
 
 
 def _name(value):
@@ -94,7 +109,9 @@ class RunConfig:
     model: str = setting("mlp", "model from the registry", choices=model_specs.names, group=DATA)
     width: int = setting(256, "hidden width of the MLP", check=between(1, 1 << 16), group=DATA)
     momentum: float = setting(0.0, "SGD momentum (the paper: 0)", check=unit_interval, group=RUN)
-    logdir: str = setting("runs", "parent folder of the run folders", check=_logdir, group=RUN)
+    logdir: str = setting(
+        "runs", "parent folder of the run folders", check=_logdir, group=RUN, identity=False
+    )
     name: str | None = setting(
         None,
         "run folder name (default: from model, data, η, S, seed)",
@@ -121,13 +138,14 @@ class RunConfig:
         1000, "evaluation batch size", check=between(1, 1 << 20), cli=False
     )
     overwrite: bool = setting(
-        False, "replace this run's folder (only a run folder of lrbs_tf)", group=RUN
+        False, "replace this run's folder (only a run folder of lrbs_tf)", group=RUN, identity=False
     )
     adopt: bool = setting(
         False,
         "take over a run folder written by an lrbs_tf before 0.2 (it has no .lrbs-run marker): "
         "marks it as lrbs_tf's and uses it",
         group=RUN,
+        identity=False,
     )
     lr_schedule: str | None = setting(
         None, "η schedule, e.g. cyclic:0.001,0.005:4", kind=str, group=SCHEDULES
@@ -165,7 +183,10 @@ class RunConfig:
         group=RUN,
     )
     resume: bool = setting(
-        False, "insist on resuming (the same command resumes a stopped run anyway)", group=RUN
+        False,
+        "insist on resuming (the same command resumes a stopped run anyway)",
+        group=RUN,
+        identity=False,
     )
     loss_target: float | None = setting(
         None,
@@ -175,7 +196,7 @@ class RunConfig:
         group=RUN,
     )
     augment: bool = setting(False, "4-pixel shifts and horizontal flips (CIFAR-10)", group=DATA)
-    # Where it runs (not part of what is computed: a run may be resumed on other hardware).
+    # Where it runs: not part of the run's identity (a run may be resumed on other hardware).
     strategy: str = setting(
         "auto",
         "auto: MirroredStrategy when more than one GPU is visible, "
@@ -183,6 +204,7 @@ class RunConfig:
         "(see tools/launch_workers.py)",
         choices=STRATEGIES,
         group=DEVICES,
+        identity=False,
     )
     devices: str | None = setting(
         None,
@@ -190,6 +212,7 @@ class RunConfig:
         "(default: all GPUs, else all logical CPUs)",
         kind=str,
         group=DEVICES,
+        identity=False,
     )
     cpu_devices: int = setting(
         0,
@@ -197,6 +220,7 @@ class RunConfig:
         check=between(0, 256),
         metavar="N",
         group=DEVICES,
+        identity=False,
     )
     peer_timeout: float = setting(
         300.0,
@@ -204,6 +228,7 @@ class RunConfig:
         check=positive,
         metavar="SECONDS",
         group=DEVICES,
+        identity=False,
     )
 
     def plan(self) -> TrainingPlan:
@@ -305,4 +330,35 @@ class RunConfig:
         return out
 
 
-__all__ = ["RunConfig", "ProbeSettings", "ConfigError", "MAX_EPOCHS"]
+PLACEMENT = names(RunConfig, group=DEVICES)  # where a run runs: strategy, devices, workers
+NOT_IDENTITY = names(RunConfig, identity=False)  # + the folder and how to treat it
+
+
+def same_settings(saved: dict, config: RunConfig) -> bool:
+    """Does a saved ``config.json`` (its ``config``) describe the run of ``config``? Settings
+    outside the run's identity (:data:`NOT_IDENTITY`) are not compared; settings added to
+    RunConfig (or to its probe settings) after the run was saved count as equal when they hold
+    their default value, so a newer lrbs_tf reuses the runs of an older one."""
+    now = {k: v for k, v in jsonable(config.to_dict()).items() if k not in NOT_IDENTITY}
+    defaults = jsonable(dataclasses.asdict(RunConfig(lr=1.0, batch_size=1, probe=ProbeSettings())))
+    return _same(saved, now, defaults)
+
+
+def _same(saved: dict, now: dict, defaults: dict) -> bool:
+    for key, value in now.items():
+        if key not in saved:
+            if key not in defaults or defaults[key] != value:
+                return False
+        elif isinstance(value, dict) and isinstance(saved[key], dict):
+            if not _same(saved[key], value, defaults.get(key) or {}):
+                return False
+        elif saved[key] != value and not _both_nan(saved[key], value):
+            return False
+    return True
+
+
+def _both_nan(a, b) -> bool:
+    return isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+
+
+__all__ = ["RunConfig", "ProbeSettings", "ConfigError", "MAX_EPOCHS", "same_settings"]

@@ -1,17 +1,12 @@
-"""The Keras mechanics of a run: compiling with the ratio-scaled optimizer, one ``fit`` per
-epoch, the per-epoch plans, the XLA and steps-per-execution choices, saving the model."""
+"""The Keras side of a run: compiling with the ratio-scaled optimizer, one ``fit`` per epoch,
+and the XLA and steps-per-execution choices."""
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
-from typing import NamedTuple
 
 import keras
-import numpy as np
 
-from lrbs_tf import compat, files
 from lrbs_tf.core.optimizers import RatioScaledOptimizer
 from lrbs_tf.data.pipeline import EpochData
 from lrbs_tf.models import specs as model_specs
@@ -78,63 +73,7 @@ def fit_epoch(
     )
 
 
-class EpochPlan(NamedTuple):
-    """One epoch: the size of each batch and, with an η/S schedule, each step's η/S."""
-
-    sizes: list
-    ratios: list | None
-
-
-class EpochPlans:
-    """The batch sizes and η/S of every epoch of a run, computed when first needed.
-
-    ``plans[e]`` is the :class:`EpochPlan` of epoch ``e``; with constant schedules every epoch
-    is the same and is computed once, so a long run starts at once. A batch size decided
-    during training (``--bs-schedule adaptive``) goes in through :meth:`decide`, which keeps
-    the computed epochs consistent with it.
-    """
-
-    def __init__(self, plan, num_examples: int, epochs: int, min_batch: int = 1):
-        self.plan, self.num_examples, self.epochs = plan, num_examples, epochs
-        self.min_batch = min_batch
-        self.constant = plan.is_constant()
-        self._epoch = functools.lru_cache(maxsize=64)(self._compute)
-
-    def decide(self, epoch: int, batch_size: int) -> None:
-        """From 0-based ``epoch`` on, the adaptive schedule's batch size is ``batch_size``."""
-        self.plan.adaptive.decided[epoch] = batch_size
-        self._epoch.cache_clear()
-
-    def _compute(self, epoch: int) -> EpochPlan:
-        return EpochPlan(*self.plan.epoch(self.num_examples, epoch, min_batch=self.min_batch))
-
-    def __getitem__(self, epoch: int) -> EpochPlan:
-        return self._epoch(0 if self.constant else epoch)
-
-    def __len__(self) -> int:
-        return self.epochs
-
-    def each(self) -> list[EpochPlan]:
-        """Every epoch's plan (one, when they are all the same)."""
-        return [self[0]] if self.constant else [self[e] for e in range(self.epochs)]
-
-    def first_ratio(self) -> float:
-        """η/S of the run's first step."""
-        return self[0].ratios[0]
-
-    def steps_before(self, epoch: int) -> int:
-        if self.constant:
-            return epoch * len(self[0].sizes)
-        return sum(len(self[e].sizes) for e in range(epoch))
-
-    def smallest(self) -> int:
-        return min(min(p.sizes) for p in self.each())
-
-    def most_steps(self) -> int:
-        return max(len(p.sizes) for p in self.each())
-
-
-def choose_jit(config, plans: EpochPlans) -> bool:
+def choose_jit(config, plans) -> bool:
     """XLA compiles once per distinct batch size (~0.5 s each for the MLP here), then runs
     ~1.3x faster: worth it (``auto``) for registry models marked ``xla`` (the MLP) when the run
     has at most MAX_XLA_SHAPES distinct sizes. Not for the convolutional models on CPU: one
@@ -161,7 +100,7 @@ def choose_jit(config, plans: EpochPlans) -> bool:
     return model_specs.spec(config.model).xla and len(distinct) <= MAX_XLA_SHAPES
 
 
-def choose_steps_per_execution(config, plans: EpochPlans) -> int:
+def choose_steps_per_execution(config, plans) -> int:
     """Given, or about 512 examples per call (at most 32 steps) for the smallest common batch.
 
     Several small steps per call amortise Keras' per-call overhead (measured 1.5x faster at
@@ -173,18 +112,37 @@ def choose_steps_per_execution(config, plans: EpochPlans) -> int:
     return max(1, min(32, 512 // smallest))
 
 
-def weights_digest(model: keras.Model) -> str:
-    digest = hashlib.sha1()
-    for w in model.weights:
-        digest.update(np.asarray(w.numpy()).tobytes())
-    return digest.hexdigest()
+def keras_choices(config, plans, strategy) -> tuple[bool, int]:
+    """``(jit, steps_per_execution)`` of a run: XLA (:func:`choose_jit`, never with op
+    determinism) and the steps per call (:func:`choose_steps_per_execution`); both off under a
+    strategy, where they fail in Keras 3 (keras#19246)."""
+    jit = choose_jit(config, plans) and not config.deterministic
+    spe = choose_steps_per_execution(config, plans)
+    if strategy is not None:
+        if config.jit_compile == "on" or (config.steps_per_execution or 1) > 1:
+            log.warning("XLA and steps_per_execution > 1 are off under %s", type(strategy).__name__)
+        jit, spe = False, 1
+    return jit, spe
 
 
-def save_model(model: keras.Model, path: str) -> dict:
-    """Save the model to ``path``: serialised in memory (:func:`lrbs_tf.compat.save_model_bytes`),
-    then written atomically and never through a link (:mod:`lrbs_tf.files`); returns
-    the file's size and SHA-1 (recorded in results.json and checked whenever the run is
-    reused)."""
-    data = compat.save_model_bytes(model)
-    files.write_bytes(path, data)
-    return {"model_bytes": len(data), "model_sha1": hashlib.sha1(data).hexdigest()}
+def compiled_model(config, plans, jit: bool, spe: int, strategy, model, eval_ds) -> keras.Model:
+    """The run's model — ``model`` if given (built in the strategy's scope), else the
+    registry's for ``config`` — compiled with the ratio-scaled optimizer at the first step's
+    η/S, its metrics built on ``eval_ds`` and a :class:`~lrbs_tf.core.steplog.StepLog` of the
+    longest epoch attached, all in the strategy's scope."""
+    from lrbs_tf import distribute
+    from lrbs_tf.core.steplog import StepLog
+    from lrbs_tf.models.registry import build_for
+
+    if strategy is not None and model is not None:
+        if distribute.model_strategy(model) is not strategy:
+            raise distribute.DistributeError(
+                f"the model was not built in the scope of the run's {type(strategy).__name__}: "
+                "build it inside lrbs_tf.distribute.make_strategy(...).scope()"
+            )
+    with distribute.scope(strategy):
+        model = model or build_for(config, strategy)
+        compile_model(model, plans.first_ratio(), config.momentum, jit, spe)
+        build_metrics(model, eval_ds)
+        model.step_log = StepLog(plans.most_steps())
+    return model
