@@ -46,28 +46,38 @@ def main(argv=None):
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     try:
-        config = read_run(args.run_dir, statuses=("finished",))[0]["config"]
-        probe = load_probe(args.run_dir)
-        if "step_sharpness" not in probe:
-            raise RunFolderError(
-                f"the probe of {args.run_dir} has no step sharpness (probed by an earlier "
-                f"version): run 'python tools/probe.py {args.run_dir}' again"
-            )
-        advice = advise(
-            config["lr"],
-            config["batch_size"],
-            config["num_train"],
-            probe["step_sharpness"],
-            probe["b_simple"],
-            args.batch_size,
-        )
+        advice = advice_for(args.run_dir, args.batch_size)
     except (RunFolderError, ValueError, KeyError, TypeError) as e:
         fail(PROG, e if not isinstance(e, KeyError) else f"run files lack {e}")
     if args.json:
         print(json.dumps(files.jsonable(advice), indent=2))
-        return 0
+    else:
+        show(args.run_dir, advice)
+    return 0
+
+
+def advice_for(run_dir: str, batch_size: int) -> dict:
+    """The advice for moving the finished run in ``run_dir`` to ``batch_size``."""
+    config = read_run(run_dir, statuses=("finished",))[0]["config"]
+    probe = load_probe(run_dir)
+    if "step_sharpness" not in probe:
+        raise RunFolderError(
+            f"the probe of {run_dir} has no step sharpness (probed by an earlier "
+            f"version): run 'python tools/probe.py {run_dir}' again"
+        )
+    return advise(
+        config["lr"],
+        config["batch_size"],
+        config["num_train"],
+        probe["step_sharpness"],
+        probe["b_simple"],
+        batch_size,
+    )
+
+
+def show(run_dir: str, advice: dict) -> None:
     b = advice["base"]
-    print(f"run        {args.run_dir}")
+    print(f"run        {run_dir}")
     print(
         f"now        η/S = {b['lr']:g}/{b['batch_size']} = {b['ratio']:.4g}, N = "
         f"{b['num_train']}, step sharpness λ_step = {b['step_sharpness']:.4g} (BatchNorm over "
@@ -91,7 +101,12 @@ def main(argv=None):
             ],
         )
     )
-    c = advice["checks"]
+    show_checks(advice)
+
+
+def show_checks(advice: dict) -> None:
+    """S/N, S/B_simple, the steps per epoch and the verdict on the linear rule."""
+    b, c = advice["base"], advice["checks"]
     print(
         f"\nS/N        {advice['target_batch'] / b['num_train']:.3g}: finite-population factor "
         f"(N−S)/(N−1) = {c['finite_population_factor']:.3f}"
@@ -119,4 +134,3 @@ def main(argv=None):
         "verdict    linear rule "
         + ("expected to hold" if holds else "outside the regime where the theory holds")
     )
-    return 0

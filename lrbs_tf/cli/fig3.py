@@ -99,9 +99,7 @@ def _numbers(text: str, flag: str, kind=float) -> tuple:
     return values
 
 
-def parse(argv):
-    import dataclasses
-
+def parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     p.add_argument(
@@ -139,10 +137,31 @@ def parse(argv):
     )
     add_run_flags(p, names=RUN_FLAGS)
     add_verbose_flag(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def parse(argv):
+    """``(args, preset with the flags' changes, one base RunConfig per seed)``."""
+    args = parser().parse_args(argv)
     setup_logging(args.verbose)
     refuse_multiworker_sweep(PROG, args)
-    preset = PRESETS[args.preset]
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        fail(PROG, f"--max-minutes must be positive, got {args.max_minutes}")
+    preset = preset_of(args)
+    args.logdir = args.logdir or f"runs/fig3-{args.preset}"
+    from lrbs_tf.figures.fig3 import bases_for
+
+    try:
+        bases = bases_for(preset, args.logdir, **run_kwargs(args, RUN_FLAGS))
+    except (ConfigError, ValueError) as e:
+        fail(PROG, e)
+    return args, preset, bases
+
+
+def preset_of(args):
+    """The chosen preset with what the flags change in it."""
+    import dataclasses
+
     changes = {}
     lrs = None if args.lrs is None else _numbers(args.lrs, "--lrs")
     batches = None if args.batch_sizes is None else _numbers(args.batch_sizes, "--batch-sizes", int)
@@ -163,17 +182,7 @@ def parse(argv):
             changes[key] = getattr(args, flag)
     if args.no_loss_target:
         changes["loss_target"] = None
-    if args.max_minutes is not None and not args.max_minutes > 0:
-        fail(PROG, f"--max-minutes must be positive, got {args.max_minutes}")
-    preset = dataclasses.replace(preset, **changes)
-    args.logdir = args.logdir or f"runs/fig3-{args.preset}"
-    from lrbs_tf.figures.fig3 import bases_for
-
-    try:
-        bases = bases_for(preset, args.logdir, **run_kwargs(args, RUN_FLAGS))
-    except (ConfigError, ValueError) as e:
-        fail(PROG, e)
-    return args, preset, bases
+    return dataclasses.replace(PRESETS[args.preset], **changes)
 
 
 @command(PROG)
@@ -207,50 +216,46 @@ def main(argv=None):
     return 0
 
 
+RUN_COLUMNS = (
+    "η",
+    "S",
+    "η/S",
+    "seed",
+    "status",
+    "epochs",
+    "loss@w",
+    "acc@w",
+    "val acc",
+    "λ_max",
+    "‖H‖_F",
+    "Tr H",
+    "‖H‖_F fd (ε)",
+)
+
+
+def run_cells(r: dict) -> list:
+    """One run's row of the table (:data:`RUN_COLUMNS`)."""
+    return [
+        f"{r['lr']:g}",
+        r["batch_size"],
+        f"{r['ratio']:.2e}",
+        r["seed"],
+        r["status"] + ("" if r["converged"] is not False else " (capped)"),
+        r["epochs"],
+        _f(r["final_weights_loss"], 3),
+        _f(r["final_weights_accuracy"], 4),
+        _f(r["validation_accuracy"], 4),
+        _f(r["lambda_max"], 4),
+        _f(r["frobenius"], 4),
+        _f(r["trace"], 4),
+        "-" if r["frobenius_fd"] is None else f"{r['frobenius_fd']:.4g} ({r['fd_eps']:g})",
+    ]
+
+
 def summary(out: dict) -> str:
     """The table, the correlations and the headline numbers, as printed."""
-    target = out["loss_target"]
-    lines = [
-        format_table(
-            [
-                "η",
-                "S",
-                "η/S",
-                "seed",
-                "status",
-                "epochs",
-                "loss@w",
-                "acc@w",
-                "val acc",
-                "λ_max",
-                "‖H‖_F",
-                "Tr H",
-                "‖H‖_F fd (ε)",
-            ],
-            [
-                [
-                    f"{r['lr']:g}",
-                    r["batch_size"],
-                    f"{r['ratio']:.2e}",
-                    r["seed"],
-                    r["status"] + ("" if r["converged"] is not False else " (capped)"),
-                    r["epochs"],
-                    _f(r["final_weights_loss"], 3),
-                    _f(r["final_weights_accuracy"], 4),
-                    _f(r["validation_accuracy"], 4),
-                    _f(r["lambda_max"], 4),
-                    _f(r["frobenius"], 4),
-                    _f(r["trace"], 4),
-                    "-"
-                    if r["frobenius_fd"] is None
-                    else f"{r['frobenius_fd']:.4g} ({r['fd_eps']:g})",
-                ]
-                for r in out["runs"]
-            ],
-        )
-    ]
-    counts = out["counts"]
-    lines.append("")
+    target, counts = out["loss_target"], out["counts"]
+    lines = [format_table(RUN_COLUMNS, [run_cells(r) for r in out["runs"]]), ""]
     if target is not None:
         lines.append(
             f"runs: {counts['runs']}; at the loss target {target:g}: "

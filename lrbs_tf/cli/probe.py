@@ -189,14 +189,18 @@ def main(argv=None):
     setup_logging()
     saved, settings = open_run(args, names)
     quiet_tensorflow()
-    from lrbs_tf.training.signals import deferred, exit_status
+    from lrbs_tf.training import signals
 
-    with reported_errors(PROG, args.run_dir):
+    with reported_errors(PROG, args.run_dir), signals.graceful():
         try:
             measured = measure(args, saved, settings)
-        except KeyboardInterrupt as stop:
-            fail(PROG, "interrupted: nothing written", status=exit_status(stop))
-        with deferred():
+            signals.raise_if_received()  # a Ctrl-C that TensorFlow swallowed on its way
+        except BaseException as e:
+            stop = e if isinstance(e, KeyboardInterrupt) else signals.received()
+            if stop is None:
+                raise
+            fail(PROG, "interrupted: nothing written", status=signals.exit_status(stop))
+        with signals.deferred():
             write(args.run_dir, saved["config"], measured)
     if args.json:
         print(json.dumps(files.jsonable(measured), indent=2))

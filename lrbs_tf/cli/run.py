@@ -164,7 +164,7 @@ def after_warmup(schedule):
 
 
 def summary(results: dict, config: RunConfig) -> str:
-    run_dir = results["run_dir"]
+    """What the run did, as printed at its end."""
     lines = [
         "",
         f"run        {config.run_name}",
@@ -183,50 +183,62 @@ def summary(results: dict, config: RunConfig) -> str:
             else ""
         ),
     ]
-    if results.get("final_test_accuracy") is not None:
-        lines += [
-            f"test acc   {results['final_test_accuracy']:.4f} final, "
-            f"{results['test_accuracy_at_best']:.4f} at best validation epoch "
-            f"{results['best_epoch']}",
-            f"val acc    {results['final_validation_accuracy']:.4f} final, "
-            f"{results['best_validation_accuracy']:.4f} best",
-            f"train loss {results['final_train_loss']:.4f} (running mean of the last epoch)"
-            + (
-                f"; {results['final_weights_loss']:.4f} over the training set at the final weights"
-                if results.get("final_weights_loss") is not None
-                else ""
-            ),
-        ]
+    lines += accuracy_lines(results)
     if results.get("examples_per_second"):
         lines.append(
             f"speed      {results['examples_per_second']:,.0f} examples/s, "
             f"{results['wall_time']:.1f} s in all"
         )
-    probe = results.get("probe")
-    if probe:
-        lines.append(
-            f"sharpness  width {probe['lambda_max']:.4g} (BatchNorm inference)"
-            + (
-                f"; step {probe['step_sharpness']:.4g} (BatchNorm over batches of "
-                f"{probe['step_batch_size']}) against 2/η = {probe['stability_2_over_lr']:.4g}"
-                if "step_sharpness" in probe and "stability_2_over_lr" in probe
-                else ""
-            )
-        )
-        fd = (
-            f" (finite differences {probe['frobenius_fd']:.4g} at ε = {probe['fd_eps']:g})"
-            if "frobenius_fd" in probe
+    lines += probe_lines(results.get("probe"))
+    lines += where_lines(results, config)
+    return "\n".join(lines)
+
+
+def accuracy_lines(results: dict) -> list[str]:
+    if results.get("final_test_accuracy") is None:
+        return []
+    return [
+        f"test acc   {results['final_test_accuracy']:.4f} final, "
+        f"{results['test_accuracy_at_best']:.4f} at best validation epoch "
+        f"{results['best_epoch']}",
+        f"val acc    {results['final_validation_accuracy']:.4f} final, "
+        f"{results['best_validation_accuracy']:.4f} best",
+        f"train loss {results['final_train_loss']:.4f} (running mean of the last epoch)"
+        + (
+            f"; {results['final_weights_loss']:.4f} over the training set at the final weights"
+            if results.get("final_weights_loss") is not None
             else ""
-        )
-        lines.append(
-            f"curvature  Tr H {probe['trace']:.4g} ± {probe['trace_stderr']:.2g}, ‖H‖_F "
-            f"{probe['frobenius']:.4g}{fd}"
-        )
-        lines.append(
-            f"noise      Tr C {probe['trace_c']:.4g}, |g|² {probe['grad_norm_sq']:.3g}, "
-            f"B_simple {probe['b_simple']:.4g} ± {probe.get('b_simple_stderr', float('nan')):.2g}"
-            f" (on {probe['noise_num_examples']} examples); probes took {probe['seconds']:.0f} s"
-        )
+        ),
+    ]
+
+
+def probe_lines(probe: dict | None) -> list[str]:
+    if not probe:
+        return []
+    fd = (
+        f" (finite differences {probe['frobenius_fd']:.4g} at ε = {probe['fd_eps']:g})"
+        if "frobenius_fd" in probe
+        else ""
+    )
+    return [
+        f"sharpness  width {probe['lambda_max']:.4g} (BatchNorm inference)"
+        + (
+            f"; step {probe['step_sharpness']:.4g} (BatchNorm over batches of "
+            f"{probe['step_batch_size']}) against 2/η = {probe['stability_2_over_lr']:.4g}"
+            if "step_sharpness" in probe and "stability_2_over_lr" in probe
+            else ""
+        ),
+        f"curvature  Tr H {probe['trace']:.4g} ± {probe['trace_stderr']:.2g}, ‖H‖_F "
+        f"{probe['frobenius']:.4g}{fd}",
+        f"noise      Tr C {probe['trace_c']:.4g}, |g|² {probe['grad_norm_sq']:.3g}, "
+        f"B_simple {probe['b_simple']:.4g} ± {probe.get('b_simple_stderr', float('nan')):.2g}"
+        f" (on {probe['noise_num_examples']} examples); probes took {probe['seconds']:.0f} s",
+    ]
+
+
+def where_lines(results: dict, config: RunConfig) -> list[str]:
+    """The devices (several replicas) and the run folder (the chief's)."""
+    lines, run_dir = [], results["run_dir"]
     where = results.get("distribute")
     if where and where["replicas"] > 1:
         lines.append(
@@ -241,7 +253,7 @@ def summary(results: dict, config: RunConfig) -> str:
         ]
     else:
         lines.append(f"folder     written by the chief: {config.run_dir}")
-    return "\n".join(lines)
+    return lines
 
 
 @command(PROG)

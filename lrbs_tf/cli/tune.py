@@ -71,8 +71,8 @@ def _floats(text, what, count=None):
     return values
 
 
-@command(PROG)
-def main(argv=None):
+def parse(argv):
+    """The flags, checked: ``(args, base RunConfig, η/S range, η range, batch sizes)``."""
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--algorithm", choices=("random", "bayesian", "hyperband"), default="random")
     p.add_argument("--space", choices=("ratio", "lr_batch"), default="ratio")
@@ -109,13 +109,16 @@ def main(argv=None):
         ).validate()
     except (ConfigError, ValueError) as e:
         fail(PROG, e)
+    return args, base, ratio_range, lr_range, batch_sizes
+
+
+@command(PROG)
+def main(argv=None):
+    args, base, ratio_range, lr_range, batch_sizes = parse(argv)
     quiet_tensorflow()
     split_cpu_now(PROG, args)
-    from lrbs_tf import files
     from lrbs_tf.sweeps import tuning
     from lrbs_tf.sweeps.hparams import write_hparams_config
-    from lrbs_tf.sweeps.tables import row_of
-    from lrbs_tf.training.folder import RunFolderError, read_json
 
     os.makedirs(args.logdir, exist_ok=True)
     if tuning.distributed_role() not in (None, "chief"):
@@ -157,6 +160,19 @@ def main(argv=None):
         tuner.search(verbose=0)
     if tuning.distributed_role() not in (None, "chief"):
         return 0
+    rows = trial_rows(tuner, hypermodel)
+    if not rows:
+        fail(PROG, "no trial finished", status=1)
+    write_tables(args.logdir, rows, time.time() - tick)
+    show(rows, args.logdir, time.time() - tick)
+    return 0
+
+
+def trial_rows(tuner, hypermodel) -> list[dict]:
+    """Every trial's row (its run's results), best first."""
+    from lrbs_tf.sweeps.tables import row_of
+    from lrbs_tf.training.folder import RunFolderError, read_json
+
     rows = []
     for trial in tuner.oracle.get_best_trials(len(tuner.oracle.trials)):
         epochs = trial.hyperparameters.values.get("tuner/epochs")
@@ -166,13 +182,19 @@ def main(argv=None):
         except RunFolderError:
             results = None
         rows.append(dict(row_of(config, results), trial_id=trial.trial_id, objective=trial.score))
-    if not rows:
-        fail(PROG, "no trial finished", status=1)
-    files.write_csv(os.path.join(args.logdir, "tune.csv"), rows, list(rows[0]))
-    files.write_json(
-        os.path.join(args.logdir, "tune.json"), {"trials": rows, "wall_time": time.time() - tick}
-    )
-    files.write_json(os.path.join(args.logdir, "best.json"), rows[0])
+    return rows
+
+
+def write_tables(logdir: str, rows: list[dict], seconds: float) -> None:
+    """``tune.csv``, ``tune.json`` (every trial, best first) and ``best.json``."""
+    from lrbs_tf import files
+
+    files.write_csv(os.path.join(logdir, "tune.csv"), rows, list(rows[0]))
+    files.write_json(os.path.join(logdir, "tune.json"), {"trials": rows, "wall_time": seconds})
+    files.write_json(os.path.join(logdir, "best.json"), rows[0])
+
+
+def show(rows: list[dict], logdir: str, seconds: float) -> None:
     print()
     print(
         format_table(
@@ -195,11 +217,10 @@ def main(argv=None):
     best = rows[0]
     print(
         f"\nbest: η/S = {best['lr']:.4g}/{best['batch_size']} (η/S = {best['ratio']:.3g}), "
-        f"val acc {_f(best['validation_accuracy'])}\nwrote {os.path.join(args.logdir, 'best.json')}"
-        f"\nview  tensorboard --logdir {args.logdir}   (HParams tab)\n"
-        f"time  {(time.time() - tick) / 60:.1f} min"
+        f"val acc {_f(best['validation_accuracy'])}\nwrote {os.path.join(logdir, 'best.json')}"
+        f"\nview  tensorboard --logdir {logdir}   (HParams tab)\n"
+        f"time  {seconds / 60:.1f} min"
     )
-    return 0
 
 
 def _f(value):

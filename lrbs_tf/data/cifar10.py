@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from lrbs_tf.data.splits import Data, DataError, Split, fingerprint, seeded_split
+from lrbs_tf.data.splits import Data, DataError, make_data
 
 CIFAR10_ARCHIVE = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 
@@ -126,36 +126,15 @@ def load_cifar10(
         arrays, source = synthetic_cifar10(), "SYNTHETIC generated stand-in (not CIFAR-10)"
     else:
         arrays, source = _load_cifar10_arrays(data_dir)
-    x_all, y_all = arrays["train_images"], arrays["train_labels"]
-    val_idx, train_idx = seeded_split(len(y_all), validation_size, train_size, seed)
-    x_train = x_all[train_idx].astype(np.float32) / 255.0
-    mean = x_train.mean(axis=(0, 1, 2))
-    std = x_train.std(axis=(0, 1, 2))
-
-    def split(x, y):
-        return Split(((x.astype(np.float32) / 255.0 - mean) / std).astype(np.float32), y)
-
-    name = "cifar10_synthetic" if synthetic else "cifar10"
-    data = Data(
-        name=name,
-        train=split(x_all[train_idx], y_all[train_idx]),
-        validation=split(x_all[val_idx], y_all[val_idx]),
-        test=split(arrays["test_images"], arrays["test_labels"]),
-        num_classes=10,
+    return make_data(
+        "cifar10_synthetic" if synthetic else "cifar10",
+        (arrays["train_images"], arrays["train_labels"]),
+        (arrays["test_images"], arrays["test_labels"]),
+        validation_size=validation_size,
+        train_size=train_size,
+        seed=seed,
         source=source,
-        info={},
+        num_classes=10,
+        standardize=True,
+        info={"synthetic": synthetic},
     )
-    data.info = {
-        "dataset": name,
-        "source": source,
-        "synthetic": synthetic,
-        "split_seed": seed,
-        "train_size": len(data.train),
-        "validation_size": len(data.validation),
-        "test_size": len(data.test),
-        "channel_mean": mean.tolist(),
-        "channel_std": std.tolist(),
-        "train_fingerprint": fingerprint(data.train.x, data.train.y),
-        "validation_fingerprint": fingerprint(data.validation.y),
-    }
-    return data

@@ -17,7 +17,7 @@ import zlib
 
 import numpy as np
 
-from lrbs_tf.data.splits import Data, DataError, Split, fingerprint, seeded_split
+from lrbs_tf.data.splits import Data, DataError, make_data
 
 log = logging.getLogger(__name__)
 
@@ -191,34 +191,17 @@ def load_fashion_mnist(
             "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz in a "
             f"folder and pass --data-dir (or set ${ENV_DATA_DIR})"
         )
-    x_all, y_all = arrays["train_images"], arrays["train_labels"].astype(np.int32)
-    val_idx, train_idx = seeded_split(len(y_all), validation_size, train_size, seed)
-
-    def split(x, y, idx=None):
-        if idx is not None:
-            x, y = x[idx], y[idx]
-        return Split((x.astype(np.float32) / 255.0)[..., None], y.astype(np.int32))
-
-    data = Data(
-        name="fashion_mnist",
-        train=split(x_all, y_all, train_idx),
-        validation=split(x_all, y_all, val_idx),
-        test=split(arrays["test_images"], arrays["test_labels"]),
-        num_classes=10,
+    data = make_data(
+        "fashion_mnist",
+        (arrays["train_images"], arrays["train_labels"].astype(np.int32)),
+        (arrays["test_images"], arrays["test_labels"].astype(np.int32)),
+        validation_size=validation_size,
+        train_size=train_size,
+        seed=seed,
         source=source,
-        info={},
+        num_classes=10,
+        info={"files": arrays.get("files")},
     )
-    data.info = {
-        "dataset": "fashion_mnist",
-        "source": source,
-        "files": arrays.get("files"),
-        "split_seed": seed,
-        "train_size": len(data.train),
-        "validation_size": len(data.validation),
-        "test_size": len(data.test),
-        "train_fingerprint": fingerprint(data.train.x, data.train.y),
-        "validation_fingerprint": fingerprint(data.validation.y),
-    }
     log.info(
         "Fashion-MNIST from %s: %d train / %d validation / %d test",
         source,

@@ -51,7 +51,6 @@ def run(
     """Train (or reuse) the runs, compare their curves, draw and write; returns the report
     (None in a multi-worker process that is not the chief)."""
     from lrbs_tf import files
-    from lrbs_tf.figures.plots import learning_curve_panels
 
     results = train_all([(label, config) for label, _, config in runs], say, progress)
     if not is_chief([c for _, _, c in runs]):
@@ -69,14 +68,7 @@ def run(
         for (label, pair, config), r in zip(runs, results)
     ]
     names = [label for label, _, _ in runs]
-    distances = {
-        key: {
-            f"{names[i]} | {names[j]}": curves.curve_distance(results[i], results[j], key)
-            for i in range(len(runs))
-            for j in range(i + 1, len(runs))
-        }
-        for key in ("test_accuracy", "train_accuracy")
-    }
+    distances = pair_distances(names, results)
     within = [
         distances["test_accuracy"][f"{names[0]} | {names[1]}"],
         distances["test_accuracy"][f"{names[2]} | {names[3]}"],
@@ -84,6 +76,37 @@ def run(
     across = [
         distances["test_accuracy"][f"{names[i]} | {names[j]}"] for i in (0, 1) for j in (2, 3)
     ]
+    report = {
+        "runs": table,
+        "curve_distances": distances,
+        "within_pair": within,
+        "across_pairs": across,
+        "pairs_closer_than_across": max(within) < min(across),
+        "png": draw(runs, results, logdir),
+        "csv": os.path.join(logdir, "fig1.csv"),
+    }
+    files.write_json(os.path.join(logdir, "fig1.json"), report)
+    files.write_csv(report["csv"], table, list(table[0]))
+    return report
+
+
+def pair_distances(names: list[str], results: list[dict]) -> dict:
+    """Mean |Δ accuracy| over epochs between every two runs, for test and train accuracy."""
+    return {
+        key: {
+            f"{names[i]} | {names[j]}": curves.curve_distance(results[i], results[j], key)
+            for i in range(len(names))
+            for j in range(i + 1, len(names))
+        }
+        for key in ("test_accuracy", "train_accuracy")
+    }
+
+
+def draw(runs, results, logdir: str) -> list[str]:
+    """``fig1.png`` (per epoch) and ``fig1_sde_time.png`` (against Σ η): the cyclic pair and
+    the constant pair side by side."""
+    from lrbs_tf.figures.plots import learning_curve_panels
+
     panels = [
         (
             "cyclic: CBS vs CLR (same η/S every step)",
@@ -104,15 +127,4 @@ def run(
         x_of=lambda r, c: curves.sde_time(c, c.num_train),
         xlabel="SDE time Σ η",
     )
-    report = {
-        "runs": table,
-        "curve_distances": distances,
-        "within_pair": within,
-        "across_pairs": across,
-        "pairs_closer_than_across": max(within) < min(across),
-        "png": [png, png_sde],
-        "csv": os.path.join(logdir, "fig1.csv"),
-    }
-    files.write_json(os.path.join(logdir, "fig1.json"), report)
-    files.write_csv(report["csv"], table, list(table[0]))
-    return report
+    return [png, png_sde]

@@ -152,41 +152,13 @@ def run(
     from lrbs_tf.sweeps.hparams import write_hparams_config
 
     os.makedirs(logdir, exist_ok=True)
-    num_train = bases[0].num_train
-    estimates = {}
-    for base in bases:
-        for lr, batch in preset.points:
-            config = sweep.grid_config(base, lr, batch)
-            estimates[config.run_name] = (
-                0.0 if tuning.finished(config) else estimate_seconds(lr, batch, preset, num_train)
-            )
-    clock = Clock(estimates, max_minutes)
-    todo = clock.total - clock.done
+    clock = sweep_clock(preset, bases, max_minutes)
     say(
         f"{clock.total} runs ({clock.done} already finished); estimated "
-        f"{describe_minutes(clock.remaining())} for the {todo} to train on 2 CPU cores"
+        f"{describe_minutes(clock.remaining())} for the {clock.total - clock.done} to train on "
+        "2 CPU cores"
         + (f"; stopping at a run boundary after {max_minutes:g} min" if max_minutes else "")
     )
-
-    def finished_one(config, results):
-        clock.end(config)
-        if config.run_name in clock.reused:  # "… is already finished" was said
-            return
-        target = ""
-        if config.loss_target is not None and results.get("status") == "finished":
-            target = f", loss {results.get('final_weights_loss', math.nan):.3g} " + (
-                "at the target"
-                if results.get("loss_target_reached")
-                else "CAPPED before the target"
-            )
-        say(
-            f"[{clock.done}/{clock.total}] η={config.lr:g} S={config.batch_size} "
-            f"seed={config.seed}: {results['status']} after {len(results.get('epochs', []))} "
-            f"epochs{target}, val acc {results.get('final_validation_accuracy') or 0:.4f}; "
-            f"elapsed {describe_minutes(clock.elapsed())}, ETA "
-            f"{describe_minutes(clock.remaining())}"
-        )
-
     write_hparams_config(logdir)
     try:
         for base in bases:
@@ -195,7 +167,7 @@ def run(
                 space="grid",
                 points=preset.points,
                 name_prefix=name,
-                on_trial_end=finished_one,
+                on_trial_end=lambda config, results: run_line(clock, config, results, say),
                 before_run=clock.begin,
                 progress=progress,
             )
@@ -213,6 +185,40 @@ def run(
     if tuning.distributed_role() not in (None, "chief"):
         return None
     return report(preset, bases, logdir, time.time() - clock.start, name)
+
+
+def sweep_clock(preset: Preset, bases, max_minutes) -> Clock:
+    """The sweep's clock: every run's estimated seconds (0 for a finished one)."""
+    from lrbs_tf.sweeps import tuning
+
+    num_train = bases[0].num_train
+    estimates = {}
+    for base in bases:
+        for lr, batch in preset.points:
+            config = sweep.grid_config(base, lr, batch)
+            estimates[config.run_name] = (
+                0.0 if tuning.finished(config) else estimate_seconds(lr, batch, preset, num_train)
+            )
+    return Clock(estimates, max_minutes)
+
+
+def run_line(clock: Clock, config, results: dict, say) -> None:
+    """The clock moves on; one line for a run that trained (a reused one was announced)."""
+    clock.end(config)
+    if config.run_name in clock.reused:  # "… is already finished" was said
+        return
+    target = ""
+    if config.loss_target is not None and results.get("status") == "finished":
+        target = f", loss {results.get('final_weights_loss', math.nan):.3g} " + (
+            "at the target" if results.get("loss_target_reached") else "CAPPED before the target"
+        )
+    say(
+        f"[{clock.done}/{clock.total}] η={config.lr:g} S={config.batch_size} "
+        f"seed={config.seed}: {results['status']} after {len(results.get('epochs', []))} "
+        f"epochs{target}, val acc {results.get('final_validation_accuracy') or 0:.4f}; "
+        f"elapsed {describe_minutes(clock.elapsed())}, ETA "
+        f"{describe_minutes(clock.remaining())}"
+    )
 
 
 def report(preset: Preset, bases, logdir: str, wall_time: float, name: str = "fig3") -> dict:

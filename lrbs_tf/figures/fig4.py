@@ -57,7 +57,6 @@ def run(
     from lrbs_tf import files
     from lrbs_tf.data.datasets import load_for
     from lrbs_tf.models.registry import load_model
-    from lrbs_tf.probes import landscape
 
     tick = time.time()
     train_all(
@@ -73,12 +72,7 @@ def run(
     train_xy = (data.train.x[:eval_examples], data.train.y[:eval_examples])
     val_xy = (data.validation.x[:eval_examples], data.validation.y[:eval_examples])
     alphas = np.linspace(-1, 2, points)
-    curves = {}
-    for a, b in pairs:
-        say(f"interpolating {a} → {b}")
-        curves[f"{a}->{b}"] = landscape.interpolate(
-            models[a], models[b], train_xy, val_xy, alphas, bn=bn
-        )
+    curves = interpolate_pairs(models, pairs, train_xy, val_xy, alphas, bn, say)
     title = f"Fig. 4 — {first.model} on {data.name}: loss between minima (BatchNorm: {bn})" + (
         " [SYNTHETIC DATA]" if "synthetic" in data.name else ""
     )
@@ -87,20 +81,14 @@ def run(
     )
     planes, png_plane = {}, None
     if plane_points:
-        for key in list(configs)[:2]:
-            say(f"random plane around {key}")
-            planes[key] = landscape.random_plane(
-                models[key],
-                (train_xy[0][:2000], train_xy[1][:2000]),
-                points=plane_points,
-                seed=first.seed,
-            )
+        planes = random_planes(models, configs, train_xy, plane_points, first.seed, say)
         png_plane = plane_figure(planes, configs, os.path.join(logdir, "fig4_plane.png"))
+    runs = {
+        k: {"lr": c.lr, "batch_size": c.batch_size, "ratio": c.ratio, "run_dir": c.run_dir}
+        for k, c in configs.items()
+    }
     report = {
-        "runs": {
-            k: {"lr": c.lr, "batch_size": c.batch_size, "ratio": c.ratio, "run_dir": c.run_dir}
-            for k, c in configs.items()
-        },
+        "runs": runs,
         "curves": curves,
         "planes": planes,
         "bn": bn,
@@ -111,6 +99,32 @@ def run(
     }
     files.write_json(os.path.join(logdir, "fig4.json"), report)
     return report
+
+
+def interpolate_pairs(models: dict, pairs, train_xy, val_xy, alphas, bn: str, say) -> dict:
+    """Loss and accuracy along (1 − α)θ_a + αθ_b for every pair ``(a, b)``."""
+    from lrbs_tf.probes import landscape
+
+    curves = {}
+    for a, b in pairs:
+        say(f"interpolating {a} → {b}")
+        curves[f"{a}->{b}"] = landscape.interpolate(
+            models[a], models[b], train_xy, val_xy, alphas, bn=bn
+        )
+    return curves
+
+
+def random_planes(models: dict, configs: dict, train_xy, points: int, seed: int, say) -> dict:
+    """A filter-normalised random plane around each of the first two runs (2000 examples)."""
+    from lrbs_tf.probes import landscape
+
+    planes = {}
+    for key in list(configs)[:2]:
+        say(f"random plane around {key}")
+        planes[key] = landscape.random_plane(
+            models[key], (train_xy[0][:2000], train_xy[1][:2000]), points=points, seed=seed
+        )
+    return planes
 
 
 def interpolation_figure(curves: dict, pairs, configs: dict, alphas, title: str, path: str) -> str:

@@ -59,30 +59,7 @@ def run(
     for size in dict.fromkeys(n for n, _, _ in runs):
         for beta in dict.fromkeys(b for _, b, _ in runs):
             group = [(c, r) for (n, b, c), r in zip(runs, results) if n == size and b == beta]
-            finals = [
-                r["final_validation_accuracy"]
-                for _, r in group
-                if r.get("final_validation_accuracy") is not None
-            ]
-            bests = [
-                r["best_validation_accuracy"]
-                for _, r in group
-                if r.get("best_validation_accuracy") is not None
-            ]
-            rows.append(
-                {
-                    "train_size": size,
-                    "beta": beta,
-                    "lr": group[0][0].lr,
-                    "batch_size": group[0][0].batch_size,
-                    "seeds": len(group),
-                    "final_mean": float(np.mean(finals)) if finals else None,
-                    "final_std": float(np.std(finals)) if len(finals) > 1 else None,
-                    "best_mean": float(np.mean(bests)) if bests else None,
-                    "best_std": float(np.std(bests)) if len(bests) > 1 else None,
-                    "diverged_seeds": sum(r["status"] == "diverged" for _, r in group),
-                }
-            )
+            rows.append(summarize(size, beta, group))
             curves[(size, beta)] = [
                 curve(r, "validation_accuracy") for _, r in group if r["epochs"]
             ]
@@ -103,6 +80,33 @@ def run(
     files.write_csv(report["csv"], rows, list(rows[0]))
     files.write_json(os.path.join(logdir, "fig5.json"), report)
     return report
+
+
+def summarize(size: int, beta: int, group: list[tuple]) -> dict:
+    """One (N, β): its η and S, the mean and spread over seeds of the final and best
+    validation accuracy, and how many seeds diverged."""
+    finals = [
+        r["final_validation_accuracy"]
+        for _, r in group
+        if r.get("final_validation_accuracy") is not None
+    ]
+    bests = [
+        r["best_validation_accuracy"]
+        for _, r in group
+        if r.get("best_validation_accuracy") is not None
+    ]
+    return {
+        "train_size": size,
+        "beta": beta,
+        "lr": group[0][0].lr,
+        "batch_size": group[0][0].batch_size,
+        "seeds": len(group),
+        "final_mean": float(np.mean(finals)) if finals else None,
+        "final_std": float(np.std(finals)) if len(finals) > 1 else None,
+        "best_mean": float(np.mean(bests)) if bests else None,
+        "best_std": float(np.std(bests)) if len(bests) > 1 else None,
+        "diverged_seeds": sum(r["status"] == "diverged" for _, r in group),
+    }
 
 
 def figure(rows, curves: dict, path: str, title: str) -> str:

@@ -117,9 +117,6 @@ def fig3_figure(rows, correlations: dict, title: str, loss_target: float | None 
     red × = diverged. A matplotlib Figure, drawn without pyplot."""
     from matplotlib.colors import LogNorm
     from matplotlib.figure import Figure
-    from matplotlib.ticker import LogLocator
-
-    from lrbs_tf.sweeps.tables import points
 
     batches = sorted({r["batch_size"] for r in rows})
     norm = LogNorm(vmin=min(batches), vmax=max(max(batches), min(batches) * 1.01))
@@ -128,43 +125,7 @@ def fig3_figure(rows, correlations: dict, title: str, loss_target: float | None 
     cmap = matplotlib.colormaps["viridis"]
     for ax, (q, label, scale) in zip(axes.flat, FIG3_PANELS):
         factor = 100.0 if scale == "percent" else 1.0
-        pts = [p for p in points(rows, q) if p["mean"] is not None]
-        for p in pts:
-            color = cmap(norm(p["batch_size"]))
-            y = p["mean"] * factor
-            err = [[y - p["low"] * factor], [p["high"] * factor - y]]
-            ax.errorbar(
-                p["ratio"],
-                y,
-                yerr=err if p["seeds"] > 1 else None,
-                fmt="none",
-                ecolor=color,
-                elinewidth=1.2,
-                capsize=2,
-                clip_on=False,  # a point on a decade line shows whole
-            )
-            ax.scatter(
-                p["ratio"],
-                y,
-                s=46,
-                facecolors="none" if p["hollow"] else color,
-                edgecolors=color,
-                linewidths=1.6,
-                zorder=3,
-                clip_on=False,
-            )
-        diverged = [p for p in points(rows, "ratio") if p["diverged"]]
-        if diverged and pts:
-            low = min(p["low"] for p in pts) * factor
-            ax.scatter(
-                [p["ratio"] for p in diverged],
-                [low] * len(diverged),
-                marker="x",
-                color="red",
-                label="diverged",
-                zorder=3,
-            )
-            ax.legend(fontsize=8, loc="best")
+        pts = fig3_points(ax, rows, q, factor, lambda b: cmap(norm(b)))
         if q == "final_weights_loss" and loss_target:
             ax.axhline(loss_target, color="gray", linestyle="--", linewidth=1)
             ax.annotate(
@@ -175,33 +136,9 @@ def fig3_figure(rows, correlations: dict, title: str, loss_target: float | None 
                 va="bottom",
                 color="gray",
             )
-        ax.set_xscale("log")
-        values = [v * factor for p in pts for v in (p["low"], p["high"])]
-        if q == "final_weights_loss" and loss_target:
-            values.append(loss_target)
-        if scale == "log" and values and min(values) > 0:
-            ax.set_yscale("log")
-            lo, hi = math.floor(math.log10(min(values))), math.ceil(math.log10(max(values)))
-            ax.set_ylim(10**lo, 10 ** max(hi, lo + 1))
-            ax.yaxis.set_major_locator(LogLocator(base=10))
-        ratios = [p["ratio"] for p in points(rows, "ratio")]
-        if ratios:
-            ax.set_xlim(
-                10 ** math.floor(math.log10(min(ratios))), 10 ** math.ceil(math.log10(max(ratios)))
-            )
-        c = correlations.get(q) or {}
-        if c.get("rho") is not None:  # in the corner the trend leaves free
-            right = c["rho"] < 0
-            ax.text(
-                0.98 if right else 0.02,
-                0.95,
-                f"Spearman ρ = {c['rho']:+.2f} (n = {c['n']})",
-                transform=ax.transAxes,
-                ha="right" if right else "left",
-                va="top",
-                fontsize=9,
-                bbox=dict(facecolor="white", alpha=0.8, lw=0),
-            )
+        target = loss_target if q == "final_weights_loss" else None
+        decade_axes(ax, rows, pts, scale, factor, target)
+        correlation_note(ax, correlations.get(q) or {})
         ax.set(xlabel="η / S", ylabel=label)
         ax.grid(alpha=0.3, which="both")
     mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
@@ -211,6 +148,91 @@ def fig3_figure(rows, correlations: dict, title: str, loss_target: float | None 
     bar.set_ticklabels([str(b) for b in batches])
     fig.suptitle(title, fontsize=11)
     return fig
+
+
+def fig3_points(ax, rows, q: str, factor: float, color_of) -> list[dict]:
+    """One marker per (η, S) of quantity ``q`` (× ``factor``): the mean over seeds with
+    min–max bars, hollow when capped; red × under the lowest point where a run diverged.
+    Returns the points drawn."""
+    from lrbs_tf.sweeps.tables import points
+
+    pts = [p for p in points(rows, q) if p["mean"] is not None]
+    for p in pts:
+        color = color_of(p["batch_size"])
+        y = p["mean"] * factor
+        err = [[y - p["low"] * factor], [p["high"] * factor - y]]
+        ax.errorbar(
+            p["ratio"],
+            y,
+            yerr=err if p["seeds"] > 1 else None,
+            fmt="none",
+            ecolor=color,
+            elinewidth=1.2,
+            capsize=2,
+            clip_on=False,  # a point on a decade line shows whole
+        )
+        ax.scatter(
+            p["ratio"],
+            y,
+            s=46,
+            facecolors="none" if p["hollow"] else color,
+            edgecolors=color,
+            linewidths=1.6,
+            zorder=3,
+            clip_on=False,
+        )
+    diverged = [p for p in points(rows, "ratio") if p["diverged"]]
+    if diverged and pts:
+        low = min(p["low"] for p in pts) * factor
+        ax.scatter(
+            [p["ratio"] for p in diverged],
+            [low] * len(diverged),
+            marker="x",
+            color="red",
+            label="diverged",
+            zorder=3,
+        )
+        ax.legend(fontsize=8, loc="best")
+    return pts
+
+
+def decade_axes(ax, rows, pts, scale: str, factor: float, target: float | None) -> None:
+    """Log axes spanning whole decades around the points (and a loss target)."""
+    from matplotlib.ticker import LogLocator
+
+    from lrbs_tf.sweeps.tables import points
+
+    ax.set_xscale("log")
+    values = [v * factor for p in pts for v in (p["low"], p["high"])]
+    if target:
+        values.append(target)
+    if scale == "log" and values and min(values) > 0:
+        ax.set_yscale("log")
+        lo, hi = math.floor(math.log10(min(values))), math.ceil(math.log10(max(values)))
+        ax.set_ylim(10**lo, 10 ** max(hi, lo + 1))
+        ax.yaxis.set_major_locator(LogLocator(base=10))
+    ratios = [p["ratio"] for p in points(rows, "ratio")]
+    if ratios:
+        ax.set_xlim(
+            10 ** math.floor(math.log10(min(ratios))), 10 ** math.ceil(math.log10(max(ratios)))
+        )
+
+
+def correlation_note(ax, c: dict) -> None:
+    """Spearman's ρ in the corner the trend leaves free."""
+    if c.get("rho") is None:
+        return
+    right = c["rho"] < 0
+    ax.text(
+        0.98 if right else 0.02,
+        0.95,
+        f"Spearman ρ = {c['rho']:+.2f} (n = {c['n']})",
+        transform=ax.transAxes,
+        ha="right" if right else "left",
+        va="top",
+        fontsize=9,
+        bbox=dict(facecolor="white", alpha=0.8, lw=0),
+    )
 
 
 OUTCOME_STYLE = {

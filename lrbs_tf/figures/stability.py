@@ -68,27 +68,58 @@ def run(
     """Warm up, probe θ0 at every candidate S, train every candidate from θ0, tabulate."""
     from lrbs_tf import files
     from lrbs_tf.figures.plots import confusion_figure
-    from lrbs_tf.probes.prober import Prober
-    from lrbs_tf.probes.settings import ProbeSettings
-    from lrbs_tf.theory.advice import EDGE_AT, UNSTABLE_AT, verdict
-    from lrbs_tf.training.evaluation import DatasetLoss
-    from lrbs_tf.training.run import train
-    from lrbs_tf.training.tensorboard import read_scalars
+    from lrbs_tf.theory.advice import EDGE_AT, UNSTABLE_AT
 
     tick = time.time()
-    lr0, batch0, epochs0 = check.warmup
     base = dict(
         run_settings, train_size=check.train_size, width=check.width, seed=check.seed, logdir=logdir
     )
+    theta0, data, start_loss = warm_up(check, base, say, progress)
+    probes = probe_at_every_batch(check, theta0, data, say)
+    candidates, rows = check.candidates(), []
+    for i, candidate in enumerate(candidates):
+        probe, label = probes[candidate[2]], f"[{i + 1}/{len(candidates)}]"
+        start = (theta0, data, start_loss)
+        rows.append(train_candidate(check, base, start, candidate, probe, label, say, progress))
+    report = {
+        "check": dataclasses.asdict(check),
+        "start_loss": start_loss,
+        "unstable_at": UNSTABLE_AT,
+        "edge_at": EDGE_AT,
+        "rows": rows,
+        "confusion": confusion(rows),
+        "advisor_agreement": [sum(r["agrees"] for r in rows), len(rows)],
+        "wall_time": time.time() - tick,
+    }
+    report["png"] = confusion_figure(
+        rows, os.path.join(logdir, "stability.png"), UNSTABLE_AT, EDGE_AT
+    )
+    files.write_json(os.path.join(logdir, "stability.json"), report)
+    files.write_csv(os.path.join(logdir, "stability.csv"), rows, list(rows[0]))
+    return report
+
+
+def warm_up(check: Check, base: dict, say, progress: str):
+    """Train the warm-up run; ``(θ0, its data, the training-set loss at θ0)``."""
+    from lrbs_tf.data.datasets import load_for
+    from lrbs_tf.models.registry import load_model
+    from lrbs_tf.training.evaluation import DatasetLoss
+    from lrbs_tf.training.run import train
+
+    lr0, batch0, epochs0 = check.warmup
     warm = RunConfig(lr=lr0, batch_size=batch0, epochs=epochs0, name="warmup", **base)
     say(f"warm-up run {lr0:g}/{batch0}, {epochs0} epoch(s) → θ0")
     train(warm.validate(), progress=progress)
-    from lrbs_tf.data.datasets import load_for
-    from lrbs_tf.models.registry import build_for, load_model
-
     data = load_for(warm)
     theta0 = load_model(os.path.join(warm.run_dir, "model.keras"), compile=False)
-    start_loss = DatasetLoss(theta0, data.train.x, data.train.y)()["loss"]
+    return theta0, data, DatasetLoss(theta0, data.train.x, data.train.y)()["loss"]
+
+
+def probe_at_every_batch(check: Check, theta0, data, say) -> dict:
+    """S → the probe of θ0 with the step sharpness at S, for every candidate's S."""
+    from lrbs_tf.probes.prober import Prober
+    from lrbs_tf.probes.settings import ProbeSettings
+
     settings = ProbeSettings(
         examples=check.probe_examples,
         noise_examples=500,
@@ -105,70 +136,51 @@ def run(
             f"width {probes[batch]['width_sharpness']:.4g}, B_simple "
             f"{probes[batch]['b_simple']:.4g}"
         )
-    rows = []
-    for i, (sweep, lr, batch) in enumerate(check.candidates()):
-        judged = verdict(
-            lr, batch, len(data.train), probes[batch]["step_sharpness"], probes[batch]["b_simple"]
-        )
-        config = RunConfig(
-            lr=lr, batch_size=batch, epochs=check.epochs, name=f"check-lr{lr:.6g}-bs{batch}", **base
-        ).validate()
-        model = build_for(config)
-        model.set_weights(theta0.get_weights())  # θ0, BatchNorm statistics included
-        say(
-            f"[{i + 1}/{len(check.candidates())}] {sweep}: η={lr:g} S={batch} "
-            f"(η·λ_step = {judged['lr_times_step_sharpness']:.3g}, verdict {judged['verdict']})"
-        )
-        results = train(config, model=model, progress=progress)
-        losses = np.array(
-            [
-                v
-                for _, v in sorted(
-                    read_scalars(os.path.join(config.run_dir, "tb", "train")).get("step/loss", [])
-                )
-            ],
-            float,
-        )
-        happened = (
-            "diverged"
-            if results["status"] == "diverged"
-            else outcome(losses, start_loss, check.spike, check.window)
-        )
-        rows.append(
-            {
-                "sweep": sweep,
-                "lr": lr,
-                "batch_size": batch,
-                "ratio": lr / batch,
-                "step_sharpness": probes[batch]["step_sharpness"],
-                "width_sharpness": probes[batch]["width_sharpness"],
-                "b_simple": probes[batch]["b_simple"],
-                **judged,
-                "outcome": happened,
-                "agrees": (judged["verdict"] == "stable") == (happened == "stable"),
-                "max_smoothed_loss": float(_smooth_max(losses, check.window)),
-                "final_loss": results.get("final_weights_loss"),
-                "run_dir": config.run_dir,
-            }
-        )
-    table = confusion(rows)
-    agreement = sum(r["agrees"] for r in rows)
-    report = {
-        "check": dataclasses.asdict(check),
-        "start_loss": start_loss,
-        "unstable_at": UNSTABLE_AT,
-        "edge_at": EDGE_AT,
-        "rows": rows,
-        "confusion": table,
-        "advisor_agreement": [agreement, len(rows)],
-        "wall_time": time.time() - tick,
-    }
-    report["png"] = confusion_figure(
-        rows, os.path.join(logdir, "stability.png"), UNSTABLE_AT, EDGE_AT
+    return probes
+
+
+def train_candidate(check, base, start, candidate, probe, label, say, progress) -> dict:
+    """The verdict on one candidate ``(sweep, η, S)`` from the probe at its S, then what
+    happened when it trained from ``start`` (θ0, its data, the loss at θ0): its row."""
+    from lrbs_tf.models.registry import build_for
+    from lrbs_tf.theory.advice import verdict
+    from lrbs_tf.training.run import train
+    from lrbs_tf.training.tensorboard import read_scalars
+
+    (theta0, data, start_loss), (sweep, lr, batch) = start, candidate
+    judged = verdict(lr, batch, len(data.train), probe["step_sharpness"], probe["b_simple"])
+    config = RunConfig(
+        lr=lr, batch_size=batch, epochs=check.epochs, name=f"check-lr{lr:.6g}-bs{batch}", **base
+    ).validate()
+    model = build_for(config)
+    model.set_weights(theta0.get_weights())  # θ0, BatchNorm statistics included
+    say(
+        f"{label} {sweep}: η={lr:g} S={batch} (η·λ_step = {judged['lr_times_step_sharpness']:.3g}, "
+        f"verdict {judged['verdict']})"
     )
-    files.write_json(os.path.join(logdir, "stability.json"), report)
-    files.write_csv(os.path.join(logdir, "stability.csv"), rows, list(rows[0]))
-    return report
+    results = train(config, model=model, progress=progress)
+    steps = read_scalars(os.path.join(config.run_dir, "tb", "train")).get("step/loss", [])
+    losses = np.array([v for _, v in sorted(steps)], float)
+    happened = (
+        "diverged"
+        if results["status"] == "diverged"
+        else outcome(losses, start_loss, check.spike, check.window)
+    )
+    return {
+        "sweep": sweep,
+        "lr": lr,
+        "batch_size": batch,
+        "ratio": lr / batch,
+        "step_sharpness": probe["step_sharpness"],
+        "width_sharpness": probe["width_sharpness"],
+        "b_simple": probe["b_simple"],
+        **judged,
+        "outcome": happened,
+        "agrees": (judged["verdict"] == "stable") == (happened == "stable"),
+        "max_smoothed_loss": float(_smooth_max(losses, check.window)),
+        "final_loss": results.get("final_weights_loss"),
+        "run_dir": config.run_dir,
+    }
 
 
 def confusion(rows) -> dict:

@@ -170,22 +170,7 @@ class Prober:
         self._v0 = eig.eigenvectors[0]
         trace_n = s.trace_matvecs if full else max(9, s.trace_matvecs // 3)
         frob_n = s.frobenius_samples if full else max(5, s.frobenius_samples // 3)
-        per_hvp = self.op.last_seconds
-        left = (
-            (eig.matvecs if self.step_op is not None else 0)
-            + trace_n
-            + frob_n
-            + (s.frobenius_samples if full and s.finite_difference else 0)
-            + 2 * s.noise_examples / max(s.batch_size, 1)
-        )
-        log.info(
-            "probe: width sharpness %.4g (%d HVPs, %.1f s); about %.0f s more for the step "
-            "sharpness, Tr H, ‖H‖_F and B_simple",
-            eig.eigenvalues[0],
-            eig.matvecs,
-            time.time() - tick,
-            per_hvp * left,
-        )
+        self._say_left(eig, trace_n, frob_n, full, time.time() - tick)
         trace = spectral.hutchpp_trace(self.op.matvec, self.op.dim, num=trace_n, seed=seed + 1)
         frob = spectral.hutchinson_frobenius(self.op.matvec, self.op.dim, num=frob_n, seed=seed + 2)
         out = {
@@ -202,26 +187,14 @@ class Prober:
             "probe_loss": self.op.loss_value(),
         }
         if self.step_op is not None:
-            step = self.sharpness(self.step_op, self._v0_step, seed + 4)
-            self._v0_step = step.eigenvectors[0]
-            out.update(
-                step_sharpness=float(step.eigenvalues[0]),
-                step_lanczos_matvecs=step.matvecs,
-                step_lanczos_converged=bool(step.converged[0]),
-                step_batch_size=self.step_batch,
-            )
+            out.update(self._step_sharpness(seed + 4))
         if full and s.finite_difference:
             fd = finite_difference_frobenius(
                 self.op, num=s.frobenius_samples, eps=s.fd_eps, seed=seed + 3
             )
             out.update(frobenius_fd=fd.value, frobenius_fd_stderr=fd.stderr, fd_eps=s.fd_eps)
         noise = gradient_noise(self.noise_op, per=self.noise)
-        out.update(
-            {
-                f"noise_{k}" if k in ("num_examples", "microbatch") else k: v
-                for k, v in noise.items()
-            }
-        )
+        out.update({NOISE_NAMES.get(k, k): v for k, v in noise.items()})
         if lr:
             out["lr"] = float(lr)
             out["stability_2_over_lr"] = 2.0 / float(lr)
@@ -229,3 +202,35 @@ class Prober:
                 out["lr_times_step_sharpness"] = float(lr) * out["step_sharpness"]
         out["seconds"] = time.time() - tick
         return out
+
+    def _step_sharpness(self, seed: int) -> dict:
+        step = self.sharpness(self.step_op, self._v0_step, seed)
+        self._v0_step = step.eigenvectors[0]
+        return dict(
+            step_sharpness=float(step.eigenvalues[0]),
+            step_lanczos_matvecs=step.matvecs,
+            step_lanczos_converged=bool(step.converged[0]),
+            step_batch_size=self.step_batch,
+        )
+
+    def _say_left(self, eig, trace_n: int, frob_n: int, full: bool, seconds: float) -> None:
+        """The width sharpness, and an estimate of the rest from the cost of one HVP."""
+        s = self.settings
+        left = (
+            (eig.matvecs if self.step_op is not None else 0)
+            + trace_n
+            + frob_n
+            + (s.frobenius_samples if full and s.finite_difference else 0)
+            + 2 * s.noise_examples / max(s.batch_size, 1)
+        )
+        log.info(
+            "probe: width sharpness %.4g (%d HVPs, %.1f s); about %.0f s more for the step "
+            "sharpness, Tr H, ‖H‖_F and B_simple",
+            eig.eigenvalues[0],
+            eig.matvecs,
+            seconds,
+            self.op.last_seconds * left,
+        )
+
+
+NOISE_NAMES = {"num_examples": "noise_num_examples", "microbatch": "noise_microbatch"}

@@ -207,11 +207,15 @@ class Run:
             try:
                 self.train_epochs(position)
                 self.probe()
+                signals.raise_if_received()
                 with signals.deferred():
                     return self.finish()
             except KeyboardInterrupt as stop:
                 raise self.interrupted(stop) from None
             except BaseException as e:
+                if isinstance(e, Exception) and signals.received() is not None:
+                    # a stop that TensorFlow or Keras turned into another error on its way
+                    raise self.interrupted(signals.Stop(signals.received())) from None
                 self.record_failure(e)
                 if disk_full(e):
                     raise DiskFullError(
@@ -271,6 +275,7 @@ class Run:
             self.epoch = epoch
             trained = self.train_epoch(epoch, position if epoch == position.epoch else None)
             record, probed = self.measure_epoch(epoch, trained)
+            signals.raise_if_received()  # a stop that TensorFlow swallowed on its way
             with signals.deferred():
                 self.commit_epoch(record, probed, trained.seconds)
 

@@ -16,6 +16,8 @@ import signal
 import threading
 
 STOPPING = (signal.SIGINT, signal.SIGTERM)
+_received: list[int] = []  # stops received while lrbs_tf's handler was installed
+_depth = [0]  # graceful sections entered and not left
 
 
 class Stop(KeyboardInterrupt):
@@ -44,9 +46,10 @@ def signum_of(error: BaseException) -> int:
     return getattr(error, "signum", signal.SIGINT)
 
 
-def exit_status(error: BaseException) -> int:
-    """128 + the signal number: 130 for Ctrl-C, 143 for SIGTERM."""
-    return 128 + int(signum_of(error))
+def exit_status(stop) -> int:
+    """128 + the signal number of ``stop`` (an exception or a signal number): 130 for Ctrl-C,
+    143 for SIGTERM."""
+    return 128 + int(stop if isinstance(stop, int) else signum_of(stop))
 
 
 def _main_thread() -> bool:
@@ -54,7 +57,26 @@ def _main_thread() -> bool:
 
 
 def _raise(signum, frame):
+    _received.append(signum)
     raise Stop(signum)
+
+
+def received() -> int | None:
+    """The last stop received by lrbs_tf's handler (and not yet forgotten), else None. A
+    ``KeyboardInterrupt`` raised inside TensorFlow or Keras can be swallowed there, or turned
+    into another error; this remembers that the user asked to stop all the same."""
+    return _received[-1] if _received else None
+
+
+def raise_if_received() -> None:
+    """Raise :class:`Stop` for a stop that was received but lost on its way (see
+    :func:`received`); call it at safe points."""
+    if _received:
+        raise Stop(_received[-1])
+
+
+def forget() -> None:
+    _received.clear()
 
 
 def install_sigterm() -> None:
@@ -65,11 +87,16 @@ def install_sigterm() -> None:
 
 
 class graceful:
-    """While active, SIGTERM raises :class:`Stop` like Ctrl-C does (instead of ending the
-    process at once), so a run saves its state on either. Re-entrant; restores the handlers."""
+    """While active, SIGINT and SIGTERM raise :class:`Stop` (SIGTERM then stops like Ctrl-C
+    instead of ending the process at once, so a run saves its state on either) and are
+    remembered (:func:`received`). Re-entrant; restores the handlers, and forgets what it
+    received when the outermost one ends."""
 
     def __enter__(self):
         self.saved = {}
+        if _depth[0] == 0:
+            forget()
+        _depth[0] += 1
         if _main_thread():
             for signum in STOPPING:
                 current = signal.getsignal(signum)
@@ -80,6 +107,9 @@ class graceful:
     def __exit__(self, *exc):
         for signum, handler in self.saved.items():
             signal.signal(signum, handler)
+        _depth[0] -= 1
+        if _depth[0] == 0:
+            forget()
         return False
 
 
@@ -96,6 +126,7 @@ class deferred:
 
     def _remember(self, signum, frame):
         self.pending.append(signum)
+        _received.append(signum)
 
     def __enter__(self):
         if _main_thread():
