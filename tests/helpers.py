@@ -1,7 +1,9 @@
 """Helpers shared by the tests: where the repository is, whether the real Fashion-MNIST is
 installed, and running a command of the repository in a subprocess."""
 
+import hashlib
 import os
+import signal
 import subprocess
 import sys
 
@@ -60,3 +62,43 @@ def unit_gradient_model(ratio, jit=False, spe=1):
     model.optimizer.build(model.trainable_variables)
     model.step_log = StepLog(64)
     return model
+
+
+# A tiny run: one epoch of a width-16 MLP on 500 examples (a few seconds).
+TINY_RUN = [
+    "--ratio",
+    "0.1/100",
+    "--epochs",
+    "1",
+    "--train-size",
+    "500",
+    "--validation-size",
+    "500",
+    "--width",
+    "16",
+]
+
+
+def snapshot(folder) -> dict:
+    """Every entry under ``folder`` (links as links, not followed; the lock file left out) with
+    its content's SHA-1, to show that nothing changed."""
+    out = {}
+    for root, folders, names in os.walk(folder):
+        for name in folders + names:
+            path = os.path.join(root, name)
+            key = os.path.relpath(path, folder)
+            if name == ".lrbs-lock":
+                continue
+            if os.path.islink(path):
+                out[key] = "link -> " + os.readlink(path)
+            elif os.path.isfile(path):
+                out[key] = hashlib.sha1(open(path, "rb").read()).hexdigest()
+            else:
+                out[key] = "folder" if os.path.isdir(path) else "special"
+    return out
+
+
+def default_sigint():
+    """``preexec_fn`` for a child that must react to SIGINT as from a terminal: a background
+    job of a non-interactive shell (a suite started with ``&``) inherits SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -1,7 +1,6 @@
 """Nothing lost, round 2: what a run folder may be, what lrbs_tf may delete, damaged folders
 refused untouched, one process per folder, a full disk, a killed sweep."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -12,33 +11,10 @@ import time
 
 import pytest
 
-from tests.helpers import ROOT, needs_fmnist, run_script
+from tests.helpers import ROOT, TINY_RUN, needs_fmnist, run_script, snapshot
 
 pytestmark = needs_fmnist
-FLAGS = [
-    "--ratio",
-    "0.1/100",
-    "--epochs",
-    "1",
-    "--train-size",
-    "500",
-    "--validation-size",
-    "500",
-    "--width",
-    "16",
-]
-
-
-def snapshot(folder) -> dict:
-    """Every file under ``folder`` with its SHA-1 (to show that nothing changed)."""
-    out = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            if name == ".lrbs-lock":
-                continue
-            path = os.path.join(root, name)
-            out[os.path.relpath(path, folder)] = hashlib.sha1(open(path, "rb").read()).hexdigest()
-    return out
+FLAGS = TINY_RUN
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from lrbs_tf.training.tensorboard import read_scalars
-from tests.helpers import ROOT, needs_fmnist, run_script
+from tests.helpers import ROOT, default_sigint, needs_fmnist, run_script
 
 pytestmark = needs_fmnist
 DRIVER = "tests/drivers/kill_during_training.py"
@@ -100,7 +100,7 @@ def test_ctrl_c_saves_state_and_same_command_resumes(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=default_sigint,
     )
     results_path = tmp_path / "run" / "results.json"
     deadline = time.time() + 120

@@ -14,7 +14,7 @@ import pytest
 
 from lrbs_tf.training import signals
 from lrbs_tf.training.tensorboard import read_scalars
-from tests.helpers import ROOT, needs_fmnist
+from tests.helpers import ROOT, default_sigint, needs_fmnist
 
 DRIVER = os.path.join(ROOT, "tests", "drivers", "stop_during_training.py")
 LINE = re.compile(r": (epoch \d+/\d+: .*) \([\d.]+ s\)$")
@@ -30,7 +30,7 @@ def drive(logdir, *args):
         timeout=300,
         cwd=ROOT,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=default_sigint,
     )
 
 
@@ -138,7 +138,7 @@ def test_ctrl_c_in_a_sweep_stops_it_at_the_trial_and_the_same_command_continues(
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=default_sigint,
     )
     for line in proc.stderr:  # the first trial's first epoch is done
         if ": epoch 1/4:" in line:

@@ -4,7 +4,6 @@ it probes; what a user types or a file contains never gives a traceback. Every c
 nothing outside the run folder changed."""
 
 import gzip
-import hashlib
 import json
 import os
 import shutil
@@ -16,39 +15,10 @@ import time
 
 import pytest
 
-from tests.helpers import ROOT, needs_fmnist, run_script
+from tests.helpers import ROOT, TINY_RUN, default_sigint, needs_fmnist, run_script, snapshot
 
 pytestmark = needs_fmnist
-FLAGS = [
-    "--ratio",
-    "0.1/100",
-    "--epochs",
-    "1",
-    "--train-size",
-    "500",
-    "--validation-size",
-    "500",
-    "--width",
-    "16",
-]
-
-
-def snapshot(folder) -> dict:
-    """Every entry under ``folder`` (links as links, not followed) with its content's SHA-1."""
-    out = {}
-    for root, folders, names in os.walk(folder):
-        for name in folders + names:
-            path = os.path.join(root, name)
-            key = os.path.relpath(path, folder)
-            if name == ".lrbs-lock":
-                continue
-            if os.path.islink(path):
-                out[key] = "link -> " + os.readlink(path)
-            elif os.path.isfile(path) and not name.startswith("fifo"):
-                out[key] = hashlib.sha1(open(path, "rb").read()).hexdigest()
-            else:
-                out[key] = "folder" if os.path.isdir(path) else "special"
-    return out
+FLAGS = TINY_RUN
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +241,7 @@ def test_ctrl_c_in_probe_writes_nothing_and_says_so(setting):
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=default_sigint,
     )
     for line in proc.stderr:  # the data are loaded: the probe starts
         if "Fashion-MNIST" in line:
