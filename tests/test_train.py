@@ -214,7 +214,7 @@ def test_probe_at_end_and_every_epoch(tmp_path):
 @pytest.mark.parametrize(
     "args,fragment",
     [
-        (["--probe", "--probe-examples", "5000", "--train-size", "1000"], "--probe-examples"),
+        (["--probe", "--probe-examples", "6000", "--train-size", "1000"], "--probe-examples"),
         (["--probe", "--probe-bn", "ghost"], "--probe-bn"),
         (["--probe-every", "-1"], "--probe-every"),
         (["--probe", "--probe-noise-examples", "1"], "noise-examples"),

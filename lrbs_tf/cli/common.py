@@ -91,6 +91,8 @@ def command(prog: str):
         @functools.wraps(main)
         def run(argv=None):
             prepare_process()
+            if _loads_tensorflow_to_check(sys.argv[1:] if argv is None else argv):
+                quiet_tensorflow()
             try:
                 return main(argv)
             except KeyboardInterrupt as stop:
@@ -101,6 +103,20 @@ def command(prog: str):
         return run
 
     return wrap
+
+
+def _loads_tensorflow_to_check(argv) -> bool:
+    """Whether checking the flags imports TensorFlow: a user's builder (its module is
+    imported) or a tfds: dataset (described by tensorflow-datasets)."""
+    from lrbs_tf.models.specs import MODELS
+
+    flags = [a.split("=", 1) if a.startswith("--") and "=" in a else [a] for a in map(str, argv)]
+    flat = [part for pair in flags for part in pair]
+    values = dict(zip(flat, flat[1:]))
+    model, dataset = values.get("--model"), values.get("--dataset", "")
+    return (model is not None and model not in MODELS and ":" in model) or dataset.startswith(
+        "tfds:"
+    )
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -321,6 +337,7 @@ def reported_errors(prog: str, logdir: str):
     from lrbs_tf.data.datasets import DataError
     from lrbs_tf.distribute.strategy import DistributeError
     from lrbs_tf.files import FileProblem
+    from lrbs_tf.models.sources import ModelError
     from lrbs_tf.training.folder import DiskFullError, LogdirError, RunBusyError, disk_full
     from lrbs_tf.training.signals import RunInterrupted, exit_status
 
@@ -330,7 +347,7 @@ def reported_errors(prog: str, logdir: str):
         fail(prog, e, status=EXIT_BUSY)
     except LogdirError as e:
         fail(prog, e, status=1)
-    except (DataError, FileProblem, DistributeError) as e:
+    except (DataError, FileProblem, DistributeError, ModelError) as e:
         fail(prog, e)
     except KeyboardInterrupt as e:
         if isinstance(e, RunInterrupted):

@@ -111,14 +111,17 @@ def measure(args, saved: dict, settings: ProbeSettings) -> dict:
     and C against H."""
     from lrbs_tf.data.datasets import load_for
     from lrbs_tf.models.registry import ModelFileError, load_model
+    from lrbs_tf.models.sources import ModelError
     from lrbs_tf.probes.prober import Prober
 
     config = saved["config"]
     model_path = os.path.join(args.run_dir, "model.keras")
     try:
-        model = load_model(model_path)
+        model = load_model(model_path, config["model"])
     except ModelFileError as e:
         fail(PROG, f"cannot load {e}")
+    except ModelError as e:
+        fail(PROG, e)
     except Exception as e:  # a file from another Keras/lrbs_tf version, or damaged
         first = (str(e).splitlines() or [""])[0][:200]
         fail(PROG, f"cannot load {model_path} as a Keras model ({type(e).__name__}: {first})")

@@ -38,6 +38,7 @@ from lrbs_tf.cli.common import (
     quiet_tensorflow,
     reported_errors,
     setup_logging,
+    split_cpu_now,
 )
 from lrbs_tf.core.ratio import RatioError, parse_ratio, rescale_lr, resolve_ratio
 from lrbs_tf.core.schedules import ScheduleError, Warmup, parse_schedule
@@ -95,6 +96,19 @@ def parse(argv=None) -> tuple[RunConfig, bool]:
     except (RatioError, ConfigError) as e:
         fail(PROG, e)
     return config, args.verbose
+
+
+def check_user_model_now(config) -> None:
+    """A user's builder or model file is built (or loaded) and checked before the run folder
+    is claimed, so that a model that cannot train writes nothing (this loads TensorFlow)."""
+    from lrbs_tf.models.sources import kind_of
+
+    if kind_of(config.model) != "registered":
+        quiet_tensorflow()
+        split_cpu_now(PROG, config)
+        from lrbs_tf.models.registry import check_user_model
+
+        check_user_model(config)
 
 
 def base_ratio(
@@ -264,6 +278,7 @@ def main(argv=None) -> int:
     from lrbs_tf.training.folder import RunFolder
 
     with reported_errors(PROG, config.logdir):
+        check_user_model_now(config)
         # The run folder is checked and locked before TensorFlow loads, so that a busy,
         # damaged or foreign folder is refused at once (train() takes the same lock again).
         if config.strategy != "multiworker" or chief_task():

@@ -45,6 +45,9 @@ def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
+CIFAR10_HOST = "www.cs.toronto.edu"  # where tensorflow-datasets downloads CIFAR-10 from
+
+
 def _load_cifar10_arrays(data_dir: str | None) -> tuple[dict, str]:
     searched = []
     for folder in [data_dir, os.path.join(data_dir, "cifar-10-batches-py")] if data_dir else []:
@@ -58,6 +61,9 @@ def _load_cifar10_arrays(data_dir: str | None) -> tuple[dict, str]:
                 "test_images": parts[5][0],
                 "test_labels": parts[5][1],
             }, f"python batches in {os.path.abspath(folder)}"
+    if not _prepared_in_tfds(data_dir) and not _resolves(CIFAR10_HOST):
+        searched.append(f"tensorflow-datasets cifar10 (not prepared; offline: {CIFAR10_HOST})")
+        raise DataError(_not_found(searched))
     try:
         import tensorflow_datasets as tfds
 
@@ -72,13 +78,38 @@ def _load_cifar10_arrays(data_dir: str | None) -> tuple[dict, str]:
         return arrays, "tensorflow-datasets cifar10"
     except Exception as e:  # offline, or no prepared tfds directory
         searched.append(f"tensorflow-datasets cifar10 ({type(e).__name__})")
-    raise DataError(
+    raise DataError(_not_found(searched))
+
+
+def _not_found(searched) -> str:
+    return (
         "CIFAR-10 not found; searched " + "; ".join(searched) + ". Fix: download "
         f"{CIFAR10_ARCHIVE}, unpack it and pass --data-dir <folder with "
         "cifar-10-batches-py>, or point --data-dir at a prepared "
         "tensorflow-datasets directory; for a smoke run use --dataset "
         "cifar10_synthetic"
     )
+
+
+def _prepared_in_tfds(data_dir: str | None) -> bool:
+    try:
+        import tensorflow_datasets as tfds
+
+        return tfds.builder("cifar10", data_dir=data_dir).is_prepared()
+    except Exception:  # no tensorflow-datasets, or a damaged folder: not prepared
+        return False
+
+
+def _resolves(host: str) -> bool:
+    """Whether ``host`` has an address (offline, tensorflow-datasets retries its download
+    for minutes before it fails)."""
+    import socket
+
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
 
 
 def synthetic_cifar10(num_train: int = 6000, num_test: int = 1000, seed: int = 1234) -> dict:

@@ -1,22 +1,27 @@
-"""Loading a dataset by name (:mod:`.fashion_mnist`, :mod:`.cifar10`) into the arrays of its
+"""Loading a dataset — a registered name (:mod:`.fashion_mnist`, :mod:`.cifar10`) or any
+source :mod:`.sources` describes (tfds, an image folder, an .npz) — into the arrays of its
 splits (:mod:`.splits`), and the data of a run (:func:`load_for`)."""
 
 from __future__ import annotations
 
-from lrbs_tf.data import cifar10, fashion_mnist
+from lrbs_tf.data import cifar10, fashion_mnist, sources
 from lrbs_tf.data.specs import DATASETS
 from lrbs_tf.data.splits import Data, DataError, Split, fingerprint, seeded_split
 
 
 def load_dataset(name: str, **kwargs) -> Data:
-    """Load a registered dataset by name (see :mod:`lrbs_tf.data.specs`)."""
+    """Load a dataset by name: a registered one (see :mod:`lrbs_tf.data.specs`) or any
+    source :mod:`lrbs_tf.data.sources` takes (``tfds:NAME``, an image folder, an ``.npz``)."""
+    if sources.kind_of(name) != "registered":
+        kwargs.pop("allow_download", None)
+        return sources.load(
+            name, **{"validation_size": None, "train_size": None, "seed": 0, **kwargs}
+        )
     loaders = {
         "fashion_mnist": fashion_mnist.load_fashion_mnist,
         "cifar10": cifar10.load_cifar10,
         "cifar10_synthetic": lambda **kw: cifar10.load_cifar10(synthetic=True, **kw),
     }
-    if name not in loaders:
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(loaders))}")
     if name != "fashion_mnist":
         kwargs = {k: v for k, v in kwargs.items() if k != "allow_download"}
     if kwargs.get("validation_size") is None:

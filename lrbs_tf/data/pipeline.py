@@ -16,6 +16,19 @@ from lrbs_tf.core.optimizers import RATIO_KEY
 from lrbs_tf.distribute.strategy import data_options
 
 
+def as_tensor(array) -> tf.Tensor:
+    """``array`` as a CPU tensor, sharing its memory when it is C-contiguous and 64-byte
+    aligned (as :func:`lrbs_tf.data.splits.aligned_empty` makes it: TensorFlow requires that
+    alignment), else a copy. Tensors are returned as they are."""
+    if tf.is_tensor(array):
+        return array
+    array = np.asarray(array)
+    with tf.device("/cpu:0"):
+        if array.flags.c_contiguous and array.ctypes.data % 64 == 0 and array.size:
+            return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+        return tf.constant(array)
+
+
 def epoch_permutation(num_examples: int, seed: int, epoch: int) -> tf.Tensor:
     """The example order of an epoch: a stateless shuffle keyed by ``(seed, epoch)``."""
     return tf.random.experimental.stateless_shuffle(
@@ -33,9 +46,8 @@ class EpochData:
         self.seed = int(seed)
         self.shuffle = shuffle
         self.augment = augment
-        with tf.device("/cpu:0"):
-            self.x = tf.constant(x)  # read by the training-set evaluation too (one copy)
-            self.y = tf.constant(y)
+        self.x = as_tensor(x)  # the arrays' memory, shared with the training-set evaluation
+        self.y = as_tensor(y)
 
     def dataset(
         self, sizes: list[int], epoch: int, skip_batches: int = 0, ratios: list[float] | None = None
@@ -100,6 +112,13 @@ def shift_and_flip(images, seed, pad: int = 4):
 
 
 def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> tf.data.Dataset:
-    """Fixed-order, fixed-size batches for evaluation."""
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    """Fixed-order, fixed-size batches for evaluation, sliced from the arrays' memory
+    (:func:`as_tensor`; ``from_tensor_slices`` would copy them into the dataset)."""
+    x, y = as_tensor(x), as_tensor(y)
+    n = int(y.shape[0])
+
+    def batch(start):
+        return x[start : start + batch_size], y[start : start + batch_size]
+
+    ds = tf.data.Dataset.range(0, n, batch_size).map(batch)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(data_options())

@@ -59,6 +59,32 @@ def fingerprint(*arrays: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
+def aligned_empty(shape: tuple, dtype=np.float32, align: int = 64) -> np.ndarray:
+    """An uninitialised array whose data starts on an ``align``-byte boundary: TensorFlow can
+    then use its memory without a copy (:func:`lrbs_tf.data.pipeline.as_tensor`)."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    buffer = np.empty(size + align, np.uint8)
+    offset = (-buffer.ctypes.data) % align
+    return buffer[offset : offset + size].view(dtype).reshape(shape)
+
+
+def scaled_copy(x: np.ndarray, idx=None, mean=None, std=None, chunk: int = 8192) -> np.ndarray:
+    """``x[idx]`` as float32 in one aligned array, filled chunk by chunk (no full-size
+    temporaries): 8-bit pixels scaled by 1/255, floats as given; then ``(x - mean) / std``
+    when given; a channel axis added to (N, H, W) images."""
+    idx = np.arange(len(x)) if idx is None else np.asarray(idx)
+    shape = (len(idx),) + x.shape[1:] + ((1,) if x.ndim == 3 else ())
+    out = aligned_empty(shape)
+    scale = np.float32(255 if x.dtype == np.uint8 else 1)
+    for start in range(0, len(idx), chunk):
+        part = x[idx[start : start + chunk]].astype(np.float32) / scale
+        if mean is not None:
+            part = (part - mean) / std
+        out[start : start + chunk] = part.reshape((len(part),) + shape[1:])
+    return out
+
+
 def make_data(
     name: str,
     pool: tuple,
@@ -72,34 +98,33 @@ def make_data(
     standardize: bool = False,
     info: dict | None = None,
 ) -> Data:
-    """The splits of a dataset from its training pool ``(x, y)`` and test set ``(x, y)`` of
-    8-bit images: a seeded validation split (and training subset) held out of the pool
-    (:func:`seeded_split`), pixels scaled to [0, 1] — then, with ``standardize``, to zero mean
-    and unit variance per channel with the training split's statistics — a channel axis added
-    to grey images, and what was done recorded in ``data.info`` with the fingerprints."""
+    """The splits of a dataset from its training pool ``(x, y)`` and test set ``(x, y)``
+    (8-bit pixels or floats): a seeded validation split (and training subset) held out of the
+    pool (:func:`seeded_split`), 8-bit pixels scaled to [0, 1] (floats kept) — then, with
+    ``standardize``, to zero mean and unit variance per channel with the training split's
+    statistics — a channel axis added to grey images, and what was done recorded in
+    ``data.info`` with the fingerprints. Each split is one float32 array (:func:`scaled_copy`)."""
     x_all, y_all = pool
     val_idx, train_idx = seeded_split(len(y_all), validation_size, train_size, seed)
-    x_train = x_all[train_idx].astype(np.float32) / 255.0
-    normalization = {"normalization": "pixel / 255"}
+    x_train = scaled_copy(x_all, train_idx)
+    scaling = "pixel / 255" if x_all.dtype == np.uint8 else "as given (float32)"
+    normalization = {"normalization": scaling}
+    mean = std = None
     if standardize:
-        mean, std = x_train.mean(axis=(0, 1, 2)), x_train.std(axis=(0, 1, 2))
+        axes = tuple(range(x_train.ndim - 1))
+        mean, std = x_train.mean(axis=axes), x_train.std(axis=axes)
+        x_train -= mean
+        x_train /= std
         normalization = {
-            "normalization": "(pixel / 255 - channel_mean) / channel_std, training split's",
+            "normalization": f"({scaling} - channel_mean) / channel_std, training split's",
             "channel_mean": mean.tolist(),
             "channel_std": std.tolist(),
         }
-
-    def scaled(x):
-        x = x if x.dtype == np.float32 else x.astype(np.float32) / 255.0
-        if standardize:
-            x = ((x - mean) / std).astype(np.float32)
-        return x[..., None] if x.ndim == 3 else x
-
     data = Data(
         name=name,
-        train=Split(scaled(x_train), y_all[train_idx]),
-        validation=Split(scaled(x_all[val_idx]), y_all[val_idx]),
-        test=Split(scaled(test[0]), test[1]),
+        train=Split(x_train, np.asarray(y_all[train_idx], np.int32)),
+        validation=Split(scaled_copy(x_all, val_idx, mean, std), y_all[val_idx]),
+        test=Split(scaled_copy(test[0], None, mean, std), test[1]),
         num_classes=num_classes,
         source=source,
         info={},

@@ -239,10 +239,16 @@ def check_workers_agree(strategy, values, what: str) -> None:
 
 def data_options():
     """tf.data options for datasets handed to a strategy: the data are in-memory tensors, so
-    workers split the batches (``AutoShardPolicy.DATA``) instead of trying files first."""
+    workers split the batches (``AutoShardPolicy.DATA``) instead of trying files first.
+
+    tf.data's default static optimizations are off: rewriting a dataset's graph serialises the
+    tensors its functions capture, which copies the whole training set (measured: 1 GB more
+    resident for a 1 GB array); our pipelines prefetch and parallelise explicitly. A strategy's
+    auto-sharding rewrites the graph too, so under a strategy the data are held twice."""
     import tensorflow as tf
 
     options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return options
 

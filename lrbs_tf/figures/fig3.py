@@ -256,7 +256,9 @@ def report(preset: Preset, bases, logdir: str, wall_time: float, name: str = "fi
         else f"{preset.epochs} epochs, no loss target"
     )
     title = (
-        f"Fig. 3 — 4-layer BN-ReLU MLP on Fashion-MNIST ({bases[0].num_train} train), "
+        f"Fig. 3 — {_named(bases[0].model, 'mlp', '4-layer BN-ReLU MLP')} on "
+        f"{_named(bases[0].dataset, 'fashion_mnist', 'Fashion-MNIST')} "
+        f"({bases[0].num_train} train), "
         f"seed{'s' if len(bases) > 1 else ''} {seeds}\n{target}"
         + ("; bars: min–max over seeds" if len(bases) > 1 else "")
     )
@@ -267,3 +269,8 @@ def report(preset: Preset, bases, logdir: str, wall_time: float, name: str = "fi
     files.write_csv(out["csv"], rows, list(rows[0]))
     files.write_json(os.path.join(logdir, f"{name}.json"), out)
     return out
+
+
+def _named(given: str, paper: str, name: str) -> str:
+    """The paper's model or data by its name, a user's as they gave it."""
+    return name if given == paper else given

@@ -14,6 +14,7 @@ import numpy as np
 
 from lrbs_tf import files
 from lrbs_tf.figures.runs import is_chief, train_all
+from lrbs_tf.models import sources as model_sources
 from lrbs_tf.training.config import RunConfig
 
 DEFAULT = {"A": (0.1, 128), "B": (0.1, 1024), "C": (0.0125, 128)}
@@ -33,7 +34,8 @@ def runs_for(paper: bool, model: str):
 
 
 def configs(runs: dict, **run_settings) -> dict:
-    model, seed = run_settings.get("model", "mlp"), run_settings.get("seed", 0)
+    model = model_sources.describe(run_settings.get("model", "mlp")).label
+    seed = run_settings.get("seed", 0)
     return {
         key: RunConfig(
             lr=lr, batch_size=bs, name=f"fig4-{model}-lr{lr:g}-bs{bs}-seed{seed}", **run_settings
@@ -66,7 +68,10 @@ def run(
     )
     if not is_chief(configs.values()):
         return None
-    models = {key: load_model(os.path.join(c.run_dir, "model.keras")) for key, c in configs.items()}
+    models = {
+        key: load_model(os.path.join(c.run_dir, "model.keras"), c.model)
+        for key, c in configs.items()
+    }
     first = next(iter(configs.values()))
     data = load_for(first)
     train_xy = (data.train.x[:eval_examples], data.train.y[:eval_examples])

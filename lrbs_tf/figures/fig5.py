@@ -13,13 +13,14 @@ from lrbs_tf import files
 from lrbs_tf.core.ratio import parse_ratio
 from lrbs_tf.figures.curves import curve
 from lrbs_tf.figures.runs import is_chief, train_all
+from lrbs_tf.models import sources as model_sources
 from lrbs_tf.training.config import RunConfig
 
 
 def configs(base: str, betas, sizes, seeds, lr_schedule=None, **run_settings) -> list[tuple]:
     """``(N, β, config)`` for every training-set size, β and seed, validated."""
     base = parse_ratio(base)
-    model = run_settings.get("model", "mlp")
+    model = model_sources.describe(run_settings.get("model", "mlp")).label
     out = []
     for size in sizes:
         for beta in betas:
@@ -68,7 +69,7 @@ def run(
         rows,
         curves,
         os.path.join(logdir, "fig5.png"),
-        f"Fig. 5 — {base.model}: η = {base.lr / runs[0][1]:g}β, "
+        f"Fig. 5 — {base.model} on {base.dataset}: η = {base.lr / runs[0][1]:g}β, "
         f"S = {base.batch_size // runs[0][1]}β (same η/S); * = a seed diverged",
     )
     report = {

@@ -111,7 +111,7 @@ def warm_up(check: Check, base: dict, say, progress: str):
     say(f"warm-up run {lr0:g}/{batch0}, {epochs0} epoch(s) → θ0")
     train(warm.validate(), progress=progress)
     data = load_for(warm)
-    theta0 = load_model(os.path.join(warm.run_dir, "model.keras"), compile=False)
+    theta0 = load_model(os.path.join(warm.run_dir, "model.keras"), warm.model, compile=False)
     return theta0, data, DatasetLoss(theta0, data.train.x, data.train.y)()["loss"]
 
 

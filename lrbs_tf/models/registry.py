@@ -12,7 +12,7 @@ import os
 
 import keras
 
-from lrbs_tf.models import specs
+from lrbs_tf.models import sources, specs
 
 __all__ = ["build_model", "register_model", "MODELS"]
 
@@ -57,40 +57,130 @@ def build_model(
         keras.utils.set_random_seed(seed)
     model = make(tuple(input_shape), num_classes, **options)
     if synchronized_bn:
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.synchronized = True
+        _synchronize_bn(model)
     return model
 
 
 def build_for(config, strategy=None) -> keras.Model:
-    """The model of a run's settings (its registry entry's settings, its seed, its data's
-    shape), BatchNorm over the global batch under a strategy."""
-    from lrbs_tf.data.specs import DATASETS
+    """The model of a run's settings — a registered model, a user's builder or a saved model
+    file (:mod:`lrbs_tf.models.sources`) — for its data's shape and classes, with its seed,
+    BatchNorm over the global batch under a strategy, as a RatioModel; a user's model is
+    checked (:func:`checked`). Raises :class:`~lrbs_tf.models.sources.ModelError`."""
+    from lrbs_tf.data import sources as data_sources
 
-    data = DATASETS[config.dataset]
-    return build_model(
-        config.model,
-        data.input_shape,
-        data.classes,
-        seed=config.seed,
-        synchronized_bn=strategy is not None,
-        **specs.options(config),
+    data = data_sources.describe(config.dataset, config.data_dir)
+    source = sources.describe(config.model)
+    if source.kind == "registered":
+        return build_model(
+            config.model,
+            data.input_shape,
+            data.classes,
+            seed=config.seed,
+            synchronized_bn=strategy is not None,
+            **sources.options(config),
+        )
+    if source.kind == "file":
+        model = _load_start(source)
+    else:
+        keras.utils.set_random_seed(config.seed)
+        try:
+            model = sources.builder(config.model)(
+                tuple(data.input_shape), data.classes, **sources.options(config)
+            )
+        except Exception as e:  # the user's builder failed: say so in one line
+            raise sources.ModelError(
+                f"--model {config.model} raised {type(e).__name__}: {str(e).splitlines()[0]}"
+                if str(e)
+                else f"--model {config.model} raised {type(e).__name__}"
+            ) from None
+    model = checked(model, config.model, data.input_shape, data.classes)
+    if strategy is not None:
+        _synchronize_bn(model)
+    return model
+
+
+def _load_start(source) -> keras.Model:
+    try:
+        return load_model(source.path, compile=False)
+    except Exception as e:  # Keras raises many types for files it cannot read
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise sources.ModelError(
+            f"cannot load --model {source.spec}: {type(e).__name__}: {first}"
+        ) from None
+
+
+def checked(model, spec: str, input_shape, classes: int) -> keras.Model:
+    """``model`` as a RatioModel, refused (ModelError, one line) unless it is a built
+    functional or Sequential Keras model taking ``input_shape`` and producing ``classes``
+    logits."""
+    from lrbs_tf.core.optimizers import as_ratio_model
+
+    if not isinstance(model, keras.Model):
+        raise sources.ModelError(f"--model {spec} gave a {type(model).__name__}, not a Keras model")
+    try:
+        model = as_ratio_model(model)
+    except ValueError as e:
+        raise sources.ModelError(f"--model {spec}: {e}") from None
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise sources.ModelError(f"--model {spec} must have one input and one output")
+    given = tuple(model.inputs[0].shape[1:])
+    if len(given) != len(input_shape) or any(
+        g is not None and g != d for g, d in zip(given, input_shape)
+    ):
+        raise sources.ModelError(
+            f"--model {spec} takes inputs of shape {given}, the data has {tuple(input_shape)}"
+        )
+    out = tuple(model.outputs[0].shape[1:])
+    if out != (classes,):
+        raise sources.ModelError(
+            f"--model {spec} outputs shape {out}, the data has {classes} classes: "
+            f"end with Dense({classes}) producing logits"
+        )
+    if _ends_in_softmax(model):
+        raise sources.ModelError(
+            f"--model {spec} ends in a softmax: lrbs_tf trains on logits "
+            "(from_logits=True); remove the final softmax"
+        )
+    return model
+
+
+def _ends_in_softmax(model) -> bool:
+    last = model.layers[-1]
+    return isinstance(last, keras.layers.Softmax) or getattr(last, "activation", None) in (
+        keras.activations.softmax,
     )
+
+
+def _synchronize_bn(model) -> None:
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+
+
+def check_user_model(config) -> None:
+    """Build (or load) a user's model once and check it, before a run writes anything; a
+    registered model needs no check."""
+    if sources.kind_of(config.model) != "registered":
+        build_for(config)
 
 
 class ModelFileError(ValueError):
     """A file that is not a Keras model archive; the message is one line."""
 
 
-def load_model(path: str, **kwargs) -> keras.Model:
+def load_model(path: str, model: str | None = None, **kwargs) -> keras.Model:
     """``keras.models.load_model`` with lrbs_tf's own classes registered (RatioModel, the
-    ratio-scaled optimizer, ResNet's ShortcutA). A ``.keras`` file that is not a zip archive
+    ratio-scaled optimizer, ResNet's ShortcutA) and, when ``model`` is the ``--model`` of the
+    run that saved it and names a user's builder, the builder's module imported first (so
+    that the custom layers it registers load). A ``.keras`` file that is not a zip archive
     raises :class:`ModelFileError` saying so (Keras says "File not found")."""
     import zipfile
 
     import lrbs_tf.core.optimizers  # noqa: F401
     import lrbs_tf.models.convnets  # noqa: F401
+
+    if model is not None and sources.kind_of(model) == "builder":
+        sources.builder(model)
 
     if str(path).endswith(".keras") and os.path.isfile(path) and not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path} is not a Keras model file (.keras files are zip archives)")

@@ -18,7 +18,8 @@ class ProbeSettings:
 
     examples: int = setting(
         5000,
-        "probe examples: a fixed, seeded subset of the training set",
+        "probe examples: a fixed, seeded subset of the training set (the default is cut to a "
+        "smaller training set)",
         check=between(1, 10**7),
         group=PROBE_GROUP,
     )
@@ -82,6 +83,11 @@ class ProbeSettings:
 
     def validate(self, num_train: int, prefix: str = "probe-") -> ProbeSettings:
         check_fields(self, prefix)
+        defaults = ProbeSettings.__dataclass_fields__
+        if self.examples == defaults["examples"].default:  # a default fits any training set
+            self.examples = min(self.examples, num_train)
+        if self.noise_examples == defaults["noise_examples"].default:
+            self.noise_examples = min(self.noise_examples, self.examples)
         if self.examples > num_train:
             raise ConfigError(
                 f"--{prefix}examples must be between 1 and the training set size "

@@ -163,7 +163,7 @@ def _save_best(config: RunConfig, checkpoints) -> None:
     run's saved model (the weights the objective was measured at)."""
     from lrbs_tf.models.registry import load_model
 
-    trained = load_model(os.path.join(config.run_dir, "model.keras"), compile=False)
+    trained = load_model(os.path.join(config.run_dir, "model.keras"), config.model, compile=False)
     for callback in checkpoints:
         trained.save_weights(callback.filepath)
 

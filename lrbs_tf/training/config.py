@@ -13,10 +13,11 @@ import re
 from lrbs_tf.core.plan import TrainingPlan, make_plan
 from lrbs_tf.core.ratio import Ratio
 from lrbs_tf.core.schedules import ScheduleError
-from lrbs_tf.data import specs as data_specs
+from lrbs_tf.data import sources as data_sources
+from lrbs_tf.data.splits import DataError
 from lrbs_tf.distribute.cluster import STRATEGIES
 from lrbs_tf.files import jsonable
-from lrbs_tf.models import specs as model_specs
+from lrbs_tf.models import sources as model_sources
 from lrbs_tf.probes.settings import ProbeSettings
 from lrbs_tf.settings import (
     ConfigError,
@@ -54,6 +55,26 @@ def _name(value):
     return None
 
 
+def _dataset(value):
+    try:
+        data_sources.kind_of(value)
+    except DataError as e:
+        return _named(str(e).removeprefix("--dataset "))
+    return None
+
+
+def _model(value):
+    try:
+        model_sources.kind_of(value)
+    except model_sources.ModelError as e:
+        return _named(str(e).removeprefix("--model "))
+    return None
+
+
+def _named(problem: str) -> str:
+    return "names an " + problem if problem.startswith("unknown ") else problem
+
+
 def _logdir(value):
     if not isinstance(value, str) or not value.strip():
         return "must name a folder, got an empty path"
@@ -79,9 +100,11 @@ class RunConfig:
     )
     dataset: str = setting(
         "fashion_mnist",
-        "fashion_mnist; cifar10 (needs --data-dir or "
-        "tensorflow-datasets); cifar10_synthetic (a generated stand-in)",
-        choices=data_specs.names,
+        "fashion_mnist; cifar10 (needs --data-dir or tensorflow-datasets); cifar10_synthetic "
+        "(a generated stand-in); tfds:NAME[:CONFIG]; a folder of images in class sub-folders; "
+        "an .npz with x_train, y_train[, x_test, y_test]",
+        check=_dataset,
+        metavar="DATA",
         group=DATA,
     )
     data_dir: str | None = setting(
@@ -94,7 +117,8 @@ class RunConfig:
     )
     validation_size: int | None = setting(
         None,
-        "held out of the training set (default: 10000 Fashion-MNIST, 5000 CIFAR-10)",
+        "held out of the training set (default: 10000 Fashion-MNIST, 5000 CIFAR-10, "
+        "else 10 %% of the training examples)",
         kind=int,
         check=optional(between(1, 10**7)),
         group=DATA,
@@ -106,8 +130,21 @@ class RunConfig:
         check=optional(between(1, 10**7)),
         group=DATA,
     )
-    model: str = setting("mlp", "model from the registry", choices=model_specs.names, group=DATA)
-    width: int = setting(256, "hidden width of the MLP", check=between(1, 1 << 16), group=DATA)
+    model: str = setting(
+        "mlp",
+        "mlp, vgg11, resnet56 (or registered); module:function, a builder "
+        "fn(input_shape, num_classes, **options) of yours (module or file.py); "
+        "a saved model file.keras, whose weights are the start",
+        check=_model,
+        metavar="MODEL",
+        group=DATA,
+    )
+    width: int = setting(
+        256,
+        "hidden width of the MLP (or of a builder taking width)",
+        check=between(1, 1 << 16),
+        group=DATA,
+    )
     momentum: float = setting(0.0, "SGD momentum (the paper: 0)", check=unit_interval, group=RUN)
     logdir: str = setting(
         "runs", "parent folder of the run folders", check=_logdir, group=RUN, identity=False
@@ -250,23 +287,35 @@ class RunConfig:
     def ratio(self) -> float:
         return self.lr / self.batch_size
 
+    def data_source(self) -> data_sources.Source:
+        """What ``dataset`` names (:mod:`lrbs_tf.data.sources`); raises ConfigError."""
+        try:
+            return data_sources.describe(self.dataset, self.data_dir)
+        except DataError as e:
+            raise ConfigError(str(e)) from None
+
+    def model_source(self) -> model_sources.ModelSource:
+        """What ``model`` names (:mod:`lrbs_tf.models.sources`); raises ModelError."""
+        return model_sources.describe(self.model)
+
     @property
     def val_size(self) -> int:
         if self.validation_size is not None:
             return self.validation_size
-        return data_specs.DATASETS[self.dataset].validation
+        return self.data_source().validation
 
     @property
     def num_train(self) -> int:
         if self.train_size is not None:
             return self.train_size
-        return data_specs.DATASETS[self.dataset].train_pool - self.val_size
+        return self.data_source().train_pool - self.val_size
 
     @property
     def run_name(self) -> str:
         if self.name:
             return self.name
-        name = f"{self.model}-{self.dataset}-lr{self.lr:g}-bs{self.batch_size}-seed{self.seed}"
+        labels = f"{self.model_source().label}-{self.data_source().label}"
+        name = f"{labels}-lr{self.lr:g}-bs{self.batch_size}-seed{self.seed}"
         schedules = self.plan().describe()
         if schedules != {
             "batch_schedule": f"const:{self.batch_size:g}",
@@ -284,7 +333,8 @@ class RunConfig:
         """Every field's own check (see its declaration), then what depends on several."""
         Ratio(self.lr, self.batch_size)
         check_fields(self)
-        pool = data_specs.DATASETS[self.dataset].train_pool
+        pool = self.data_source().train_pool
+        self._check_model_settings()
         if not 0 < self.val_size < pool:
             raise ConfigError(
                 f"--validation-size must be between 1 and {pool - 1}, got {self.val_size}"
@@ -308,8 +358,8 @@ class RunConfig:
             raise ConfigError("--probe-every needs probe settings (--probe)")
         if self.probe is not None:
             self.probe.validate(self.num_train)
-        if self.data_dir is not None:
-            from lrbs_tf.data.datasets import DataError
+        data_sources.check_memory(self.data_source(), self.num_train, self.val_size)
+        if self.data_dir is not None and self.data_source().kind == "registered":
             from lrbs_tf.data.fashion_mnist import check_data_dir
 
             try:
@@ -317,6 +367,15 @@ class RunConfig:
             except DataError as e:
                 raise ConfigError(str(e)) from None
         return self
+
+    def _check_model_settings(self) -> None:
+        source = self.model_source()
+        default = RunConfig.__dataclass_fields__["width"].default
+        if self.width != default and "width" not in source.settings:
+            raise ConfigError(
+                f"--width applies to models that take it (mlp, or a builder with a width "
+                f"parameter); {self.model} does not"
+            )
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -327,11 +386,30 @@ class RunConfig:
             validation_size=self.val_size,
             schedules=self.plan().describe(),
         )
+        if self.model_source().kind != "registered":
+            out["model_source"] = self.model_source().record()
+        if self.data_source().kind != "registered":
+            out["data_source"] = self.data_source().record()
         return out
 
 
 PLACEMENT = names(RunConfig, group=DEVICES)  # where a run runs: strategy, devices, workers
 NOT_IDENTITY = names(RunConfig, identity=False)  # + the folder and how to treat it
+SOURCES = ("model_source", "data_source")  # checked by their digests (training/folder.py)
+
+
+def changed_sources(saved: dict, config: RunConfig) -> str | None:
+    """What changed since a run recorded ``saved`` (its config): the builder's source file or
+    the model file (their sha256), in one sentence; None when nothing did."""
+    before = saved.get("model_source") or {}
+    now = config.to_dict().get("model_source") or {}
+    if before.get("sha256") and now.get("sha256") and before["sha256"] != now["sha256"]:
+        what = "the model file" if now.get("kind") == "file" else "the builder's source file"
+        return (
+            f"{what} {now['path']} changed since the run started (sha256 "
+            f"{before['sha256'][:12]}… then, {now['sha256'][:12]}… now)"
+        )
+    return None
 
 
 def same_settings(saved: dict, config: RunConfig) -> bool:
@@ -339,7 +417,7 @@ def same_settings(saved: dict, config: RunConfig) -> bool:
     outside the run's identity (:data:`NOT_IDENTITY`) are not compared; settings added to
     RunConfig (or to its probe settings) after the run was saved count as equal when they hold
     their default value, so a newer lrbs_tf reuses the runs of an older one."""
-    now = {k: v for k, v in jsonable(config.to_dict()).items() if k not in NOT_IDENTITY}
+    now = {k: v for k, v in jsonable(config.to_dict()).items() if k not in NOT_IDENTITY + SOURCES}
     defaults = jsonable(dataclasses.asdict(RunConfig(lr=1.0, batch_size=1, probe=ProbeSettings())))
     return _same(saved, now, defaults)
 

@@ -9,7 +9,7 @@ import keras
 
 from lrbs_tf.core.optimizers import RatioScaledOptimizer
 from lrbs_tf.data.pipeline import EpochData
-from lrbs_tf.models import specs as model_specs
+from lrbs_tf.models import sources as model_sources
 
 MAX_XLA_SHAPES = 8
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def choose_jit(config, plans) -> bool:
                 len(distinct),
             )
         return True
-    return model_specs.spec(config.model).xla and len(distinct) <= MAX_XLA_SHAPES
+    return model_sources.describe(config.model).xla and len(distinct) <= MAX_XLA_SHAPES
 
 
 def choose_steps_per_execution(config, plans) -> int:

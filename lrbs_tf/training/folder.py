@@ -43,7 +43,7 @@ import time
 
 from lrbs_tf import files
 from lrbs_tf.files import FileProblem, UnsafeFileError
-from lrbs_tf.training.config import same_settings
+from lrbs_tf.training.config import changed_sources, same_settings
 
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
 MARKER, LOCK, RESERVE = ".lrbs-run", ".lrbs-lock", ".lrbs-reserve"
@@ -446,6 +446,12 @@ def _inspect_ours(config, run_dir, entries) -> Inspection:
             )
         return Inspection("new", ours=True, leftovers=entries)
     saved = shaped(os.path.join(run_dir, "config.json"), "config")
+    changed = changed_sources(saved["config"], config)
+    if changed:
+        raise RunExistsError(
+            f"{run_dir}: {changed}; a run continues only with the model it started with: "
+            "restore it, or pass --overwrite or another --name"
+        )
     if not same_settings(saved["config"], config):
         raise RunExistsError(
             f"{run_dir} holds a run with other settings; pass --overwrite to "

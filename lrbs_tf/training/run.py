@@ -44,6 +44,7 @@ from lrbs_tf import distribute
 from lrbs_tf.core.plan import EpochPlans
 from lrbs_tf.data.datasets import load_for
 from lrbs_tf.data.pipeline import EpochData, eval_dataset
+from lrbs_tf.models.registry import check_user_model
 from lrbs_tf.probes.callbacks import report_probe
 from lrbs_tf.training import callbacks as cb
 from lrbs_tf.training import checkpoint, fitting, signals
@@ -89,6 +90,10 @@ def train(
     if progress not in PROGRESS:
         raise ValueError(f"progress must be one of {PROGRESS}, got {progress!r}")
     config.validate()
+    if config.cpu_devices:  # before any TensorFlow operation (the model check builds one)
+        distribute.split_cpu(config.cpu_devices)
+    if model is None:
+        check_user_model(config)  # a user's builder or model file: checked before any write
     chief = config.strategy != "multiworker" or distribute.chief_task()
     with signals.graceful():
         # 1. The run folder: claimed and locked by the chief, only looked at by other workers.
@@ -175,7 +180,7 @@ class Run:
         self.train_data = EpochData(
             data.train.x, data.train.y, seed=config.seed, augment=config.augment
         )
-        self.weights_loss = DatasetLoss(self.model, data.train.x, data.train.y)
+        self.weights_loss = DatasetLoss(self.model, self.train_data.x, self.train_data.y)
         # TensorBoard, the callbacks, the probes.
         self.board = RunBoard(folder.path, self.model.step_log, probes=config.probe is not None)
         self.callbacks, self.validation_callbacks, self.test_callbacks = run_callbacks(
