@@ -5,7 +5,6 @@ fail in one line with exit status 2 and write nothing."""
 
 import json
 import os
-import re
 
 import numpy as np
 import pytest
@@ -190,24 +189,39 @@ def test_bad_model_specs_are_one_line(spec, message):
         ("softmax_end", "softmax"),
     ],
 )
-def test_run_refuses_a_bad_builder_before_writing(npz, tmp_path, name, message):
+def test_a_bad_builder_is_refused_in_one_line(npz, tmp_path, name, message):
+    from lrbs_tf.models.registry import check_user_model
+    from lrbs_tf.training.config import RunConfig
+
+    config = RunConfig(
+        lr=0.1, batch_size=50, dataset=npz, model=f"{USER}:{name}", logdir=str(tmp_path)
+    )
+    with pytest.raises(model_sources.ModelError, match=message) as e:
+        check_user_model(config.validate())
+    assert "\n" not in str(e.value)
+
+
+def test_run_refuses_a_bad_builder_before_writing(npz, tmp_path):
     logdir = tmp_path / "logs"
     proc = run_script(
         "experiments/run.py", "--ratio", "0.1/50", "--epochs", "1", "--dataset", npz,
-        "--model", f"{USER}:{name}", "--logdir", logdir,
+        "--model", f"{USER}:raises", "--logdir", logdir,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
-    assert re.search(message, proc.stderr), proc.stderr
+    assert "RuntimeError: the user's builder broke" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not logdir.exists() or not any(logdir.iterdir())
 
 
 def test_width_refused_for_a_builder_without_it(npz, tmp_path):
-    proc = run_script(
-        "experiments/run.py", "--ratio", "0.1/50", "--dataset", npz, "--model", f"{USER}:tiny",
-        "--width", "4", "--logdir", tmp_path,
-    )  # fmt: skip
-    assert proc.returncode == 2 and "width" in proc.stderr, proc.stderr
+    from lrbs_tf.settings import ConfigError
+    from lrbs_tf.training.config import RunConfig
+
+    config = RunConfig(
+        lr=0.1, batch_size=50, dataset=npz, model=f"{USER}:tiny", width=4, logdir=str(tmp_path)
+    )
+    with pytest.raises(ConfigError, match="width"):
+        config.validate()
 
 
 def _run(*args):
@@ -267,3 +281,48 @@ def test_keras_file_is_the_start_and_a_changed_file_is_refused(folder, tmp_path)
     again = run_script("experiments/run.py", "--epochs", "2", *args)
     assert again.returncode == 2 and "changed" in again.stderr, again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_random_direction_is_filter_normalised_for_convolutions():
+    """A conv kernel (3, 3, C, F): each of the F filters of the direction has that filter's norm
+    (np.linalg.norm takes two axes at most: this failed on every convolutional model)."""
+    import keras
+
+    from lrbs_tf.probes.landscape import filter_normalized_direction
+
+    model = keras.Sequential(
+        [keras.Input((6, 6, 2)), keras.layers.Conv2D(4, 3), keras.layers.Flatten(),
+         keras.layers.Dense(CLASSES)]
+    )  # fmt: skip
+    direction = filter_normalized_direction(model, np.random.default_rng(0))
+    kernel, d = model.weights[0].numpy(), direction[0]
+    for f in range(4):
+        assert np.linalg.norm(d[..., f]) == pytest.approx(np.linalg.norm(kernel[..., f]), 1e-5)
+    assert not np.any(direction[1])  # the bias: zero
+    dense = model.weights[2].numpy()
+    np.testing.assert_allclose(
+        np.linalg.norm(direction[2], axis=0), np.linalg.norm(dense, axis=0), 1e-5
+    )
+
+
+def test_tune_and_the_fig3_grid_take_a_users_model_and_data(npz, tmp_path):
+    """keras-tuner's RatioHyperModel on a user's builder, and a 2-point Fig. 3 grid, probed."""
+    user = ("--model", f"{USER}:tiny_bn", "--width", "8", "--dataset", npz)
+    tune = run_script(
+        "experiments/tune.py", *user, "--trials", "2", "--epochs", "1", "--batch-sizes", "25,50",
+        "--logdir", tmp_path / "tune",
+    )  # fmt: skip
+    assert tune.returncode == 0, tune.stderr
+    best = json.loads((tmp_path / "tune" / "best.json").read_text())
+    trial = json.loads(open(os.path.join(best["run_dir"], "config.json")).read())
+    assert trial["config"]["model_source"]["import"] == f"{USER}:tiny_bn"
+    assert trial["data"]["data_source"]["kind"] == "npz"
+    grid = run_script(
+        "experiments/fig3_grid.py", *user, "--lrs", "0.05,0.1", "--batch-sizes", "50",
+        "--epochs", "2", "--no-loss-target", "--probe-examples", "100",
+        "--probe-noise-examples", "50", "--logdir", tmp_path / "fig3",
+    )  # fmt: skip
+    assert grid.returncode == 0, grid.stderr
+    report = json.loads((tmp_path / "fig3" / "fig3.json").read_text())
+    assert len(report["runs"]) == 2 and all(r["lambda_max"] > 0 for r in report["runs"])
+    assert (tmp_path / "fig3" / "fig3.png").stat().st_size > 10_000

@@ -71,7 +71,7 @@ from lrbs_tf.figures.fig3 import PRESETS, QUANTITIES, grid
 from lrbs_tf.settings import ConfigError
 
 PROG = program("fig3_grid.py")
-RUN_FLAGS = ("width", "validation_size", "data_dir", "deterministic") + DEVICES
+RUN_FLAGS = ("model", "width", "dataset", "validation_size", "data_dir", "deterministic") + DEVICES
 
 
 def _numbers(text: str, flag: str, kind=float) -> tuple:

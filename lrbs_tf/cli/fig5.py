@@ -43,7 +43,11 @@ def _ints(text, what, low=1):
 def flags(p) -> None:
     p.add_argument("--base", default="0.1/50", help="η₀/S₀ at β = 1")
     p.add_argument("--betas", default="1,3,5,9,15")
-    p.add_argument("--train-sizes", default="50000,12000,3000")
+    p.add_argument(
+        "--train-sizes",
+        help="comma-separated N (default: 50000,12000,3000 on Fashion-MNIST; else the training "
+        "set's N, N/4, N/16)",
+    )
     p.add_argument("--seeds", default="0")
     p.add_argument("--lr-schedule", help="η schedule with an empty BASE, e.g. divide::25")
     p.add_argument("--paper", action="store_true")
@@ -57,6 +61,7 @@ def configs(args):
         args.dataset = args.dataset if args.dataset != "fashion_mnist" else "cifar10"
         args.epochs, args.lr_schedule = 200, args.lr_schedule or "divide::25"
         args.train_sizes, args.betas = "45000,22500,12000", "1,3,5,7,9,11,13,15"
+    args.train_sizes = args.train_sizes or default_sizes(args)
     betas, sizes, seeds = (
         _ints(args.betas, "--betas"),
         _ints(args.train_sizes, "--train-sizes"),
@@ -64,6 +69,17 @@ def configs(args):
     )
     settings = {k: v for k, v in run_kwargs(args).items() if k not in ("train_size", "seed")}
     return fig5.configs(args.base, betas, sizes, seeds, args.lr_schedule, **settings)
+
+
+def default_sizes(args) -> str:
+    """The paper's 50000, 12000, 3000 on Fashion-MNIST; N, N/4, N/16 of any other data."""
+    if args.dataset == "fashion_mnist":
+        return "50000,12000,3000"
+    from lrbs_tf.training.config import RunConfig
+
+    settings = {k: v for k, v in run_kwargs(args).items() if k not in ("train_size", "seed")}
+    n = RunConfig(lr=0.1, batch_size=1, **settings).validate().num_train
+    return ",".join(str(max(1, n // d)) for d in (1, 4, 16))
 
 
 def run(runs, args, say, progress):

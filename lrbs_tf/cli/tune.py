@@ -48,7 +48,9 @@ PROG = program("tune.py")
 RUN_FLAGS = (
     "epochs",
     "seed",
+    "model",
     "width",
+    "dataset",
     "train_size",
     "validation_size",
     "data_dir",

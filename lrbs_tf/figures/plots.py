@@ -5,6 +5,7 @@ the backend of a notebook."""
 from __future__ import annotations
 
 import math
+import textwrap
 
 import matplotlib
 import numpy as np
@@ -70,7 +71,8 @@ def learning_curve_panels(
             if row == len(keys) - 1:
                 ax.set_xlabel(xlabel)
         axes[0][col].legend(fontsize=8, loc="lower right")
-    fig.suptitle(title, fontsize=11)
+    # a user's model and data can be long paths: wrap the title to the figure's width
+    fig.suptitle(textwrap.fill(title, width=int(9 * 5.2 * len(panels))), fontsize=11)
     fig.tight_layout()
     files.save_figure(fig, path, dpi=120)
     return path

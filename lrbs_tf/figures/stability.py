@@ -1,6 +1,8 @@
-"""Does the stability verdict predict what SGD does? A check on the Fashion-MNIST MLP.
+"""Does the stability verdict predict what SGD does? A check on the Fashion-MNIST MLP (or on the
+``--model`` and ``--dataset`` given; a dataset with fewer than 10000 training examples is used
+whole, its S sweep ending at its N).
 
-From one starting point θ0 (the MLP after a short warm-up run), candidate (η, S) settings are
+From one starting point θ0 (the model after a short warm-up run), candidate (η, S) settings are
 judged by :func:`lrbs_tf.theory.advice.verdict` from a probe at θ0 — the step sharpness at each
 candidate's own S (BatchNorm statistics of mini-batches of S) and B_simple — and then trained
 from θ0 for a few epochs; what happened is read from the per-step losses:
@@ -71,9 +73,9 @@ def run(
     from lrbs_tf.theory.advice import EDGE_AT, UNSTABLE_AT
 
     tick = time.time()
-    base = dict(
-        run_settings, train_size=check.train_size, width=check.width, seed=check.seed, logdir=logdir
-    )
+    check = fitted(check, run_settings, logdir)
+    run_settings = {"width": check.width} | run_settings
+    base = dict(run_settings, train_size=check.train_size, seed=check.seed, logdir=logdir)
     theta0, data, start_loss = warm_up(check, base, say, progress)
     probes = probe_at_every_batch(check, theta0, data, say)
     candidates, rows = check.candidates(), []
@@ -97,6 +99,16 @@ def run(
     files.write_json(os.path.join(logdir, "stability.json"), report)
     files.write_csv(os.path.join(logdir, "stability.csv"), rows, list(rows[0]))
     return report
+
+
+def fitted(check: Check, run_settings: dict, logdir: str) -> Check:
+    """``check`` on a dataset with fewer than ``check.train_size`` training examples: all of
+    them, and the S sweep's batches below that N, then N itself."""
+    pool = RunConfig(lr=0.1, batch_size=1, logdir=logdir, **run_settings).validate().num_train
+    if pool >= check.train_size:
+        return check
+    batches = tuple(b for b in check.batches if b < pool) + (pool,)
+    return dataclasses.replace(check, train_size=pool, batches=batches)
 
 
 def warm_up(check: Check, base: dict, say, progress: str):

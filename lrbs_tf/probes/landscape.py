@@ -143,11 +143,14 @@ def filter_normalized_direction(model: keras.Model, rng: np.random.Generator) ->
             continue
         d = rng.standard_normal(w.shape).astype(w.dtype)
         axes = tuple(range(w.ndim - 1))  # Keras kernels keep output units on the last axis
-        d *= np.linalg.norm(w, axis=axes, keepdims=True) / (
-            np.linalg.norm(d, axis=axes, keepdims=True) + 1e-12
-        )
+        # (np.linalg.norm takes at most two axes: a convolution's kernel has three here)
+        d *= _norms(w, axes) / (_norms(d, axes) + 1e-12)
         direction.append(d)
     return direction
+
+
+def _norms(w: np.ndarray, axes: tuple) -> np.ndarray:
+    return np.sqrt(np.sum(np.square(w), axis=axes, keepdims=True))
 
 
 def random_plane(

@@ -76,7 +76,9 @@ def _named(problem: str) -> str:
 
 
 def _logdir(value):
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):
+        return f"must be a folder path as a str, got a {type(value).__name__}"
+    if not value.strip():
         return "must name a folder, got an empty path"
     if "\0" in value:
         return "must not contain a NUL character"
