@@ -4,7 +4,8 @@
     python experiments/fig3_grid.py --preset standard    # 12 points, 1e-5 … 2e-3
     python experiments/fig3_grid.py --preset paper --max-minutes 120   # in sittings
 
-Every (η, S) point trains the paper's 4-layer batch-normalised ReLU MLP (width 256, plain SGD)
+Every (η, S) point trains the paper's 4-layer batch-normalised ReLU MLP (width 256, plain SGD;
+or ``--model``/``--dataset`` of your own, with ``--lrs``/``--batch-sizes`` fitted to its size)
 until the loss over the whole training set at its weights (BatchNorm in inference mode, as the
 probes see the model) is at most the loss target, checked after every epoch; a run that reaches
 the epoch cap first is "capped" (hollow in the figure, not in the correlations). Then, at the

@@ -1,8 +1,9 @@
 """keras-tuner over η/S: a HyperModel whose trials are ordinary lrbs_tf runs.
 
 :class:`RatioHyperModel` declares the search space — the ratio η/S on a log scale with the batch
-size, or η and S directly, or an explicit η × S grid — builds the model from the registry (or a
-builder you register with :func:`lrbs_tf.models.registry.register_model`), and in ``fit``
+size, or η and S directly, or an explicit η × S grid — builds the model of its base run's
+``model`` (:func:`lrbs_tf.models.registry.build_for`: a registered model, your builder
+``module:function`` or a ``.keras`` file), and in ``fit``
 trains it with :func:`lrbs_tf.training.run.train`: the batch size goes to the tf.data pipeline
 and η reaches the optimizer only through the ratio-scaled wrapper. Each trial is a run folder
 named after its η and S, so a rerun of the same search reuses finished trials and resumes
