@@ -324,6 +324,21 @@ class Inspection:
     leftovers: list = dataclasses.field(default_factory=list)
     results: dict | None = None
     adopt: bool = False  # a run folder of an older lrbs_tf taken over with --adopt
+    data: dict | None = None  # the data record of the run's config.json (its fingerprints)
+
+
+def check_same_data(found: Inspection, data, run_dir: str) -> None:
+    """A run resumes only on the data it started with: the fingerprints of its training and
+    validation splits (recorded in config.json) must match the data loaded now."""
+    before = found.data or {}
+    for split in ("train", "validation"):
+        key = f"{split}_fingerprint"
+        if before.get(key) and before[key] != data.info.get(key):
+            raise RunExistsError(
+                f"{run_dir}: the {split} data changed since the run started (fingerprint "
+                f"{before[key]} then, {data.info.get(key)} now); a run continues only on the "
+                "data it started with: restore it, or pass --overwrite or another --name"
+            )
 
 
 def _entries(run_dir: str) -> list[str]:
@@ -472,7 +487,7 @@ def _inspect_ours(config, run_dir, entries) -> Inspection:
         _check_model(run_dir, results)
         return Inspection("finished", ours=True, results=results)
     if state is not None:
-        return Inspection("resume", ours=True, results=results)
+        return Inspection("resume", ours=True, results=results, data=saved.get("data"))
     if results["epochs"] or "model.keras" in has:
         raise _damaged(
             run_dir,

@@ -54,6 +54,7 @@ from lrbs_tf.training.folder import (
     DiskFullError,
     RunExistsError,
     RunFolder,
+    check_same_data,
     disk_full,
     versions,
     weights_digest,
@@ -108,6 +109,8 @@ def train(
             # 2. Where it runs, and its data.
             strategy = start_strategy(config)
             data = load_for(config)
+            if found.mode == "resume":
+                check_same_data(found, data, config.run_dir)
             # 3. The run: the other workers write into a scratch folder.
             with contextlib.nullcontext(folder) if chief else RunFolder.scratch() as writes:
                 run = Run(config, data, writes, strategy, model, callbacks, progress)

@@ -1,6 +1,7 @@
 """Train a small deterministic run and SIGKILL this process at a chosen moment (test driver).
 
 python kill_during_training.py LOGDIR NAME CHECKPOINT_STEPS [--kill-step K | --kill-epoch-begin E]
+    [--dataset D]
 """
 
 import os
@@ -29,8 +30,8 @@ class KillAt(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def config(logdir, name, checkpoint_steps):
-    return RunConfig(
+def config(logdir, name, checkpoint_steps, **changes):
+    settings = dict(
         lr=0.05,
         batch_size=64,
         epochs=3,
@@ -44,6 +45,7 @@ def config(logdir, name, checkpoint_steps):
         steps_per_execution=1,
         checkpoint_steps=checkpoint_steps,
     )
+    return RunConfig(**(settings | changes))
 
 
 if __name__ == "__main__":
@@ -53,4 +55,8 @@ if __name__ == "__main__":
         kill["step"] = int(sys.argv[sys.argv.index("--kill-step") + 1])
     if "--kill-epoch-begin" in sys.argv:
         kill["epoch_begin"] = int(sys.argv[sys.argv.index("--kill-epoch-begin") + 1])
-    train(config(logdir, name, ckpt), callbacks=[KillAt(**kill)] if kill else [])
+    changes = {}
+    if "--dataset" in sys.argv:
+        changes = {"dataset": sys.argv[sys.argv.index("--dataset") + 1], "validation_size": 50}
+        changes["train_size"] = 300
+    train(config(logdir, name, ckpt, **changes), callbacks=[KillAt(**kill)] if kill else [])
