@@ -328,27 +328,36 @@ def test_tune_and_the_fig3_grid_take_a_users_model_and_data(npz, tmp_path):
     assert (tmp_path / "fig3" / "fig3.png").stat().st_size > 10_000
 
 
-def test_a_run_resumes_only_on_the_data_it_started_with(tmp_path):
-    """Killed in epoch 2 on an .npz; the file's pixels change; the same run is refused in one
-    line (the recorded fingerprints differ); with the file restored it resumes and finishes."""
+@pytest.mark.parametrize("kind", ["builder", "keras"])
+def test_a_users_model_resumes_after_a_kill_only_on_its_data(tmp_path, kind):
+    """A user's builder (or .keras file) on an .npz, SIGKILLed in epoch 2, resumes and
+    finishes; with one pixel of the file changed in between, the resume is refused in one line
+    (the recorded fingerprints differ) and goes on once the file is restored."""
     import signal
 
     path = tmp_path / "data.npz"
     x, y = _images(400, 0)
     np.savez(path, x_train=x, y_train=y)
+    model = f"{USER}:tiny_bn"
+    if kind == "keras":
+        from tests.fixtures import user_models
+
+        model = str(tmp_path / "start.keras")
+        user_models.tiny_bn(SHAPE, CLASSES).save(model)
     driver = os.path.join("tests", "drivers", "kill_during_training.py")
-    args = (driver, tmp_path, "run", 0, "--dataset", path)
+    args = (driver, tmp_path, "run", 0, "--dataset", path, "--model", model)
     killed = run_script(*args, "--kill-step", "7", timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-1500:]
-    x2 = x.copy()
-    x2[0, 0, 0, 0] ^= 1
-    np.savez(path, x_train=x2, y_train=y)
-    refused = run_script(*args, timeout=300)
-    assert refused.returncode != 0 and "data changed since the run started" in refused.stderr, (
-        refused.stderr
-    )
-    np.savez(path, x_train=x, y_train=y)
+    if kind == "builder":
+        x2 = x.copy()
+        x2[0, 0, 0, 0] ^= 1
+        np.savez(path, x_train=x2, y_train=y)
+        refused = run_script(*args, timeout=300)
+        assert refused.returncode != 0, refused.stderr
+        assert "data changed since the run started" in refused.stderr, refused.stderr
+        np.savez(path, x_train=x, y_train=y)
     resumed = run_script(*args, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-1500:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["status"] == "finished" and results["resumed"] == 1
+    assert len(results["epochs"]) == 3

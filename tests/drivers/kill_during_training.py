@@ -1,7 +1,7 @@
 """Train a small deterministic run and SIGKILL this process at a chosen moment (test driver).
 
 python kill_during_training.py LOGDIR NAME CHECKPOINT_STEPS [--kill-step K | --kill-epoch-begin E]
-    [--dataset D]
+    [--dataset D] [--model M]
 """
 
 import os
@@ -59,4 +59,7 @@ if __name__ == "__main__":
     if "--dataset" in sys.argv:
         changes = {"dataset": sys.argv[sys.argv.index("--dataset") + 1], "validation_size": 50}
         changes["train_size"] = 300
+    if "--model" in sys.argv:
+        changes["model"] = sys.argv[sys.argv.index("--model") + 1]
+        changes["width"] = 256 if changes["model"].endswith(".keras") else 8  # 256: the default
     train(config(logdir, name, ckpt, **changes), callbacks=[KillAt(**kill)] if kill else [])
