@@ -158,10 +158,20 @@ def _synchronize_bn(model) -> None:
 
 
 def check_user_model(config) -> None:
-    """Build (or load) a user's model once and check it, before a run writes anything; a
-    registered model needs no check."""
-    if sources.kind_of(config.model) != "registered":
+    """Build (or load) a user's model and check it, before a run writes anything; a registered
+    model needs no check. Once per process for the same model source, data and width (the
+    command line checks before it claims the run folder, :func:`~lrbs_tf.training.run.train`
+    again for library callers)."""
+    source = sources.describe(config.model)
+    if source.kind == "registered":
+        return
+    key = (source.spec, source.sha256, config.dataset, config.data_dir, config.width)
+    if key not in _CHECKED:
         build_for(config)
+        _CHECKED.add(key)
+
+
+_CHECKED: set = set()  # the user's models check_user_model has built and accepted
 
 
 class ModelFileError(ValueError):
