@@ -171,8 +171,9 @@ def _depth(obj, limit: int) -> int:
 
 
 def read_json(path: str):
-    """Parse the JSON file ``path``; :class:`FileProblem` if it is missing, not a regular file,
-    corrupt or nested deeper than :data:`MAX_JSON_DEPTH`."""
+    """Parse the JSON file ``path`` (non-finite numbers restored, see :func:`jsonable`);
+    :class:`FileProblem` if it is missing, not a regular file, corrupt or nested deeper than
+    :data:`MAX_JSON_DEPTH`."""
     raw = read_bytes(path)
     try:
         data = json.loads(raw.decode())
@@ -182,20 +183,55 @@ def read_json(path: str):
         raise FileProblem(f"{path} is corrupt ({str(e)[:200]})") from None
     if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise FileProblem(f"{path} is corrupt (nested more than {MAX_JSON_DEPTH} levels)")
-    return data
+    return restore_nonfinite(data)
+
+
+NONFINITE = "_nonfinite"  # suffix of the key that says what a null number was
 
 
 def jsonable(obj):
-    """JSON-safe copy: numpy scalars to Python, non-finite floats to the strings 'nan'/'inf'."""
+    """JSON-safe copy: numpy scalars to Python; a non-finite float is never a string: in an
+    object it becomes ``null`` with a sibling ``<key>_nonfinite`` (``"inf"``, ``"-inf"`` or
+    ``"nan"``), elsewhere ``null``. :func:`read_json` restores the floats."""
     if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
+        out = {}
+        for key, value in obj.items():
+            value = jsonable(value)
+            out[str(key)] = value
+            if value is None and _nonfinite(obj[key]):
+                out[f"{key}{NONFINITE}"] = str(_scalar(obj[key]))
+        return out
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]
+    obj = _scalar(obj)
+    return None if _nonfinite(obj) else obj
+
+
+def _scalar(obj):
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
+        return obj.item()
     return obj
+
+
+def _nonfinite(obj) -> bool:
+    obj = _scalar(obj)
+    return isinstance(obj, float) and not math.isfinite(obj)
+
+
+def restore_nonfinite(obj):
+    """The inverse of :func:`jsonable`'s notes: ``null`` + ``<key>_nonfinite`` → the float."""
+    if isinstance(obj, list):
+        return [restore_nonfinite(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {}
+    for key, value in obj.items():
+        note = obj.get(f"{key}{NONFINITE}")
+        if value is None and note in ("inf", "-inf", "nan"):
+            out[key] = float(note)
+        elif not (key.endswith(NONFINITE) and obj.get(key[: -len(NONFINITE)], 0) is None):
+            out[key] = restore_nonfinite(value)
+    return out
 
 
 def write_json(path: str, data) -> None:
@@ -211,7 +247,7 @@ def write_csv(path: str, rows: list[dict], fields: list[str]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(jsonable(rows))
+    writer.writerows([{k: _scalar(v) for k, v in row.items()} for row in rows])
     write_text(path, buffer.getvalue())
 
 

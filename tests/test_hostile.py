@@ -2,7 +2,9 @@
 no files; corrupt run folders are refused with a clear message."""
 
 import json
+import os
 
+import numpy as np
 import pytest
 
 from tests.helpers import run_script
@@ -205,3 +207,252 @@ def test_unwritable_logdir(tmp_path):
     )
     assert proc.returncode == 1 and "writable" in proc.stderr.strip().splitlines()[-1]
     assert "Traceback" not in proc.stderr
+
+
+# -- Nothing lost, round 4: bad data, models and settings are one line (exit 2), before
+# anything is written. Files are made here; each case runs the command in a subprocess.
+
+
+def _png(path, array):
+    from PIL import Image
+
+    Image.fromarray(array).save(path)
+
+
+def _png_header_only(path, width, height):
+    """A PNG whose header claims width × height (no pixel data): Pillow reads only headers."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def _image_folder(root, bad=None):
+    """Two classes of 12 grey 8×8 images (and ``bad(folder)`` adding a bad file to class b)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            _png(root / name / f"img{i:02d}.png", rng.integers(0, 255, (8, 8), dtype=np.uint8))
+    if bad is not None:
+        bad(root / "b")
+    return root
+
+
+def _gif(folder):
+    from PIL import Image
+
+    frames = [Image.new("P", (8, 8), color=i) for i in range(3)]
+    frames[0].save(folder / "x.gif", save_all=True, append_images=frames[1:], loop=0)
+
+
+def _npz(path, **arrays):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    base = {
+        "x_train": rng.integers(0, 255, (60, 8, 8), dtype=np.uint8),
+        "y_train": np.arange(60) % 3,
+    }
+    base.update(arrays)
+    np.savez(path, **{k: v for k, v in base.items() if v is not None})
+    return path
+
+
+def _label_array(kind):
+    import numpy as np
+
+    y = np.arange(60) % 3
+    if kind == "object":
+        return np.array(list(y), dtype=object)
+    if kind == "string":
+        return np.array([str(v) for v in y])
+    if kind == "nan":
+        out = y.astype(float)
+        out[5] = np.nan
+        return out
+    if kind == "uint64":
+        out = y.astype(np.uint64)
+        out[3] = 2**64 - 1
+        return out
+    out = y.astype(np.int64)
+    out[7] = 10**9
+    return out
+
+
+BAD_DATA = {
+    # name: (make(tmp_path) -> dataset path, fragment of the one-line message)
+    "link to /dev/zero": (
+        lambda t: _image_folder(t / "d", lambda f: os.symlink("/dev/zero", f / "x.png")),
+        "is not a regular file",
+    ),
+    "link to a 3 GB file": (
+        lambda t: _image_folder(t / "d", lambda f: _link_to_sparse(f / "x.png", t / "big.bin")),
+        "an image must hold 1 byte to 64 MiB",
+    ),
+    "zero-byte png": (lambda t: _image_folder(t / "d", lambda f: _touch(f / "x.png")), "is empty"),
+    "link to /etc/passwd": (
+        lambda t: _image_folder(t / "d", lambda f: os.symlink("/etc/passwd", f / "x.png")),
+        "cannot identify image file",
+    ),
+    "animated gif in a grey folder": (
+        lambda t: _image_folder(t / "d", _gif),
+        "a GIF in a folder of grey",
+    ),
+    "decompression bomb first": (
+        lambda t: _image_folder(
+            t / "d", lambda f: _png_header_only(f.parent / "a" / "a0.png", 20000, 20000)
+        ),
+        "decompression bomb",
+    ),
+    "object labels": (lambda t: _npz(t / "d.npz", y_train=_label_array("object")), "dtype object"),
+    "object class_names": (
+        lambda t: _npz(t / "d.npz", class_names=np.array(["a", "b", "c"], dtype=object)),
+        "dtype object",
+    ),
+    "string labels": (
+        lambda t: _npz(t / "d.npz", y_train=_label_array("string")),
+        "integer labels",
+    ),
+    "NaN labels": (lambda t: _npz(t / "d.npz", y_train=_label_array("nan")), "integer labels"),
+    "uint64 label 2**64-1": (
+        lambda t: _npz(t / "d.npz", y_train=_label_array("uint64")),
+        "labels must be class indices",
+    ),
+    "0-d class_names": (
+        lambda t: _npz(t / "d.npz", class_names=np.array("abc")),
+        "class_names must be a 1-d array",
+    ),
+    "a label of 1e9": (
+        lambda t: _npz(t / "d.npz", y_train=_label_array("1e9")),
+        "more than 100,000",
+    ),
+    "x_train of shape (N, 0)": (
+        lambda t: _npz(t / "d.npz", x_train=np.zeros((60, 0), np.float32)),
+        "of some size",
+    ),
+}
+
+
+def _touch(path):
+    path.write_bytes(b"")
+    return path
+
+
+def _link_to_sparse(link, target, size=3 * 2**30):
+    """``link`` → a sparse file of ``size`` bytes (no disk used)."""
+    _touch(target)
+    os.truncate(target, size)
+    os.symlink(target, link)
+
+
+@pytest.mark.parametrize("case", list(BAD_DATA))
+def test_bad_data_is_one_line_before_anything_is_written(tmp_path, case):
+    make, fragment = BAD_DATA[case]
+    dataset = make(tmp_path)
+    logdir = tmp_path / "runs"
+    proc = run_script(
+        "experiments/run.py", "--ratio", "0.1/10", "--epochs", "1", "--dataset", dataset,
+        "--logdir", logdir, timeout=60,
+    )  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert fragment in lines[0] and "Traceback" not in proc.stderr, lines
+    assert not logdir.exists()
+
+
+@pytest.mark.parametrize(
+    "value,fragment",
+    [
+        ("0.00001", "more than the limit of 1e-05 GB"),
+        ("abc", "must be a positive number of GB"),
+        ("-1", "must be a positive number of GB"),
+        ("inf", "must be a positive number of GB"),
+    ],
+)
+def test_the_memory_limit_is_a_setting_refused_in_one_line(tmp_path, value, fragment):
+    proc = run_script(
+        "experiments/run.py", "--ratio", "0.1/10", "--dataset", _npz(tmp_path / "d.npz"),
+        "--logdir", tmp_path / "runs", timeout=60, env={"LRBS_MAX_DATA_GB": value},
+    )  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and fragment in lines[0], proc.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()
+
+
+EXITING_BUILDERS = {
+    "builtins:print": "builtins is not a Python source file",
+    "{dir}/exits_on_import.py:build": "called sys.exit(0)",
+    "{dir}/exits_when_called.py:build": "called sys.exit(3)",
+}
+
+
+@pytest.mark.parametrize("model", list(EXITING_BUILDERS))
+def test_a_builder_that_exits_or_is_no_source_is_one_line(tmp_path, model):
+    (tmp_path / "exits_on_import.py").write_text("import sys\nsys.exit(0)\n")
+    (tmp_path / "exits_when_called.py").write_text(
+        "import sys\n\ndef build(input_shape, num_classes):\n    sys.exit(3)\n"
+    )
+    proc = run_script(
+        "experiments/run.py", "--ratio", "0.1/10", "--dataset", _npz(tmp_path / "d.npz"),
+        "--model", model.format(dir=tmp_path), "--logdir", tmp_path / "runs", timeout=120,
+    )  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert EXITING_BUILDERS[model] in lines[0] and not (tmp_path / "runs").exists()
+
+
+def test_data_that_fails_only_when_read_is_named_and_leaves_no_run_folder(tmp_path):
+    """A truncated PNG passes the header checks and fails to decode: the file is named, and
+    the run folder made for it is removed again (the run wrote nothing)."""
+
+    def truncated(folder):
+        first = sorted(folder.iterdir())[0].read_bytes()
+        (folder / "x.png").write_bytes(first[: len(first) // 2])
+
+    dataset = _image_folder(tmp_path / "d", truncated)
+    logdir = tmp_path / "runs"
+    proc = run_script(
+        "experiments/run.py", "--ratio", "0.1/10", "--epochs", "1", "--dataset", dataset,
+        "--logdir", logdir, timeout=120,
+    )  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert "cannot decode image" in lines[0] and "x.png" in lines[0]
+    assert not logdir.exists() or not any(logdir.iterdir())
+
+
+def test_npz_members_read_only_when_loaded_are_checked(tmp_path):
+    """A member cut short and non-finite pixels show only when the arrays load: DataError
+    (one line) with the member, or the count of bad values and the first example."""
+    import zipfile
+
+    from lrbs_tf.data import sources
+    from lrbs_tf.data.splits import DataError
+
+    x = np.random.default_rng(0).random((60, 8, 8)).astype(np.float32)
+    x[4, 2, 3], x[9, 0, 0] = np.nan, np.inf
+    with pytest.raises(DataError, match=r"hold 2 NaN or infinite value\(s\), the first in example"):
+        sources.load(
+            str(_npz(tmp_path / "nan.npz", x_train=x)), validation_size=6, train_size=None, seed=0
+        )
+    short = _npz(tmp_path / "short.npz")
+    with zipfile.ZipFile(short) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    members["x_train.npy"] = members["x_train.npy"][:-100]
+    with zipfile.ZipFile(short, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    with pytest.raises(DataError, match="cannot read x_train of .*EOF"):
+        sources.load(str(short), validation_size=6, train_size=None, seed=0)

@@ -244,6 +244,11 @@ def test_builder_run_records_its_source_and_probes(npz, tmp_path):
     assert config["data"]["data_source"]["classes"] == 3
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "finished" and results["final_validation_accuracy"] > 0.6
+    from tests.fixtures.user_models import tiny
+
+    by_hand = tiny(SHAPE, CLASSES).count_params()
+    assert results["model"] == config["model"]
+    assert results["model"]["parameters"] == by_hand and results["model"]["options"] == {}
     probe = run_script("tools/probe.py", run_dir, "--examples", "100", "--noise-examples", "50")
     assert probe.returncode == 0, probe.stderr
     assert json.loads((run_dir / "probe.json").read_text())["lambda_max"] > 0
@@ -361,3 +366,24 @@ def test_a_users_model_resumes_after_a_kill_only_on_its_data(tmp_path, kind):
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["status"] == "finished" and results["resumed"] == 1
     assert len(results["epochs"]) == 3
+
+
+@pytest.mark.parametrize("given", [None, 16])
+def test_a_builder_keeps_its_own_defaults_unless_a_flag_sets_them(npz, given):
+    """``--width`` reaches a builder only when given: the built model is the builder's own
+    (``tiny_bn(width=8)``, ``user_models.wide(width=5, depth=2)``), parameter for parameter."""
+    from lrbs_tf.models.registry import build_for
+    from lrbs_tf.models.sources import options
+    from lrbs_tf.training.config import RunConfig
+    from tests.fixtures import user_models
+
+    for name, default in (("tiny_bn", {"width": 8}), ("wide", {"width": 5, "depth": 2})):
+        config = RunConfig(
+            lr=0.1, batch_size=50, model=f"{USER}:{name}", dataset=str(npz), width=given
+        ).validate()
+        by_hand = getattr(user_models, name)(
+            SHAPE, CLASSES, **(default | ({"width": given} if given else {}))
+        )
+        assert build_for(config).count_params() == by_hand.count_params()
+        assert options(config) == ({"width": given} if given else {})
+        assert config.to_dict()["width"] == given

@@ -351,3 +351,209 @@ def test_a_run_refused_after_tensorflow_loads_leaves_no_reserve(tmp_path):
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert not (tmp_path / "run" / ".lrbs-reserve").exists()
+
+
+# -- Nothing lost, round 4 ----------------------------------------------------------------------
+
+EVIL = "open({marker!r}, 'w').write('imported')\n"
+
+
+@pytest.fixture(scope="module")
+def custom_run(tmp_path_factory):
+    """A finished run of a builder whose model has a custom layer (loading its model.keras
+    needs the builder's module), the builder copied to a folder of its own."""
+    where = tmp_path_factory.mktemp("custom")
+    builder = where / "builder.py"
+    shutil.copy(os.path.join(ROOT, "tests", "fixtures", "user_models.py"), builder)
+    proc = run_script(
+        "experiments/run.py", "--ratio", "0.1/100", "--epochs", "1", "--train-size", "500",
+        "--validation-size", "500", "--model", f"{builder}:tiny", "--logdir", where / "logs",
+        "--name", "run", timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return where / "logs" / "run", builder
+
+
+def _point_at(run, model):
+    saved = json.loads((run / "config.json").read_text())
+    saved["config"]["model"] = model
+    (run / "config.json").write_text(json.dumps(saved))
+
+
+def _evil_twin(builder, folder):
+    """A copy of ``builder`` that writes ``folder/IMPORTED`` when imported."""
+    evil = folder / "evil.py"
+    evil.write_text(EVIL.format(marker=str(folder / "IMPORTED")) + builder.read_text())
+    return evil
+
+
+def test_a_run_folder_never_imports_code_its_digest_does_not_vouch_for(tmp_path, custom_run):
+    """config.json edited to name another file (a colleague's folder, or one tampered with):
+    probe.py refuses in one line and imports nothing; --trust-code imports it on the user's
+    word; advise.py never imports anything."""
+    source, builder = custom_run
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    evil = _evil_twin(builder, tmp_path)
+    _point_at(run, f"{evil}:tiny")
+    before = snapshot(tmp_path)
+    proc = run_script("tools/probe.py", run, *PROBE, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert "not importing" in lines[0] and "--trust-code" in lines[0]
+    assert not (tmp_path / "IMPORTED").exists() and snapshot(tmp_path) == before
+    proc = run_script("tools/advise.py", run, "--batch-size", "100", timeout=60)
+    assert proc.returncode == 2 and not (tmp_path / "IMPORTED").exists(), proc.stderr
+    proc = run_script("tools/probe.py", run, *PROBE, "--trust-code", timeout=300)
+    assert proc.returncode == 0 and (tmp_path / "IMPORTED").exists(), proc.stderr[-2000:]
+
+
+def test_a_builder_changed_after_the_run_is_not_imported(tmp_path, custom_run):
+    source, builder = custom_run
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    changed = tmp_path / "builder.py"
+    changed.write_text(EVIL.format(marker=str(tmp_path / "IMPORTED")) + builder.read_text())
+    _point_at(run, f"{changed}:tiny")  # the same file name, other content
+    proc = run_script("tools/probe.py", run, *PROBE, timeout=120)
+    assert proc.returncode == 2 and "is not the builder the run folder recorded" in proc.stderr
+    assert not (tmp_path / "IMPORTED").exists()
+
+
+def test_a_model_without_custom_layers_loads_without_importing_anything(tmp_path, finished):
+    """The folder names a builder, but its model.keras needs no code of it: nothing is
+    imported at all (whatever the digest says)."""
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    evil = tmp_path / "evil.py"
+    evil.write_text(EVIL.format(marker=str(tmp_path / "IMPORTED")))
+    _point_at(run, f"{evil}:build")
+    proc = run_script("tools/probe.py", run, *PROBE, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (tmp_path / "IMPORTED").exists()
+
+
+@pytest.mark.parametrize(
+    "script,project,flags",
+    [
+        ("experiments/tune.py", "random-ratio", ["--trials", "1"]),
+        ("experiments/fig3_grid.py", "seed0", ["--lrs", "0.1", "--batch-sizes", "100"]),
+    ],
+)
+def test_a_sweep_never_deletes_a_keras_tuner_folder_it_did_not_create(
+    tmp_path, script, project, flags
+):
+    mine = tmp_path / "logs" / "keras_tuner" / project
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("the user's notes\n")
+    (mine / "oracle.json").write_text("{}")  # even keras-tuner's own file names
+    before = snapshot(tmp_path)
+    proc = run_script(
+        script, *flags, "--epochs", "1", "--train-size", "500", "--validation-size", "500",
+        "--width", "16", "--logdir", tmp_path / "logs", timeout=300,
+    )  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "no .lrbs-tuner marker" in lines[-1] and "Traceback" not in proc.stderr
+    theirs = {
+        k: v
+        for k, v in snapshot(tmp_path).items()
+        if k.startswith(os.path.join("logs", "keras_tuner"))
+    }
+    assert theirs == {
+        k: v for k, v in before.items() if k.startswith(os.path.join("logs", "keras_tuner"))
+    }
+
+
+def test_a_keras_tuner_folder_of_ours_is_cleared_of_keras_tuners_entries_only(tmp_path):
+    from lrbs_tf.sweeps.tuning import PROJECT_MARKER, SweepRefused, claim_project
+
+    claim_project(str(tmp_path), "p")
+    project = tmp_path / "p"
+    assert (project / PROJECT_MARKER).is_file()
+    (project / "oracle.json").write_text("{}")
+    (project / "tuner0.json").write_text("{}")
+    (project / "trial_0").mkdir()
+    (project / "trial_0" / "trial.json").write_text("{}")
+    (project / "notes.txt").write_text("the user's notes\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep\n")
+    os.symlink(outside, project / "trial_1")
+    claim_project(str(tmp_path), "p")
+    assert sorted(os.listdir(project)) == [PROJECT_MARKER, "notes.txt"]
+    assert (outside / "keep.txt").read_text() == "keep\n"
+    (tmp_path / "q").mkdir()
+    with pytest.raises(SweepRefused, match="no .lrbs-tuner marker"):
+        claim_project(str(tmp_path), "q")
+
+
+def test_a_resume_onto_cut_event_files_is_refused(tmp_path):
+    """An interrupted run whose TensorBoard file was cut short: resuming would leave
+    TensorBoard without points the record says were written, so the folder is damaged."""
+    from lrbs_tf.training import folder
+    from tests.drivers.stop_during_training import config
+
+    proc = run_script(
+        "tests/drivers/stop_during_training.py", tmp_path, "run", "INT", "line:1", timeout=300
+    )
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert folder.inspect(config(str(tmp_path), "run")).mode == "resume"
+    events = sorted((tmp_path / "run" / "tb" / "train").glob("events.out.tfevents.*"))
+    os.truncate(events[0], os.path.getsize(events[0]) // 2)
+    with pytest.raises(folder.RunDamagedError, match="cut short"):
+        folder.inspect(config(str(tmp_path), "run"))
+
+
+def test_an_epoch_record_without_its_fields_is_damage(tmp_path):
+    from lrbs_tf.training import folder
+
+    run = tmp_path / "run"
+    shutil.copytree(os.path.join(ROOT, "tests", "fixtures", "run-0.2.0-killed"), run)
+    state = run / "ckpt" / "state.json"
+    saved = json.loads(state.read_text())
+    saved["results"]["epochs"][0] = {}
+    state.write_text(json.dumps(saved))
+    with pytest.raises(folder.RunFolderError, match="epoch record 1 lacks its epoch number"):
+        folder.shaped(str(state), "state")
+
+
+def test_probe_of_a_run_that_trains_is_busy(tmp_path, finished):
+    """Another process holds the run (it trains): status 75, as the README says."""
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    results = json.loads((run / "results.json").read_text())
+    (run / "results.json").write_text(json.dumps(dict(results, status="running")))
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+         str(run / ".lrbs-lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = run_script("tools/probe.py", run, *PROBE, timeout=60)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 75 and "in use by" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_non_finite_numbers_are_null_with_a_reason_and_read_back(tmp_path, finished):
+    """probe.json with an infinite B_simple (|g|² not above zero): JSON null plus
+    ``b_simple_nonfinite``; advise.py reads it back as infinite."""
+    import math
+
+    from lrbs_tf import files
+    from lrbs_tf.cli.advise import advice_for
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    probe = {"step_sharpness": 2.5, "b_simple": math.inf, "lambda_max": 10.0}
+    files.write_json(str(run / "probe.json"), probe)
+    raw = json.loads((run / "probe.json").read_text())
+    assert raw["b_simple"] is None and raw["b_simple_nonfinite"] == "inf"
+    assert files.read_json(str(run / "probe.json")) == probe
+    advice = advice_for(str(run), 400)
+    assert advice["base"]["b_simple"] == math.inf

@@ -69,8 +69,8 @@ def advice_for(run_dir: str, batch_size: int) -> dict:
         config["lr"],
         config["batch_size"],
         config["num_train"],
-        probe["step_sharpness"],
-        probe["b_simple"],
+        float(probe["step_sharpness"]),
+        float(probe["b_simple"]),  # inf (restored from null) or, from lrbs_tf 0.2, "inf"
         batch_size,
     )
 

@@ -48,6 +48,8 @@ with ``--max-minutes``.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 
 from lrbs_tf.cli.common import (
@@ -153,16 +155,38 @@ def parse(argv):
     from lrbs_tf.figures.fig3 import bases_for
 
     try:
+        preset = probes_sized(preset, args, run_kwargs(args, RUN_FLAGS))
         bases = bases_for(preset, args.logdir, **run_kwargs(args, RUN_FLAGS))
     except (ConfigError, ValueError) as e:
         fail(PROG, e)
     return args, preset, bases
 
 
+def probes_sized(preset, args, run_settings: dict):
+    """The preset's probe sizes cut to the training set when the flags leave them at the
+    preset's (with a note); sizes given as flags are checked as given."""
+    from lrbs_tf.training.config import RunConfig
+
+    lr, batch = preset.points[0]
+    num_train = RunConfig(
+        lr=lr, batch_size=batch, train_size=preset.train_size, **run_settings
+    ).num_train
+    changes = {}
+    if args.probe_examples is None and preset.probe_examples > num_train:
+        changes["probe_examples"] = num_train
+    if args.probe_noise_examples is None and preset.noise_examples > num_train:
+        changes["noise_examples"] = num_train
+    if changes:
+        logging.getLogger("lrbs_tf").warning(
+            "probes on %s of the training set's %d examples (the preset's sizes exceed it)",
+            " and ".join(f"{v} ({k.replace('_', ' ')})" for k, v in changes.items()),
+            num_train,
+        )
+    return dataclasses.replace(preset, **changes)
+
+
 def preset_of(args):
     """The chosen preset with what the flags change in it."""
-    import dataclasses
-
     changes = {}
     lrs = None if args.lrs is None else _numbers(args.lrs, "--lrs")
     batches = None if args.batch_sizes is None else _numbers(args.batch_sizes, "--batch-sizes", int)

@@ -20,6 +20,8 @@ import time
 
 from lrbs_tf import files
 from lrbs_tf.cli.common import (
+    EXIT_BUSY,
+    EXIT_DISK_FULL,
     ArgumentParser,
     command,
     fail,
@@ -67,6 +69,13 @@ def parse(argv=None):
         "peak measured), so lower --noise-examples on a small machine",
     )
     p.add_argument("--json", action="store_true", help="print JSON only")
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="import the builder the run folder names even when its source file no longer "
+        "has the sha256 the folder recorded (only for code you trust: a run folder from "
+        "elsewhere can name any file)",
+    )
     return p.parse_args(argv), names
 
 
@@ -76,7 +85,7 @@ def open_run(args, names) -> tuple[dict, ProbeSettings]:
     from lrbs_tf.training import folder
 
     try:
-        saved, _ = folder.read_run(args.run_dir, ("finished", "diverged", "interrupted"))
+        saved, _ = read_finished(args.run_dir)
         model_path = os.path.join(args.run_dir, "model.keras")
         if not files.check_entry(model_path):
             fail(PROG, f"{model_path} is missing")
@@ -89,35 +98,72 @@ def open_run(args, names) -> tuple[dict, ProbeSettings]:
         writable(args.run_dir)
         folder.lock(args.run_dir, shared=True)
     except folder.RunBusyError as e:
-        fail(PROG, e, status=75)
+        fail(PROG, e, status=EXIT_BUSY)
     except (files.FileProblem, ConfigError, KeyError, TypeError) as e:
         fail(PROG, e if not isinstance(e, KeyError) else f"config.json lacks {e}")
     except OSError as e:
-        fail(PROG, f"cannot write in {args.run_dir} ({e.strerror or e})", status=1)
-    folder.read_run(args.run_dir, ("finished", "diverged", "interrupted"))  # again, locked
+        full = folder.disk_full(e)
+        fail(
+            PROG,
+            f"cannot write in {args.run_dir} ({e.strerror or e})"
+            + ("; free some space and probe again" if full else ""),
+            status=EXIT_DISK_FULL if full else 1,
+        )
+    read_finished(args.run_dir)  # again, locked
     return saved, settings
 
 
+def read_finished(run_dir: str) -> tuple[dict, dict]:
+    """The run's config and results if it ended; a run still training is busy
+    (:class:`~lrbs_tf.training.folder.RunBusyError`, status 75)."""
+    from lrbs_tf.training import folder
+
+    try:
+        return folder.read_run(run_dir, ("finished", "diverged", "interrupted"))
+    except folder.RunFolderError as problem:
+        try:
+            results = folder.read_json(os.path.join(run_dir, "results.json"))
+        except folder.RunFolderError:
+            raise problem from None
+        if isinstance(results, dict) and results.get("status") == "running":
+            folder.lock(run_dir, shared=True)  # RunBusyError while it trains
+            folder.unlock(run_dir)
+            raise folder.RunFolderError(
+                f"{run_dir} was stopped while it trained (status 'running'): run its command "
+                "again to finish it, then probe it"
+            ) from None
+        raise
+
+
+PROBE_FILE_BYTES = 1 << 20  # room for probe.json and the density plot
+
+
 def writable(folder: str) -> None:
-    """Raise OSError unless a new file can be created in ``folder`` (checked before the probe
-    runs, so that minutes of probing are never lost to a folder we cannot write)."""
+    """Raise OSError unless ``folder`` takes a new file of :data:`PROBE_FILE_BYTES` (checked
+    before the probe runs, so that minutes of probing are never lost to a folder we cannot
+    write or a full disk)."""
     path = os.path.join(folder, f".tmp-probe-{os.getpid()}")
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-    os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, bytes(PROBE_FILE_BYTES))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.unlink(path)
 
 
 def measure(args, saved: dict, settings: ProbeSettings) -> dict:
     """Load the model and the run's training data, probe, and (if asked) the spectral density
     and C against H."""
     from lrbs_tf.data.datasets import load_for
-    from lrbs_tf.models.registry import ModelFileError, load_model
+    from lrbs_tf.models.registry import ModelFileError, load_run_model
     from lrbs_tf.models.sources import ModelError
     from lrbs_tf.probes.prober import Prober
 
     config = saved["config"]
     model_path = os.path.join(args.run_dir, "model.keras")
     try:
-        model = load_model(model_path, config["model"])
+        model = load_run_model(args.run_dir, config, trust_code=args.trust_code)
     except ModelFileError as e:
         fail(PROG, f"cannot load {e}")
     except ModelError as e:

@@ -188,6 +188,7 @@ def summary(results: dict, config: RunConfig) -> str:
             for k, v in config.plan().describe().items()
             if config.lr_schedule or config.bs_schedule or config.ratio_schedule
         ),
+        *model_lines(results.get("model"), config),
         f"data       {results.get('data_source') or config.dataset}"
         + ("  [SYNTHETIC: not real data]" if results.get("synthetic_data") else ""),
         f"status     {results['status']}"
@@ -206,6 +207,17 @@ def summary(results: dict, config: RunConfig) -> str:
     lines += probe_lines(results.get("probe"))
     lines += where_lines(results, config)
     return "\n".join(lines)
+
+
+def model_lines(model: dict | None, config: RunConfig) -> list[str]:
+    """The model as built: its parameters and the options the run passed to it."""
+    if not model:
+        return []
+    options = ", ".join(f"{k}={v}" for k, v in model["options"].items())
+    return [
+        f"model      {config.model}: {model['parameters']:,} parameters "
+        + (f"(options {options})" if options else "(the builder's own defaults)")
+    ]
 
 
 def accuracy_lines(results: dict) -> list[str]:

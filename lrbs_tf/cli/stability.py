@@ -34,7 +34,7 @@ from lrbs_tf.cli.figure import Figure, figure_main
 from lrbs_tf.settings import ConfigError
 
 PROG = program("stability_check.py")
-RUN_FLAGS = ("model", "width", "dataset", "data_dir", "deterministic")  # width: 256
+RUN_FLAGS = ("model", "width", "dataset", "data_dir", "deterministic")
 
 
 def flags(p) -> None:

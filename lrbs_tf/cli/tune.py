@@ -20,6 +20,8 @@ Measured on 2 CPU cores: ``--algorithm random --trials 8 --epochs 3`` with the d
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import time
 
@@ -45,6 +47,7 @@ from lrbs_tf.settings import ConfigError
 from lrbs_tf.training.config import RunConfig
 
 PROG = program("tune.py")
+DEFAULT_BATCH_SIZES = "32,128,512"
 RUN_FLAGS = (
     "epochs",
     "seed",
@@ -81,7 +84,12 @@ def parse(argv):
     p.add_argument("--trials", type=int, default=8, help="budget (random, bayesian)")
     p.add_argument("--ratio-range", default="1e-5,1e-2")
     p.add_argument("--lr-range", default="1e-3,0.3")
-    p.add_argument("--batch-sizes", default="32,128,512")
+    p.add_argument(
+        "--batch-sizes",
+        default=None,
+        help=f"the batch sizes S to choose from (default: {DEFAULT_BATCH_SIZES}, those at most "
+        "the training set's size)",
+    )
     add_run_flags(p, epochs=3, logdir="runs/tune", names=RUN_FLAGS)
     p.add_argument("--probe", action="store_true", help="record λ_max, ‖H‖_F, B_simple per trial")
     p.add_argument(
@@ -96,7 +104,7 @@ def parse(argv):
     refuse_multiworker_sweep(PROG, args)
     ratio_range = _floats(args.ratio_range, "--ratio-range", 2)
     lr_range = _floats(args.lr_range, "--lr-range", 2)
-    batch_sizes = _floats(args.batch_sizes, "--batch-sizes")
+    batch_sizes = _floats(args.batch_sizes or DEFAULT_BATCH_SIZES, "--batch-sizes")
     if any(b != int(b) for b in batch_sizes):
         fail(PROG, f"--batch-sizes must be whole numbers, got {args.batch_sizes!r}")
     batch_sizes = tuple(int(b) for b in batch_sizes)
@@ -105,13 +113,30 @@ def parse(argv):
     try:
         base = RunConfig(
             lr=lr_range[0],
-            batch_size=max(batch_sizes),
+            batch_size=min(batch_sizes),
             probe=ProbeSettings(examples=2000, noise_examples=500) if args.probe else None,
             **run_kwargs(args, RUN_FLAGS),
-        ).validate()
+        )
+        if args.batch_sizes is None:
+            batch_sizes = default_batch_sizes(base.num_train)
+        base = dataclasses.replace(base, batch_size=max(batch_sizes)).validate()
     except (ConfigError, ValueError) as e:
         fail(PROG, e)
     return args, base, ratio_range, lr_range, batch_sizes
+
+
+def default_batch_sizes(num_train: int) -> tuple:
+    """The default batch sizes that fit a training set of ``num_train`` (a note when some
+    do not)."""
+    sizes = tuple(int(b) for b in DEFAULT_BATCH_SIZES.split(","))
+    kept = tuple(b for b in sizes if b <= num_train) or (num_train,)
+    if kept != sizes:
+        logging.getLogger("lrbs_tf").warning(
+            "--batch-sizes: %s (the defaults up to the training set's %d examples)",
+            ",".join(map(str, kept)),
+            num_train,
+        )
+    return kept
 
 
 @command(PROG)
@@ -148,17 +173,17 @@ def main(argv=None):
         on_trial_end=progress,
         progress="bar" if args.verbose else "epoch",
     )
-    write_hparams_config(args.logdir)
-    tuner = tuning.make_tuner(
-        hypermodel,
-        args.algorithm,
-        os.path.join(args.logdir, "keras_tuner"),
-        f"{args.algorithm}-{args.space}",
-        max_trials=args.trials,
-        seed=args.seed,
-        max_epochs=args.epochs,
-    )
     with reported_errors(PROG, args.logdir):
+        tuner = tuning.make_tuner(
+            hypermodel,
+            args.algorithm,
+            os.path.join(args.logdir, "keras_tuner"),
+            f"{args.algorithm}-{args.space}",
+            max_trials=args.trials,
+            seed=args.seed,
+            max_epochs=args.epochs,
+        )
+        write_hparams_config(args.logdir)
         tuner.search(verbose=0)
     if tuning.distributed_role() not in (None, "chief"):
         return 0

@@ -11,11 +11,13 @@
   ``keras.utils.image_dataset_from_directory`` (class names: the sub-folders, sorted; images:
   .bmp .gif .jpeg .jpg .png). With ``train/`` and ``test/`` sub-folders (each holding the same
   class sub-folders) those are the splits. Every image is resized to the first image's size;
-  grey if the first image is grey, else RGB;
+  grey if the first image is grey, else RGB; every file is checked before any is decoded
+  (:mod:`lrbs_tf.data.images`);
 - an ``.npz`` file with ``x_train, y_train`` and optionally ``x_test, y_test`` and
   ``class_names``: images ``(N, H, W)`` or ``(N, H, W, C)`` (or feature vectors ``(N, D)``),
-  ``uint8`` pixels (scaled by 1/255) or floats (used as given); integer labels in
-  ``[0, classes)`` where ``classes`` is ``len(class_names)`` or the largest label + 1.
+  ``uint8`` pixels (scaled by 1/255) or finite floats (used as given); integer labels in
+  ``[0, classes)`` where ``classes`` is ``len(class_names)`` or the largest label + 1 (at most
+  :data:`MAX_CLASSES`). Object arrays are refused, never unpickled.
 
 Without a test split, :data:`TEST_FRACTION` of the examples is held out as the test set by a
 permutation with the fixed seed :data:`TEST_SEED` (the same for every run); the validation split
@@ -25,7 +27,7 @@ Memory: a dataset is held in memory once, as float32 (4 bytes per value, shared 
 TensorFlow, not copied), plus its raw pixels while it loads. :func:`check_memory` refuses one
 that needs more than :func:`memory_limit` (half the machine's memory, or ``$LRBS_MAX_DATA_GB``).
 
-:func:`describe` reads only headers, labels and the first image (no TensorFlow) except for
+:func:`describe` reads only headers, labels and the images' headers (no TensorFlow) except for
 ``tfds:`` sources, whose description comes from tensorflow-datasets.
 """
 
@@ -40,12 +42,14 @@ import zipfile
 
 import numpy as np
 
-from lrbs_tf.data import specs
+from lrbs_tf.data import images, specs
+from lrbs_tf.data.images import IMAGE_TYPES
 from lrbs_tf.data.splits import Data, DataError, make_data
 
-IMAGE_TYPES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # keras.utils.image_dataset_from_directory
 TEST_FRACTION, TEST_SEED = 0.1, 0
 VALIDATION_FRACTION = 0.1
+MAX_CLASSES = 100_000  # classes inferred from labels; class_names may declare more
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test", "class_names")
 MEMORY_ENV = "LRBS_MAX_DATA_GB"
 TFDS_HOWTO = (
     "prepare it on a machine with internet (pip install tensorflow-datasets; "
@@ -152,14 +156,23 @@ def _label(text: str) -> str:
 
 def check_labels(y, classes: int, what: str) -> np.ndarray:
     """Integer labels in ``[0, classes)``, as int32; raises DataError."""
-    y = np.asarray(y)
-    if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or y.dtype == bool):
-        raise DataError(f"{what} must be a 1-d array of integer labels, got {y.dtype} {y.shape}")
+    y = integer_labels(y, what)
     if len(y) and (y.min() < 0 or y.max() >= classes):
         raise DataError(
             f"{what} has labels from {y.min()} to {y.max()}: they must be in [0, {classes})"
         )
     return y.astype(np.int32)
+
+
+def integer_labels(y, what: str) -> np.ndarray:
+    """A 1-d array of integer (or boolean) labels as int64; raises DataError for anything else
+    (strings, floats, labels beyond int64) before any arithmetic on them."""
+    y = np.asarray(y)
+    if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or y.dtype == bool):
+        raise DataError(f"{what} must be a 1-d array of integer labels, got {y.dtype} {y.shape}")
+    if y.dtype == np.uint64 and len(y) and y.max() > np.iinfo(np.int64).max:
+        raise DataError(f"{what} has the label {y.max()}: labels must be class indices")
+    return y.astype(np.int64)
 
 
 def _count_classes(spec: str, classes: int) -> int:
@@ -193,12 +206,40 @@ def _npz_headers(path: str) -> dict:
     return headers
 
 
-def _npz_labels(path: str) -> dict:
-    with np.load(path, allow_pickle=False) as arrays:
-        out = {k: arrays[k] for k in ("y_train", "y_test") if k in arrays}
-        if "class_names" in arrays:
-            out["class_names"] = arrays["class_names"]
+def _npz_members(path: str, keys) -> dict:
+    """The arrays ``keys`` (those present) of an .npz file; never unpickled; a member that
+    cannot be read is a DataError naming it."""
+    out, key = {}, None
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            for key in keys:
+                if key in arrays:
+                    out[key] = arrays[key]
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise DataError(f"cannot read {key or 'the arrays'} of {path}: {e}") from None
     return out
+
+
+def _npz_classes(spec: str, labels: dict) -> int:
+    """The class count: ``len(class_names)``, else the largest label + 1 (at most
+    :data:`MAX_CLASSES`: a larger one is a wrong label far more often than a real task)."""
+    for key in ("y_train", "y_test"):
+        if key in labels:
+            labels[key] = integer_labels(labels[key], f"{spec}: {key}")
+    names = labels.get("class_names")
+    if names is not None:
+        if np.ndim(names) != 1:
+            raise DataError(
+                f"{spec}: class_names must be a 1-d array of names, got {np.shape(names)}"
+            )
+        return len(names)
+    top = max(int(y.max()) if len(y) else 0 for k, y in labels.items() if k != "class_names")
+    if top + 1 > MAX_CLASSES:
+        raise DataError(
+            f"{spec}: the largest label is {top}, which would make {top + 1:,} classes (more than "
+            f"{MAX_CLASSES:,}): check the labels, or declare the classes with class_names"
+        )
+    return top + 1
 
 
 def _describe_npz(spec: str, _data_dir) -> Source:
@@ -210,11 +251,14 @@ def _describe_npz(spec: str, _data_dir) -> Source:
         raise DataError(f"{spec} lacks {' and '.join(missing)} (it has {', '.join(headers)})")
     if ("x_test" in headers) != ("y_test" in headers):
         raise DataError(f"{spec} has only one of x_test and y_test: give both or neither")
-    labels = _npz_labels(spec)
-    names = labels.get("class_names")
-    y_all = [labels[k] for k in ("y_train", "y_test") if k in labels]
-    top = max(int(np.max(y)) if np.size(y) else 0 for y in y_all)
-    classes = len(names) if names is not None else top + 1
+    objects = [k for k in NPZ_KEYS if k in headers and headers[k][1].hasobject]
+    if objects:
+        raise DataError(
+            f"{spec}: {', '.join(objects)}: dtype object (Python objects), which lrbs_tf "
+            "never unpickles: save numbers (and class_names as strings)"
+        )
+    labels = _npz_members(spec, ("y_train", "y_test", "class_names"))
+    classes = _npz_classes(spec, labels)
     for part in ("train", "test"):
         if f"x_{part}" not in headers:
             continue
@@ -235,8 +279,8 @@ def _describe_npz(spec: str, _data_dir) -> Source:
 
 
 def _check_images(spec, key, shape, dtype, train_shape) -> None:
-    if len(shape) < 2 or shape[0] == 0:
-        raise DataError(f"{spec}: {key} must hold examples (N, ...), got shape {shape}")
+    if len(shape) < 2 or shape[0] == 0 or 0 in shape[1:]:
+        raise DataError(f"{spec}: {key} must hold examples (N, ...) of some size, got {shape}")
     if dtype != np.uint8 and not np.issubdtype(dtype, np.floating):
         raise DataError(f"{spec}: {key} must be uint8 pixels or floats, got {dtype}")
     if tuple(shape[1:]) != tuple(train_shape[1:]):
@@ -244,97 +288,45 @@ def _check_images(spec, key, shape, dtype, train_shape) -> None:
 
 
 def _load_npz(source: Source) -> tuple:
-    with np.load(source.path, allow_pickle=False) as arrays:
-        pool = (arrays["x_train"], check_labels(arrays["y_train"], source.classes, "y_train"))
-        test = None
-        if "x_test" in arrays:
-            test = (arrays["x_test"], check_labels(arrays["y_test"], source.classes, "y_test"))
+    arrays = _npz_members(source.path, NPZ_KEYS[:4])
+    pool = (arrays["x_train"], check_labels(arrays["y_train"], source.classes, "y_train"))
+    test = None
+    if "x_test" in arrays:
+        test = (arrays["x_test"], check_labels(arrays["y_test"], source.classes, "y_test"))
     return pool, test, f"{os.path.abspath(source.path)} (.npz)"
 
 
-# image folder -----------------------------------------------------------------------------------
-
-
-def _class_dirs(root: str) -> list[str]:
-    try:
-        entries = sorted(os.listdir(root))
-    except OSError as e:
-        raise DataError(f"cannot read {root}: {e.strerror}") from None
-    return [e for e in entries if os.path.isdir(os.path.join(root, e))]
-
-
-def _images(folder: str) -> list[str]:
-    found = []
-    for where, dirs, files in os.walk(folder):
-        dirs.sort()
-        found += [os.path.join(where, f) for f in sorted(files) if f.lower().endswith(IMAGE_TYPES)]
-    return found
-
-
-def _split_roots(root: str) -> dict:
-    """``{"pool": folder[, "test": folder]}``: train/ and test/ when both hold class folders."""
-    subdirs = set(_class_dirs(root))
-    if {"train", "test"} <= subdirs and all(
-        _class_dirs(os.path.join(root, s)) for s in ("train", "test")
-    ):
-        return {"pool": os.path.join(root, "train"), "test": os.path.join(root, "test")}
-    return {"pool": root}
+# image folder (lrbs_tf.data.images) ------------------------------------------------------------
 
 
 def _describe_folder(spec: str, _data_dir) -> Source:
-    roots = _split_roots(spec)
-    classes = _class_dirs(roots["pool"])
-    if "test" in roots and _class_dirs(roots["test"]) != classes:
+    roots = images.split_roots(spec)
+    classes = images.class_dirs(roots["pool"])
+    if "test" in roots and images.class_dirs(roots["test"]) != classes:
         raise DataError(f"{spec}: train/ and test/ hold different class folders")
-    counts = {
-        part: sum(len(_images(os.path.join(root, c))) for c in classes)
+    found = {
+        part: [p for c in classes for p in images.images(os.path.join(root, c))]
         for part, root in roots.items()
     }
-    if not counts["pool"]:
+    if not found["pool"]:
         raise DataError(
             f"{spec} holds no images in class sub-folders ({', '.join(IMAGE_TYPES)}); "
             "expected FOLDER/CLASS/IMAGE"
         )
     _count_classes(spec, len(classes))
-    first = next(p for c in classes for p in _images(os.path.join(roots["pool"], c)))
-    height, width, channels = _image_shape(first)
+    shape = images.check_images(found["pool"] + found.get("test", []))
     label = os.path.basename(os.path.normpath(spec))
     return _source(
-        spec, "folder", label, counts["pool"], counts.get("test", 0), (height, width, channels),
+        spec, "folder", label, len(found["pool"]), len(found.get("test", [])), shape,
         len(classes), path=spec,
     )  # fmt: skip
 
 
-def _image_shape(path: str) -> tuple:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            grey = image.mode in ("1", "L", "LA", "I", "I;16", "F")
-    except (OSError, UnidentifiedImageError) as e:
-        raise DataError(f"cannot read image {path}: {e}") from None
-    return height, width, 1 if grey else 3
-
-
 def _load_folder(source: Source) -> tuple:
-    import keras
-
-    roots = _split_roots(source.path)
     arrays = {}
-    for part, root in roots.items():
-        ds = keras.utils.image_dataset_from_directory(
-            root,
-            labels="inferred",
-            label_mode="int",
-            color_mode="grayscale" if source.input_shape[-1] == 1 else "rgb",
-            image_size=source.input_shape[:2],
-            shuffle=False,
-            batch_size=256,
-            verbose=False,
-        )
-        xs, ys = zip(*((np.rint(x.numpy()).astype(np.uint8), y.numpy()) for x, y in ds))
-        arrays[part] = (np.concatenate(xs), check_labels(np.concatenate(ys), source.classes, root))
+    for part, root in images.split_roots(source.path).items():
+        x, y = images.read_folder(root, source.input_shape)
+        arrays[part] = (x, check_labels(y, source.classes, root))
     return arrays["pool"], arrays.get("test"), f"{os.path.abspath(source.path)} (image folder)"
 
 
@@ -414,9 +406,12 @@ def memory_limit() -> int:
     value = os.environ.get(MEMORY_ENV)
     if value:
         try:
-            return int(float(value) * 1e9)
+            gb = float(value)
         except ValueError:
-            raise DataError(f"${MEMORY_ENV} must be a number of GB, got {value!r}") from None
+            gb = math.nan
+        if not 0 < gb < math.inf:
+            raise DataError(f"${MEMORY_ENV} must be a positive number of GB, got {value!r}")
+        return int(gb * 1e9)
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
 
@@ -428,10 +423,29 @@ def check_memory(source: Source, train_examples: int, validation: int) -> None:
     limit = memory_limit()
     if held + raw > limit:
         raise DataError(
-            f"{source.spec} needs about {(held + raw) / 1e9:.1f} GB in memory "
+            f"{source.spec} needs about {(held + raw) / 1e9:.3g} GB in memory "
             f"({train_examples + validation + source.test} examples × {values} float32 values), "
-            f"more than the limit of {limit / 1e9:.1f} GB: train on a subset (--train-size) or "
+            f"more than the limit of {limit / 1e9:.3g} GB: train on a subset (--train-size) or "
             f"raise ${MEMORY_ENV}"
+        )
+
+
+def check_finite(x, what: str, chunk: int = 4096) -> None:
+    """Refuse NaN or infinite pixels (a run would diverge and blame its η/S), with their count
+    and the first example holding one; integer arrays pass at once."""
+    if x is None or not np.issubdtype(x.dtype, np.floating):
+        return
+    count, first = 0, None
+    for start in range(0, len(x), chunk):
+        bad = ~np.isfinite(x[start : start + chunk]).reshape(len(x[start : start + chunk]), -1)
+        rows = np.flatnonzero(bad.any(axis=1))
+        count += int(bad.sum())
+        if first is None and len(rows):
+            first = start + int(rows[0])
+    if count:
+        raise DataError(
+            f"{what} hold {count} NaN or infinite value(s), the first in example {first}: "
+            "clean the data (a run on them diverges whatever its η/S)"
         )
 
 
@@ -454,6 +468,8 @@ def load(
         pool, test, where = {"npz": _load_npz, "folder": _load_folder}[source.kind](source)
     if len(pool[1]) != source.train_pool + (source.test if source.carved_test else 0):
         raise DataError(f"{dataset} changed while it was read; run again")
+    for what, x in (("training", pool[0]), ("test", None if test is None else test[0])):
+        check_finite(x, f"{dataset}: the {what} images")
     if test is None:
         order = np.random.default_rng(TEST_SEED).permutation(len(pool[1]))
         test_idx, rest = np.sort(order[: source.test]), np.sort(order[source.test :])

@@ -32,7 +32,7 @@ from lrbs_tf.training.config import RunConfig
 @dataclasses.dataclass(frozen=True)
 class Check:
     train_size: int = 10000
-    width: int = 256
+    width: int | None = None  # the model's own (the MLP's: 256)
     warmup: tuple = (0.05, 100, 1)  # η, S, epochs of the run that gives θ0
     batch: int = 100  # the fixed S of the η sweep
     lrs: tuple = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -74,7 +74,7 @@ def run(
 
     tick = time.time()
     check = fitted(check, run_settings, logdir)
-    run_settings = {"width": check.width} | run_settings
+    run_settings = ({"width": check.width} if check.width else {}) | run_settings
     base = dict(run_settings, train_size=check.train_size, seed=check.seed, logdir=logdir)
     theta0, data, start_loss = warm_up(check, base, say, progress)
     probes = probe_at_every_batch(check, theta0, data, say)

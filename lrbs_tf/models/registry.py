@@ -87,12 +87,8 @@ def build_for(config, strategy=None) -> keras.Model:
             model = sources.builder(config.model)(
                 tuple(data.input_shape), data.classes, **sources.options(config)
             )
-        except Exception as e:  # the user's builder failed: say so in one line
-            raise sources.ModelError(
-                f"--model {config.model} raised {type(e).__name__}: {str(e).splitlines()[0]}"
-                if str(e)
-                else f"--model {config.model} raised {type(e).__name__}"
-            ) from None
+        except (Exception, SystemExit) as e:  # the user's builder failed: say so in one line
+            raise sources.ModelError(f"--model {config.model} {sources.failure(e)}") from None
     model = checked(model, config.model, data.input_shape, data.classes)
     if strategy is not None:
         _synchronize_bn(model)
@@ -176,6 +172,25 @@ _CHECKED: set = set()  # the user's models check_user_model has built and accept
 
 class ModelFileError(ValueError):
     """A file that is not a Keras model archive; the message is one line."""
+
+
+def load_run_model(run_dir: str, config: dict, trust_code: bool = False, **kwargs):
+    """The ``model.keras`` of a run folder, whose ``config.json`` holds ``config``: loaded
+    with Keras' safe mode and lrbs_tf's own classes, without importing anything the folder
+    names; only if Keras needs classes it does not know is the builder's module imported,
+    and only once its file matches the digest the folder recorded
+    (:func:`~lrbs_tf.models.sources.vouched_builder`; ``trust_code`` skips the comparison).
+    Raises :class:`~lrbs_tf.models.sources.UntrustedCodeError`, :class:`ModelFileError` or
+    what Keras raises for a file it cannot read."""
+    path = os.path.join(run_dir, "model.keras")
+    model = config.get("model") if isinstance(config, dict) else None
+    try:
+        return load_model(path, **kwargs)
+    except (TypeError, ValueError):  # e.g. a custom layer Keras cannot locate
+        if not isinstance(model, str) or sources.kind_of(model) != "builder":
+            raise
+    sources.vouched_builder(config.get("model_source"), model, trust_code)
+    return load_model(path, **kwargs)
 
 
 def load_model(path: str, model: str | None = None, **kwargs) -> keras.Model:

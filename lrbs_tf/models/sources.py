@@ -11,9 +11,19 @@
   starting point.
 
 A run records :meth:`ModelSource.record` in ``config.json``: the import path or file and the
-sha256 of the builder's source file or of the model file, so that a run resumes only with the
-model it started with. Describing a registered model or a file imports nothing; a builder's
-module is imported (and with it Keras, when the module uses it).
+sha256 of the builder's module file (the file importing it executes, found by :func:`locate`
+without executing anything) or of the model file, so that a run resumes only with the model it
+started with. Describing a registered model or a file imports nothing; a builder's module is
+imported (and with it Keras, when the module uses it).
+
+**A run folder is data, never code.** A ``config.json`` names a builder; a folder someone sent
+you could name any file. :func:`vouched_builder` is the only way code named in a run folder is
+imported: the module file is located without executing it, its sha256 must equal the one the
+folder recorded, and only then is it imported (``trust_code=True``, the commands'
+``--trust-code``, skips the comparison on the user's word). The digest proves that the file is
+the one the run trained with; it does not make a stranger's code safe, so commands import a
+builder from a run folder only when Keras needs the classes it defines
+(:func:`lrbs_tf.models.registry.load_run_model`).
 """
 
 from __future__ import annotations
@@ -36,6 +46,10 @@ BUILDER_SETTINGS = ("width",)  # run settings a user's builder may take by name
 
 class ModelError(ConfigError):
     """A ``--model`` that cannot be used; the message is one line."""
+
+
+class UntrustedCodeError(ModelError):
+    """A run folder names a builder whose module file does not match its recorded digest."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,11 +112,83 @@ def describe(model: str) -> ModelSource:
         label = os.path.splitext(os.path.basename(model))[0]
         return ModelSource(model, kind, _label(label), (), False, os.path.abspath(model),
                            sha256_of(model))  # fmt: skip
+    path = locate(model)
+    digest = sha256_of(path)
     function = builder(model)
-    path = inspect.getsourcefile(function) or sys.modules[function.__module__].__file__
-    settings = tuple(s for s in BUILDER_SETTINGS if s in inspect.signature(function).parameters)
-    return ModelSource(model, kind, _label(function.__name__), settings, False,
-                       os.path.abspath(path), sha256_of(path))  # fmt: skip
+    settings = tuple(s for s in BUILDER_SETTINGS if s in _parameters(function))
+    return ModelSource(model, kind, _label(function.__name__), settings, False, path, digest)
+
+
+def _parameters(function) -> tuple:
+    try:
+        return tuple(inspect.signature(function).parameters)
+    except (TypeError, ValueError):  # a builtin without a signature
+        return ()
+
+
+def locate(model: str) -> str:
+    """The source file that importing the module of ``module:function`` executes, found
+    without executing anything (not even a parent package); raises ModelError when there is
+    no such Python file (a built-in or compiled module, a namespace package, nothing found)."""
+    module_name = model.rpartition(":")[0]
+    if not module_name:
+        raise ModelError(f"--model {model}: give module:function")
+    if module_name.endswith(".py"):
+        if not os.path.isfile(module_name):
+            raise ModelError(f"--model {model}: no such file {module_name}")
+        return os.path.abspath(module_name)
+    loaded = sys.modules.get(module_name)
+    origin = getattr(loaded, "__file__", None) if loaded else _find_origin(module_name, model)
+    if not origin or not origin.endswith(".py") or not os.path.isfile(origin):
+        raise ModelError(
+            f"--model {model}: {module_name} is not a Python source file "
+            f"({origin or 'built into Python'}); give a builder in a .py file or module"
+        )
+    return os.path.abspath(origin)
+
+
+def _find_origin(module_name: str, model: str) -> str | None:
+    import importlib.machinery
+
+    path = sys.path + ([os.getcwd()] if os.getcwd() not in sys.path else [])
+    spec = None
+    for part in module_name.split("."):
+        if path is None:  # a parent that is a plain module, not a package
+            break
+        try:
+            spec = importlib.machinery.PathFinder.find_spec(part, path)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            if part == module_name and part in sys.builtin_module_names:
+                return None
+            raise ModelError(
+                f"--model {model}: cannot import {module_name} (no module named {part!r})"
+            )
+        path = spec.submodule_search_locations
+    return spec.origin if spec and spec.has_location else None
+
+
+def vouched_builder(record: dict | None, model: str, trust_code: bool = False):
+    """Import the builder a run folder names (``model``, its ``config.json``'s ``model``) only
+    if its module file still has the sha256 the folder recorded (``record``, the folder's
+    ``model_source``); raises :class:`UntrustedCodeError` (one line) otherwise, unless
+    ``trust_code``. Returns the builder function."""
+    if not trust_code:
+        recorded = (record or {}).get("sha256") if isinstance(record, dict) else None
+        path = locate(model)
+        if not isinstance(recorded, str):
+            raise UntrustedCodeError(
+                f"the run folder names the builder {model} but records no sha256 of its "
+                f"source: not importing {path} (pass --trust-code to import it anyway)"
+            )
+        if sha256_of(path) != recorded:
+            raise UntrustedCodeError(
+                f"{path} is not the builder the run folder recorded (sha256 {recorded[:12]}…, "
+                f"the file has {sha256_of(path)[:12]}…): not importing it (pass --trust-code "
+                "to import it anyway)"
+            )
+    return builder(model)
 
 
 def _label(text: str) -> str:
@@ -146,10 +232,16 @@ def _import(module_name: str, model: str):
         raise
     except ModuleNotFoundError as e:
         raise ModelError(f"--model {model}: cannot import {module_name} ({e})") from None
-    except Exception as e:  # the user's module raised while importing
-        raise ModelError(
-            f"--model {model}: importing {module_name} failed: {type(e).__name__}: {e}"
-        ) from None
+    except (Exception, SystemExit) as e:  # the user's module raised or exited while importing
+        raise ModelError(f"--model {model}: importing {module_name} {failure(e)}") from None
+
+
+def failure(error: BaseException) -> str:
+    """``raised ValueError: the whole message`` (on one line) or ``called sys.exit(0)``."""
+    if isinstance(error, SystemExit):
+        return f"called sys.exit({error.code!r})"
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(error)).split())
+    return f"raised {type(error).__name__}" + (f": {text[:500]}" if text else "")
 
 
 def _import_file(path: str, model: str):
@@ -168,5 +260,7 @@ def _import_file(path: str, model: str):
 
 
 def options(config) -> dict:
-    """The keyword arguments the model of ``config`` takes from the run settings."""
-    return {key: getattr(config, key) for key in describe(config.model).settings}
+    """The keyword arguments the model of ``config`` takes from the run settings: only those
+    the run sets (a setting left at None leaves the builder's own default alone)."""
+    values = {key: getattr(config, key) for key in describe(config.model).settings}
+    return {key: value for key, value in values.items() if value is not None}

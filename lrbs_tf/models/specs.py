@@ -12,12 +12,15 @@ from collections.abc import Callable
 class ModelSpec:
     """``builder``: ``"module:function"`` (imported when a model is built) or the function;
     ``settings``: run settings passed to it as keyword arguments (``width`` for the MLP);
-    ``xla``: ``--jit auto`` uses XLA for it (when the run has few distinct batch sizes)."""
+    ``xla``: ``--jit auto`` uses XLA for it (when the run has few distinct batch sizes);
+    ``defaults``: the builder's defaults of those settings (what a run records when it leaves
+    them unset)."""
 
     builder: str | Callable
     settings: tuple = ()
     xla: bool = False
     description: str = ""
+    defaults: dict = dataclasses.field(default_factory=dict)
 
 
 MODELS = {
@@ -26,6 +29,7 @@ MODELS = {
         ("width",),
         xla=True,
         description="the paper's 4-layer batch-normalised ReLU MLP",
+        defaults={"width": 256},
     ),
     "vgg11": ModelSpec(
         "lrbs_tf.models.convnets:vgg11", description="VGG11 with BatchNorm for 32×32 images"
@@ -44,8 +48,3 @@ def spec(name: str) -> ModelSpec:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(names())}")
     return MODELS[name]
-
-
-def options(config) -> dict:
-    """The keyword arguments the builder of ``config.model`` takes from the run settings."""
-    return {key: getattr(config, key) for key in spec(config.model).settings}

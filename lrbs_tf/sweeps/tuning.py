@@ -21,12 +21,13 @@ import dataclasses
 import logging
 import math
 import os
+import shutil
 import socket
 import time
 
 import keras_tuner as kt
 
-from lrbs_tf import distribute
+from lrbs_tf import distribute, files
 from lrbs_tf.models.registry import build_for
 from lrbs_tf.sweeps.hparams import write_hparams_session
 from lrbs_tf.training.config import RunConfig
@@ -243,6 +244,54 @@ def wait_for_chief(timeout: float) -> None:
             time.sleep(0.5)
 
 
+PROJECT_MARKER = ".lrbs-tuner"
+# What keras-tuner writes in a project folder: the only entries we clear before a new search.
+TUNER_ENTRIES = ("oracle.json",)
+TUNER_PREFIXES = ("trial_", "tuner")
+
+
+def claim_project(directory: str, project: str) -> None:
+    """Make ``directory/project`` a keras-tuner project folder of ours, empty of keras-tuner's
+    state: a new folder gets our marker (:data:`PROJECT_MARKER`); an existing one is ours only
+    with that marker, and then only keras-tuner's own entries (``oracle.json``, ``tuner*``,
+    ``trial_*``) are removed, links as links, anything else left alone. A folder without the
+    marker is refused (:class:`SweepRefused`, nothing touched): keras-tuner's own
+    ``overwrite=True`` would delete it whole."""
+    path = os.path.join(directory, project)
+    if os.path.lexists(path):
+        if os.path.islink(path) or not os.path.isdir(path):
+            raise SweepRefused(f"{path} is a link or a file, not a folder of ours: nothing changed")
+        if not files.check_entry(os.path.join(path, PROJECT_MARKER)):
+            raise SweepRefused(
+                f"{path} exists and is not a keras-tuner folder of lrbs_tf (no {PROJECT_MARKER} "
+                "marker): nothing changed; give another --logdir or move it away"
+                + (
+                    " (a sweep of an earlier lrbs_tf has no marker: delete its keras_tuner "
+                    "folder yourself to start the search afresh; its runs are reused)"
+                    if set(os.listdir(path)) and all(_tuner_entry(e) for e in os.listdir(path))
+                    else ""
+                )
+            )
+        for entry in os.listdir(path):
+            if _tuner_entry(entry):
+                _remove_entry(os.path.join(path, entry))
+        return
+    files.make_folder(directory)
+    files.make_folder(path)
+    files.write_text(os.path.join(path, PROJECT_MARKER), "a keras-tuner project of lrbs_tf\n")
+
+
+def _tuner_entry(entry: str) -> bool:
+    return entry in TUNER_ENTRIES or entry.startswith(TUNER_PREFIXES)
+
+
+def _remove_entry(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)  # never follows a link inside
+    else:
+        files.remove(path)  # a link is removed itself
+
+
 def make_tuner(
     hypermodel: RatioHyperModel,
     algorithm: str,
@@ -252,16 +301,19 @@ def make_tuner(
     seed: int = 0,
     max_epochs: int | None = None,
 ):
-    """A keras-tuner tuner over ``hypermodel``; only the chief (or a lone process) may wipe
-    the oracle's state, workers never do."""
+    """A keras-tuner tuner over ``hypermodel`` in ``directory/project``; only the chief (or a
+    lone process) clears the oracle's state, in a folder of ours (:func:`claim_project`),
+    workers never do. keras-tuner itself never deletes anything (``overwrite=False``)."""
     role = distributed_role()
+    if role in (None, "chief"):
+        claim_project(directory, project)
     # keras-tuner reads seed 0 as "no seed" (a random one): pass seed + 1, so that the same
     # command proposes the same trials and a rerun reuses or resumes their run folders.
     common = dict(
         objective=kt.Objective("val_accuracy", "max"),
         directory=directory,
         project_name=project,
-        overwrite=role in (None, "chief"),
+        overwrite=False,
         seed=seed + 1,
     )
     if algorithm == "grid":

@@ -16,8 +16,9 @@ from lrbs_tf.core.schedules import ScheduleError
 from lrbs_tf.data import sources as data_sources
 from lrbs_tf.data.splits import DataError
 from lrbs_tf.distribute.cluster import STRATEGIES
-from lrbs_tf.files import jsonable
+from lrbs_tf.files import jsonable, restore_nonfinite
 from lrbs_tf.models import sources as model_sources
+from lrbs_tf.models import specs as model_specs
 from lrbs_tf.probes.settings import ProbeSettings
 from lrbs_tf.settings import (
     ConfigError,
@@ -141,10 +142,12 @@ class RunConfig:
         metavar="MODEL",
         group=DATA,
     )
-    width: int = setting(
-        256,
-        "hidden width of the MLP (or of a builder taking width)",
-        check=between(1, 1 << 16),
+    width: int | None = setting(
+        None,
+        "hidden width of the MLP (default 256) or of a builder taking width (default: the "
+        "builder's own)",
+        check=optional(between(1, 1 << 16)),
+        kind=int,
         group=DATA,
     )
     momentum: float = setting(0.0, "SGD momentum (the paper: 0)", check=unit_interval, group=RUN)
@@ -360,7 +363,10 @@ class RunConfig:
             raise ConfigError("--probe-every needs probe settings (--probe)")
         if self.probe is not None:
             self.probe.validate(self.num_train)
-        data_sources.check_memory(self.data_source(), self.num_train, self.val_size)
+        try:
+            data_sources.check_memory(self.data_source(), self.num_train, self.val_size)
+        except data_sources.DataError as e:
+            raise ConfigError(str(e)) from None
         if self.data_dir is not None and self.data_source().kind == "registered":
             from lrbs_tf.data.fashion_mnist import check_data_dir
 
@@ -372,8 +378,7 @@ class RunConfig:
 
     def _check_model_settings(self) -> None:
         source = self.model_source()
-        default = RunConfig.__dataclass_fields__["width"].default
-        if self.width != default and "width" not in source.settings:
+        if self.width is not None and "width" not in source.settings:
             raise ConfigError(
                 f"--width applies to models that take it (mlp, or a builder with a width "
                 f"parameter); {self.model} does not"
@@ -381,6 +386,10 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
+        if self.model in model_specs.MODELS:  # a registered model's defaults, as it uses them
+            out |= {
+                k: v for k, v in model_specs.MODELS[self.model].defaults.items() if out[k] is None
+            }
         out.update(
             ratio=self.ratio,
             num_train=self.num_train,
@@ -419,8 +428,10 @@ def same_settings(saved: dict, config: RunConfig) -> bool:
     outside the run's identity (:data:`NOT_IDENTITY`) are not compared; settings added to
     RunConfig (or to its probe settings) after the run was saved count as equal when they hold
     their default value, so a newer lrbs_tf reuses the runs of an older one."""
-    now = {k: v for k, v in jsonable(config.to_dict()).items() if k not in NOT_IDENTITY + SOURCES}
-    defaults = jsonable(dataclasses.asdict(RunConfig(lr=1.0, batch_size=1, probe=ProbeSettings())))
+    as_read = restore_nonfinite(jsonable(config.to_dict()))  # as read back from config.json
+    now = {k: v for k, v in as_read.items() if k not in NOT_IDENTITY + SOURCES}
+    default = RunConfig(lr=1.0, batch_size=1, probe=ProbeSettings())
+    defaults = restore_nonfinite(jsonable(dataclasses.asdict(default)))
     return _same(saved, now, defaults)
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fcntl
+import glob
 import hashlib
 import importlib.metadata
 import os
@@ -106,6 +107,7 @@ class RunFolder:
 
     def __init__(self, path: str, found: Inspection, locked: bool, temporary: bool = False):
         self.path, self.found, self.locked, self.temporary = path, found, locked, temporary
+        self.created = False  # made by this claim: removed again if the run wrote nothing
 
     @classmethod
     def claim(cls, config, reserve: bool = True) -> RunFolder:
@@ -115,9 +117,11 @@ class RunFolder:
         run_dir = config.run_dir
         make_logdir(config.logdir)
         found = inspect(config)
+        created = False
         if found.mode == "new" and not found.ours:
             try:
                 os.mkdir(run_dir)
+                created = True
             except FileExistsError:  # another process made it just now
                 found = inspect(config)
         if config.overwrite:  # a link or FIFO in place of the lock or the reserve: remove it
@@ -137,6 +141,9 @@ class RunFolder:
             if found.mode != "finished" or found.adopt:
                 _write_marker(run_dir, config)
             folder = cls(run_dir, found, locked=True)
+            if created:
+                _created.add(os.path.realpath(run_dir))
+            folder.created = os.path.realpath(run_dir) in _created
             if reserve and found.mode != "finished":
                 folder.reserve()
             return folder
@@ -163,6 +170,11 @@ class RunFolder:
         folder); once."""
         if self.locked:
             self.free_reserve()
+            if self.created and set(os.listdir(self.path)) <= {MARKER, LOCK}:
+                files.remove(self.file(MARKER))  # a failure before the run wrote anything
+                files.remove(self.file(LOCK))
+                os.rmdir(self.path)
+                _created.discard(os.path.realpath(self.path))
             unlock(self.path)
             self.locked = False
         if self.temporary:
@@ -297,6 +309,9 @@ def lock(run_dir: str, shared: bool = False) -> None:
         note = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}"
         os.write(fd, note.encode())
     _held[key] = [fd, 1]
+
+
+_created: set = set()  # run folders this process made (real paths)
 
 
 def unlock(run_dir: str) -> None:
@@ -452,8 +467,7 @@ def _inspect_ours(config, run_dir, entries) -> Inspection:
     has = set(entries)
     valuable = sorted(has & {"results.json", "model.keras", "tb", "ckpt", "probe.json"})
     marks_path = os.path.join(run_dir, "tb", "written.json")
-    if os.path.exists(marks_path):
-        shaped(marks_path, "marks")
+    marks = shaped(marks_path, "marks") if os.path.exists(marks_path) else {}
     if "config.json" not in has:
         if valuable:
             raise _damaged(
@@ -487,6 +501,7 @@ def _inspect_ours(config, run_dir, entries) -> Inspection:
         _check_model(run_dir, results)
         return Inspection("finished", ours=True, results=results)
     if state is not None:
+        _check_event_files(run_dir, marks)
         return Inspection("resume", ours=True, results=results, data=saved.get("data"))
     if results["epochs"] or "model.keras" in has:
         raise _damaged(
@@ -511,6 +526,33 @@ def _checked_state(run_dir: str, path: str) -> dict:
             f"the checkpoint's weights file {state['weights_file']} does not match ckpt/state.json",
         )
     return state
+
+
+def _check_event_files(run_dir: str, marks: dict) -> None:
+    problem = damaged_event_file(os.path.join(run_dir, "tb"), marks)
+    if problem:
+        raise _damaged(run_dir, problem)
+
+
+def event_file_sizes(tb: str) -> dict:
+    """``{"train/events.out.tfevents…": bytes}`` for every event file under ``tb``."""
+    pattern = os.path.join(tb, "*", "events.out.tfevents.*")
+    return {os.path.relpath(p, tb): os.path.getsize(p) for p in sorted(glob.glob(pattern))}
+
+
+def damaged_event_file(tb: str, marks: dict) -> str | None:
+    """What is wrong with the event files that ``marks`` (``tb/written.json``) vouch for: one
+    missing or shorter than when it was marked; None when all are whole (or the marks are
+    from an lrbs_tf that recorded no sizes)."""
+    for name, size in (marks.get("files") or {}).items():
+        path = os.path.join(tb, name)
+        now = os.path.getsize(path) if os.path.isfile(path) else None
+        if now is None or now < size:
+            return (
+                f"tb/{name} is {'missing' if now is None else f'cut short ({now} bytes of {size})'}"
+                ": TensorBoard would lack steps and epochs the run's record says were written"
+            )
+    return None
 
 
 def _check_model(run_dir: str, results: dict) -> None:
@@ -567,6 +609,7 @@ def _shape_problem(data, kind: str) -> str | None:
             isinstance(e, dict) for e in data["epochs"]
         ):
             return "no list of epoch records"
+        return _epochs_problem(data["epochs"])
     elif kind == "state":
         for key in ("epoch", "batch", "iterations", "weights_size"):
             if not _is_int(data.get(key)):
@@ -580,9 +623,47 @@ def _shape_problem(data, kind: str) -> str | None:
         if problem:
             return f"its results: {problem}"
     elif kind == "marks":
-        if not all(_is_int(v) for v in data.values()):
+        sizes = data.get("files", {})
+        if not all(_is_int(v) for k, v in data.items() if k != "files"):
             return "marks are not whole numbers"
+        if not isinstance(sizes, dict) or not all(
+            _is_int(v) and _plain_event_name(k) for k, v in sizes.items()
+        ):
+            return "'files' is not a table of event files and sizes"
     return None
+
+
+EPOCH_NUMBERS = (
+    "train_loss", "train_accuracy", "validation_loss", "validation_accuracy", "test_loss",
+    "test_accuracy", "weights_loss", "weights_accuracy", "fraction", "wall_time",
+)  # fmt: skip
+
+
+def _epochs_problem(records: list) -> str | None:
+    """What is wrong with a run's epoch records: each needs its epoch (1, 2, … in order), its
+    steps, and numbers (or null) where numbers are recorded."""
+    for i, record in enumerate(records, start=1):
+        if record.get("epoch") != i or not _is_int(record.get("steps")):
+            return f"epoch record {i} lacks its epoch number or steps"
+        for key in EPOCH_NUMBERS:
+            value = record.get(key)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+            ):
+                return f"epoch record {i} has {key} {value!r}, not a number"
+    return None
+
+
+def _number(value) -> bool:
+    """A recorded number: null, an int or float, or (written by lrbs_tf 0.2) 'nan'/'inf'."""
+    if value is None or value in ("nan", "inf", "-inf"):
+        return True
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _plain_event_name(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(p not in ("", ".", "..") for p in parts)
 
 
 def sha1_of(path: str) -> str:

@@ -42,6 +42,7 @@ class RunResults:
 
     run_dir: str
     status: str = "running"  # running | finished | diverged | interrupted | failed
+    model: dict | None = None  # its parameter count and the options passed to its builder
     data_source: str | None = None  # where the data came from (SYNTHETIC for the stand-in)
     synthetic_data: bool | None = None  # True for a generated stand-in, not real data
     distribute: dict = dataclasses.field(default_factory=dict)

@@ -194,6 +194,7 @@ class Run:
         # What it records.
         self.results = RunResults(
             run_dir=os.path.abspath(folder.path),
+            model=model_record(config, self.model),
             distribute=distribute.describe(strategy),
             data_source=data.info.get("source"),
             synthetic_data=bool(data.info.get("synthetic")) or None,
@@ -464,6 +465,7 @@ class Run:
                     "--deterministic for bitwise-repeatable runs"
                 ),
                 "data": self.data.info,
+                "model": self.results.model,
                 "distribute": distribute.describe(self.strategy),
                 "versions": versions(),
             },
@@ -546,6 +548,19 @@ def run_callbacks(config, board, extra, progress: str, strategy, save_position):
     if config.checkpoint_steps:
         fit.append(cb.CheckpointEvery(config.checkpoint_steps, save_position))
     return fit, [*heartbeat, *extra], heartbeat
+
+
+def model_record(config, model) -> dict:
+    """The model a run built: its parameters (trainable and all) and the options the run
+    passed to its builder (none: the builder's own defaults)."""
+    from lrbs_tf.models import sources as model_sources
+
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    return {
+        "parameters": int(model.count_params()),
+        "trainable_parameters": trainable,
+        "options": model_sources.options(config),
+    }
 
 
 def make_prober(config, model, data, strategy):

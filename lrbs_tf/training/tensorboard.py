@@ -18,6 +18,7 @@ from tensorboard.plugins.scalar import metadata as scalar_metadata
 from lrbs_tf import files
 from lrbs_tf.probes.callbacks import write_layout, write_scalars
 from lrbs_tf.training import signals
+from lrbs_tf.training.folder import event_file_sizes
 from lrbs_tf.training.results import EpochRecord
 
 SPLITS = ("train", "validation", "test")
@@ -52,11 +53,16 @@ class RunBoard:
 
 
 class WrittenMarks:
-    """The last step and epoch already written to a run's TensorBoard files (``tb/written.json``).
+    """The last step and epoch already written to a run's TensorBoard files (``tb/written.json``),
+    and the size of every event file when they were marked (``files``).
 
     A run killed after writing summaries but before its next checkpoint replays those steps
     when resumed; the marks make the replay skip what is already on disk, so every step and
-    epoch appears once (the replayed values are identical in ``--deterministic`` mode).
+    epoch appears once (the replayed values are identical in ``--deterministic`` mode). The
+    sizes let a resumed run check that what the marks say is on disk still is
+    (:func:`lrbs_tf.training.folder.damaged_event_file`): an event file cut short would
+    otherwise lose points silently.
+    Every mark is set after its writer was flushed.
     """
 
     def __init__(self, path: str):
@@ -68,6 +74,7 @@ class WrittenMarks:
 
     def set(self, key: str, value: int) -> None:
         self.marks[key] = int(value)
+        self.marks["files"] = event_file_sizes(os.path.dirname(self.path))
         files.write_json(self.path, self.marks)
 
 
