@@ -152,6 +152,32 @@ def test_callback_in_a_plain_fit_writes_one_point_per_probe_and_traces_once(tmp_
     assert max(traces.values()) == 1
 
 
+@pytest.mark.parametrize("source", ["arrays", "tf.data"])
+def test_callback_reads_the_nominal_batch_not_the_ragged_last_one(source):
+    """1293 = 10·128 + 13 examples at η/S = 0.2/128: S = 128 and 2/η = 10, although the
+    epoch's last step took 13 examples at η = 0.0203."""
+    from lrbs_tf.core.optimizers import RatioScaledOptimizer, as_ratio_model
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1293, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 1293).astype(np.int32)
+    inputs = keras.Input((8,))
+    model = as_ratio_model(keras.Model(inputs, keras.layers.Dense(3)(inputs)))
+    model.compile(
+        RatioScaledOptimizer(keras.optimizers.SGD(0.0), ratio=0.2 / 128),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    probe = Sharpness((x, y), examples=256, noise_examples=64)
+    data = (
+        (x, y) if source == "arrays" else (tf.data.Dataset.from_tensor_slices((x, y)).batch(128),)
+    )
+    kwargs = {"batch_size": 128} if source == "arrays" else {}
+    history = model.fit(*data, epochs=1, verbose=0, callbacks=[probe], **kwargs)
+    assert float(model.optimizer.batch_size.numpy()) == 13  # the ragged last step
+    assert history.history["stability_2_over_lr"] == pytest.approx([10.0])
+    assert probe.history[0]["step_batch_size"] == 128
+
+
 @pytest.mark.filterwarnings("ignore")
 def test_adaptive_growth_keeps_the_ratio_and_its_limits(tmp_path):
     from tests.helpers import have_fashion_mnist

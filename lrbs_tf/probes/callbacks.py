@@ -122,13 +122,14 @@ class Sharpness(keras.callbacks.Callback):
     Args:
         data: ``(x, y)`` training examples (arrays) the probes draw their fixed subsets from.
         every: epochs between probes.
-        batch_size: S of the step sharpness (default: the global batch of the last step when
-            the optimizer is :class:`~lrbs_tf.core.optimizers.RatioScaledOptimizer`; else no
-            step sharpness).
+        batch_size: S of the step sharpness (default: the global batch of the epoch's first
+            step when the optimizer is :class:`~lrbs_tf.core.optimizers.RatioScaledOptimizer`,
+            the nominal S — a ragged last batch is not it; else no step sharpness).
         examples, noise_examples: probe subset sizes (curvature; per-example gradients).
         log_dir: TensorBoard folder for the ``probe/*`` scalars (none: no TensorBoard).
         settings: a full :class:`~lrbs_tf.probes.settings.ProbeSettings` instead.
-        lr_at: ``epoch -> η`` for 2/η (default: the optimizer's learning rate).
+        lr_at: ``epoch -> η`` for 2/η (default: η of the epoch's first step, ratio × S, with
+            a RatioScaledOptimizer; else the optimizer's learning rate).
         full: also the finite-difference ‖H‖_F and more trace samples (slower).
     """
 
@@ -158,6 +159,7 @@ class Sharpness(keras.callbacks.Callback):
         self.log_dir, self.lr_at, self.full = log_dir, lr_at, full
         self.prober, self.writer = prober, writer
         self.history = []  # every measurement, with its epoch
+        self._nominal = None  # (S, η) after the epoch's first step (RatioScaledOptimizer)
 
     def on_train_begin(self, logs=None):
         if self.writer is None and self.log_dir:
@@ -165,6 +167,10 @@ class Sharpness(keras.callbacks.Callback):
 
             self.writer = tf.summary.create_file_writer(self.log_dir)
             write_layout(self.writer)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0:  # S and η of the epoch's full batches (once per epoch)
+            self._nominal = _ratio_step(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
@@ -177,7 +183,7 @@ class Sharpness(keras.callbacks.Callback):
     def measure(self, epoch: int) -> dict:
         """Probe now (after 0-based ``epoch``), log, record and write one point per tag."""
         prober = self._prober()
-        lr = self.lr_at(epoch) if self.lr_at else _learning_rate(self.model)
+        lr = self.lr_at(epoch) if self.lr_at else self._nominal_lr()
         log.info(
             "probing sharpness after epoch %d on %d examples (S = %s)",
             epoch + 1,
@@ -192,10 +198,15 @@ class Sharpness(keras.callbacks.Callback):
         report_probe(record, epoch + 1)
         return record
 
+    def _nominal_lr(self) -> float | None:
+        """η of the epoch's full batches: read after its first step (the last step of an epoch
+        may be a smaller, ragged batch, whose η = ratio × its size is not the step SGD took)."""
+        return self._nominal[1] if self._nominal else _learning_rate(self.model)
+
     def _prober(self) -> Prober:
         if self.prober is None:
             x, y = self.data
-            batch = self.batch_size or _ratio_batch(self.model)
+            batch = self.batch_size or (self._nominal or (_ratio_batch(self.model),))[0]
             if batch is None:
                 log.warning("Sharpness: no batch size for the step sharpness (pass batch_size=)")
             self.prober = Prober(
@@ -209,6 +220,14 @@ def _learning_rate(model) -> float | None:
         return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
     except (AttributeError, TypeError, ValueError):
         return None
+
+
+def _ratio_step(model) -> tuple[int, float] | None:
+    """``(S, η)`` of the step just taken by a :class:`RatioScaledOptimizer`, else None."""
+    batch = _ratio_batch(model)
+    if batch is None:
+        return None
+    return batch, float(model.optimizer.ratio.numpy()) * batch
 
 
 def _ratio_batch(model) -> int | None:
