@@ -249,6 +249,7 @@ def test_builder_run_records_its_source_and_probes(npz, tmp_path):
     by_hand = tiny(SHAPE, CLASSES).count_params()
     assert results["model"] == config["model"]
     assert results["model"]["parameters"] == by_hand and results["model"]["options"] == {}
+    assert results.get("measured_model") is None  # a model that trained as it is measured
     probe = run_script("tools/probe.py", run_dir, "--examples", "100", "--noise-examples", "50")
     assert probe.returncode == 0, probe.stderr
     assert json.loads((run_dir / "probe.json").read_text())["lambda_max"] > 0
@@ -387,3 +388,20 @@ def test_a_builder_keeps_its_own_defaults_unless_a_flag_sets_them(npz, given):
         assert build_for(config).count_params() == by_hand.count_params()
         assert options(config) == ({"width": given} if given else {})
         assert config.to_dict()["width"] == given
+
+
+def test_a_model_measured_unlike_it_trained_is_named_with_its_likely_cause(npz, tmp_path):
+    """BatchNorm at Keras' momentum 0.99 after 16 steps on inputs far from 0: the
+    inference-mode model (what the probes measure) is not the one SGD trained; the summary
+    and results.json say so with the likely cause."""
+    with np.load(npz) as arrays:
+        shifted = {k: (v / 255 * 4 + 20).astype(np.float32) if k.startswith("x") else v
+                   for k, v in arrays.items()}  # fmt: skip
+    np.savez(tmp_path / "shifted.npz", **shifted)
+    proc = _run("--epochs", "2", "--dataset", tmp_path / "shifted.npz", "--model",
+                f"{USER}:tiny_bn", "--logdir", tmp_path / "logs")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run_dir,) = (tmp_path / "logs").iterdir()
+    warning = json.loads((run_dir / "results.json").read_text())["measured_model"]
+    assert "not the model SGD trained" in warning and "momentum 0.99" in warning
+    assert "after 16 steps" in warning and f"warning    {warning}" in proc.stdout

@@ -58,20 +58,24 @@ def main(argv=None):
 
 def advice_for(run_dir: str, batch_size: int) -> dict:
     """The advice for moving the finished run in ``run_dir`` to ``batch_size``."""
-    config = read_run(run_dir, statuses=("finished",))[0]["config"]
+    saved, results = read_run(run_dir, statuses=("finished",))
+    config = saved["config"]
     probe = load_probe(run_dir)
     if "step_sharpness" not in probe:
         raise RunFolderError(
             f"the probe of {run_dir} has no step sharpness (probed by an earlier "
             f"version): run 'python tools/probe.py {run_dir}' again"
         )
-    return advise(
-        config["lr"],
-        config["batch_size"],
-        config["num_train"],
-        float(probe["step_sharpness"]),
-        float(probe["b_simple"]),  # inf (restored from null) or, from lrbs_tf 0.2, "inf"
-        batch_size,
+    return dict(
+        advise(
+            config["lr"],
+            config["batch_size"],
+            config["num_train"],
+            float(probe["step_sharpness"]),
+            float(probe["b_simple"]),  # inf (restored from null) or, from lrbs_tf 0.2, "inf"
+            batch_size,
+        ),
+        measured_model=results.get("measured_model"),
     )
 
 
@@ -129,6 +133,8 @@ def show_checks(advice: dict) -> None:
         f"steps      {steps['before']} → {steps['after']} per epoch "
         f"(×{steps['after'] / steps['before']:.3g})"
     )
+    if advice.get("measured_model"):
+        print(f"warning    {advice['measured_model']}")
     holds = advice["linear_rule_expected_to_hold"]
     print(
         "verdict    linear rule "

@@ -85,7 +85,8 @@ def open_run(args, names) -> tuple[dict, ProbeSettings]:
     from lrbs_tf.training import folder
 
     try:
-        saved, _ = read_finished(args.run_dir)
+        saved, results = read_finished(args.run_dir)
+        saved = dict(saved, results=results)
         model_path = os.path.join(args.run_dir, "model.keras")
         if not files.check_entry(model_path):
             fail(PROG, f"{model_path} is missing")
@@ -155,6 +156,8 @@ def writable(folder: str) -> None:
 def measure(args, saved: dict, settings: ProbeSettings) -> dict:
     """Load the model and the run's training data, probe, and (if asked) the spectral density
     and C against H."""
+    import keras
+
     from lrbs_tf.data.datasets import load_for
     from lrbs_tf.models.registry import ModelFileError, load_run_model
     from lrbs_tf.models.sources import ModelError
@@ -177,6 +180,11 @@ def measure(args, saved: dict, settings: ProbeSettings) -> dict:
     tick = time.time()
     prober = Prober(model, data.train.x, data.train.y, settings, step_batch=config["batch_size"])
     measured = dict(prober(lr=config["lr"]), settings=prober.describe())
+    measured["batchnorm"] = any(
+        isinstance(layer, keras.layers.BatchNormalization) for layer in model._flatten_layers()
+    )
+    if saved.get("results", {}).get("measured_model"):  # the run's own warning, repeated
+        measured["measured_model"] = saved["results"]["measured_model"]
     if args.density:
         measured.update(density(args, config, prober, measured))
     if args.compare_c:
@@ -259,15 +267,19 @@ def main(argv=None):
 
 
 def report(run_dir: str, config: dict, settings: ProbeSettings, measured: dict) -> None:
-    lr = config["lr"]
+    lr, bn = config["lr"], measured.get("batchnorm", True)
     print(f"run         {run_dir}  (η/S = {lr:g}/{config['batch_size']})")
     print(
-        f"sharpness   width {measured['width_sharpness']:.5g} (BatchNorm {settings.bn_mode}; "
-        f"Lanczos {measured['lanczos_matvecs']} HVPs, converged "
+        f"sharpness   width {measured['width_sharpness']:.5g} ("
+        + (f"BatchNorm {settings.bn_mode}; " if bn else "")
+        + f"Lanczos {measured['lanczos_matvecs']} HVPs, converged "
         f"{all(measured['lanczos_converged'])}); step {measured['step_sharpness']:.5g} "
-        f"(BatchNorm over batches of {measured['step_batch_size']}) against 2/η = {2 / lr:.5g}: "
-        f"η·λ_step = {lr * measured['step_sharpness']:.3g}"
+        + (f"(BatchNorm over batches of {measured['step_batch_size']})" if bn else "")
+        + (f"(S = {measured['step_batch_size']})" if not bn else "")
+        + f" against 2/η = {2 / lr:.5g}: η·λ_step = {lr * measured['step_sharpness']:.3g}"
     )
+    if measured.get("measured_model"):
+        print(f"warning     {measured['measured_model']}")
     print(f"Tr H        {measured['trace']:.5g} ± {measured['trace_stderr']:.2g}  (Hutch++)")
     print(
         f"‖H‖_F       {measured['frobenius']:.5g} ± {measured['frobenius_stderr']:.2g}  "

@@ -199,12 +199,14 @@ def summary(results: dict, config: RunConfig) -> str:
         ),
     ]
     lines += accuracy_lines(results)
+    if results.get("measured_model"):
+        lines.append(f"warning    {results['measured_model']}")
     if results.get("examples_per_second"):
         lines.append(
             f"speed      {results['examples_per_second']:,.0f} examples/s, "
             f"{results['wall_time']:.1f} s in all"
         )
-    lines += probe_lines(results.get("probe"))
+    lines += probe_lines(results.get("probe"), (results.get("model") or {}).get("batchnorm", True))
     lines += where_lines(results, config)
     return "\n".join(lines)
 
@@ -238,19 +240,22 @@ def accuracy_lines(results: dict) -> list[str]:
     ]
 
 
-def probe_lines(probe: dict | None) -> list[str]:
+def probe_lines(probe: dict | None, batchnorm: bool = True) -> list[str]:
     if not probe:
         return []
+    mode = " (BatchNorm inference)" if batchnorm else ""
     fd = (
         f" (finite differences {probe['frobenius_fd']:.4g} at ε = {probe['fd_eps']:g})"
         if "frobenius_fd" in probe
         else ""
     )
     return [
-        f"sharpness  width {probe['lambda_max']:.4g} (BatchNorm inference)"
+        f"sharpness  width {probe['lambda_max']:.4g}{mode}"
         + (
-            f"; step {probe['step_sharpness']:.4g} (BatchNorm over batches of "
-            f"{probe['step_batch_size']}) against 2/η = {probe['stability_2_over_lr']:.4g}"
+            f"; step {probe['step_sharpness']:.4g} ("
+            + (f"BatchNorm over batches of {probe['step_batch_size']}" if batchnorm else "")
+            + (f"S = {probe['step_batch_size']}" if not batchnorm else "")
+            + f") against 2/η = {probe['stability_2_over_lr']:.4g}"
             if "step_sharpness" in probe and "stability_2_over_lr" in probe
             else ""
         ),

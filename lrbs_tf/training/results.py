@@ -43,6 +43,7 @@ class RunResults:
     run_dir: str
     status: str = "running"  # running | finished | diverged | interrupted | failed
     model: dict | None = None  # its parameter count and the options passed to its builder
+    measured_model: str | None = None  # when the inference-mode model is not the trained one
     data_source: str | None = None  # where the data came from (SYNTHETIC for the stand-in)
     synthetic_data: bool | None = None  # True for a generated stand-in, not real data
     distribute: dict = dataclasses.field(default_factory=dict)
@@ -105,3 +106,58 @@ class RunResults:
         self.final_validation_accuracy = final["validation_accuracy"]
         self.final_test_accuracy = final["test_accuracy"]
         self.final_test_loss = final["test_loss"]
+
+
+# When the model the probes measure is not the model SGD trained -------------------------------
+
+LOSS_FACTOR, LOSS_GAP = 2.0, 0.1  # loss at the weights > 2 × the running loss and 0.1 above it
+ACCURACY_GAP = 0.2  # accuracy at the weights this far below the running accuracy
+
+
+def measured_model_problem(results: RunResults, classes: int, batchnorm: dict | None) -> str | None:
+    """One line when the model as the probes measure it (inference mode: BatchNorm's moving
+    statistics, Dropout off) is not the model SGD trained, else None. Signs: the loss over the
+    training set at the weights above :data:`LOSS_FACTOR` × the last epoch's running training
+    loss and :data:`LOSS_GAP` above it; its accuracy :data:`ACCURACY_GAP` below the running
+    accuracy; or test accuracy near chance (at most 1.5/classes) while the running accuracy is
+    at least 3/classes. ``batchnorm``: ``{"momentum": …, "steps": …}`` of the model's
+    BatchNorm layers (the likely cause), None without BatchNorm."""
+    if not results.epochs or results.final_weights_loss is None:
+        return None
+    last = results.epochs[-1]
+    running_loss, running_acc = last.get("train_loss"), last.get("train_accuracy")
+    loss, acc, test = (
+        results.final_weights_loss,
+        results.final_weights_accuracy,
+        results.final_test_accuracy,
+    )
+    signs = []
+    if (
+        running_loss is not None
+        and loss > LOSS_FACTOR * running_loss
+        and loss > running_loss + LOSS_GAP
+    ):
+        signs.append(f"loss {loss:.3g} at the weights against {running_loss:.3g} while training")
+    if running_acc is not None and acc is not None and acc < running_acc - ACCURACY_GAP:
+        signs.append(f"training accuracy {acc:.1%} at the weights against {running_acc:.1%}")
+    if running_acc is not None and test is not None and test <= 1.5 / classes <= running_acc / 2:
+        signs.append(f"test accuracy {test:.1%}, near chance ({1 / classes:.1%})")
+    if not signs:
+        return None
+    return (
+        "the model measured in inference mode is not the model SGD trained ("
+        + "; ".join(signs)
+        + "): probes, the equal-loss check and the advisor see the inference-mode model. "
+        + _likely_cause(batchnorm)
+    )
+
+
+def _likely_cause(batchnorm: dict | None) -> str:
+    if not batchnorm:
+        return "Likely cause: Dropout or another layer that acts differently in inference."
+    momentum, steps = batchnorm["momentum"], batchnorm["steps"]
+    return (
+        f"Likely cause: BatchNorm's moving statistics (momentum {momentum:g}, an average over "
+        f"about {1 / (1 - momentum):.0f} steps) after {steps} steps; use momentum 0.9 or "
+        "train longer."
+    )

@@ -59,7 +59,7 @@ from lrbs_tf.training.folder import (
     versions,
     weights_digest,
 )
-from lrbs_tf.training.results import EpochRecord, RunResults
+from lrbs_tf.training.results import EpochRecord, RunResults, measured_model_problem
 from lrbs_tf.training.signals import RunInterrupted  # noqa: F401 (raised by train)
 from lrbs_tf.training.tensorboard import RunBoard
 
@@ -406,6 +406,9 @@ class Run:
             )
             results.final_weights_loss = at_weights["loss"]
             results.final_weights_accuracy = at_weights["accuracy"]
+            results.measured_model = measured_model_problem(
+                results, self.data.num_classes, batchnorm_of(self.model, self.iterations())
+            )
         if config.loss_target is not None:
             results.loss_target = config.loss_target
             results.loss_target_reached = bool(results.loss_target_reached)
@@ -560,7 +563,19 @@ def model_record(config, model) -> dict:
         "parameters": int(model.count_params()),
         "trainable_parameters": trainable,
         "options": model_sources.options(config),
+        "batchnorm": batchnorm_of(model, 0) is not None,
     }
+
+
+def batchnorm_of(model, steps: int) -> dict | None:
+    """The momentum of the model's BatchNorm layers (the largest) and the steps taken; None
+    without BatchNorm."""
+    momenta = [
+        float(layer.momentum)
+        for layer in model._flatten_layers()
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    return {"momentum": max(momenta), "steps": steps} if momenta else None
 
 
 def make_prober(config, model, data, strategy):
