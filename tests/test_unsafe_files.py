@@ -374,6 +374,14 @@ def custom_run(tmp_path_factory):
     return where / "logs" / "run", builder
 
 
+def _forget_custom_layers():
+    """Keras' registry of custom classes is global: forget the builder's ``Scale`` so that
+    loading the model needs the builder again (another test may have imported it)."""
+    import keras
+
+    keras.saving.get_custom_objects().pop("lrbs_test>Scale", None)
+
+
 def _point_at(run, model):
     saved = json.loads((run / "config.json").read_text())
     saved["config"]["model"] = model
@@ -389,8 +397,11 @@ def _evil_twin(builder, folder):
 
 def test_a_run_folder_never_imports_code_its_digest_does_not_vouch_for(tmp_path, custom_run):
     """config.json edited to name another file (a colleague's folder, or one tampered with):
-    probe.py refuses in one line and imports nothing; --trust-code imports it on the user's
-    word; advise.py never imports anything."""
+    probe.py refuses in one line and imports nothing; advise.py never imports anything;
+    --trust-code (``trust_code=True``) imports it on the user's word."""
+    from lrbs_tf.models.registry import load_run_model
+    from lrbs_tf.models.sources import UntrustedCodeError
+
     source, builder = custom_run
     run = tmp_path / "run"
     shutil.copytree(source, run)
@@ -401,36 +412,48 @@ def test_a_run_folder_never_imports_code_its_digest_does_not_vouch_for(tmp_path,
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
     assert "not importing" in lines[0] and "--trust-code" in lines[0]
-    assert not (tmp_path / "IMPORTED").exists() and snapshot(tmp_path) == before
     proc = run_script("tools/advise.py", run, "--batch-size", "100", timeout=60)
-    assert proc.returncode == 2 and not (tmp_path / "IMPORTED").exists(), proc.stderr
-    proc = run_script("tools/probe.py", run, *PROBE, "--trust-code", timeout=300)
-    assert proc.returncode == 0 and (tmp_path / "IMPORTED").exists(), proc.stderr[-2000:]
+    assert proc.returncode == 2
+    assert not (tmp_path / "IMPORTED").exists() and snapshot(tmp_path) == before
+    config = json.loads((run / "config.json").read_text())["config"]
+    _forget_custom_layers()
+    with pytest.raises(UntrustedCodeError, match="is not the builder the run folder recorded"):
+        load_run_model(str(run), config, compile=False)
+    assert not (tmp_path / "IMPORTED").exists()
+    assert load_run_model(str(run), config, trust_code=True, compile=False).count_params() > 0
+    assert (tmp_path / "IMPORTED").exists()
 
 
-def test_a_builder_changed_after_the_run_is_not_imported(tmp_path, custom_run):
+def test_a_builder_missing_its_digest_or_changed_after_the_run_is_not_imported(
+    tmp_path, custom_run
+):
+    from lrbs_tf.models.registry import load_run_model
+    from lrbs_tf.models.sources import UntrustedCodeError
+
     source, builder = custom_run
-    run = tmp_path / "run"
-    shutil.copytree(source, run)
+    config = json.loads((source / "config.json").read_text())["config"]
     changed = tmp_path / "builder.py"
     changed.write_text(EVIL.format(marker=str(tmp_path / "IMPORTED")) + builder.read_text())
-    _point_at(run, f"{changed}:tiny")  # the same file name, other content
-    proc = run_script("tools/probe.py", run, *PROBE, timeout=120)
-    assert proc.returncode == 2 and "is not the builder the run folder recorded" in proc.stderr
+    moved = dict(config, model=f"{changed}:tiny")  # the same file name, other content
+    _forget_custom_layers()
+    with pytest.raises(UntrustedCodeError, match="is not the builder the run folder recorded"):
+        load_run_model(str(source), moved, compile=False)
+    unrecorded = dict(config, model_source={"kind": "builder"})
+    with pytest.raises(UntrustedCodeError, match="records no sha256"):
+        load_run_model(str(source), unrecorded, compile=False)
     assert not (tmp_path / "IMPORTED").exists()
 
 
 def test_a_model_without_custom_layers_loads_without_importing_anything(tmp_path, finished):
     """The folder names a builder, but its model.keras needs no code of it: nothing is
     imported at all (whatever the digest says)."""
-    run = tmp_path / "run"
-    shutil.copytree(finished, run)
+    from lrbs_tf.models.registry import load_run_model
+
     evil = tmp_path / "evil.py"
     evil.write_text(EVIL.format(marker=str(tmp_path / "IMPORTED")))
-    _point_at(run, f"{evil}:build")
-    proc = run_script("tools/probe.py", run, *PROBE, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert not (tmp_path / "IMPORTED").exists()
+    config = json.loads((finished / "config.json").read_text())["config"]
+    model = load_run_model(str(finished), dict(config, model=f"{evil}:build"), compile=False)
+    assert model.count_params() > 0 and not (tmp_path / "IMPORTED").exists()
 
 
 @pytest.mark.parametrize(
