@@ -43,7 +43,7 @@ import tensorflow as tf
 
 from lrbs_tf.probes import spectral
 from lrbs_tf.probes.hessian import HessianOperator
-from lrbs_tf.probes.noise_norms import NoExactRule, PerExampleNorms
+from lrbs_tf.probes.noise_norms import NoExactRule, PerExampleNorms, group_sums
 
 log = logging.getLogger(__name__)
 
@@ -147,24 +147,22 @@ class MicroBatchGradients:
         self.count = op.num_examples // self.microbatch
         self.method = f"microbatch(m={self.microbatch})"
         self.layers_without_rule = list(layers_without_rule)
-        self._moments = tf.function(self._moments_impl)
+        self._moments = tf.function(self._moments_impl, autograph=False)  # as PerExampleNorms
 
     def _moments_impl(self):
-        op, m, groups = self.op, self.microbatch, self.GROUPS
+        op, m = self.op, self.microbatch
         training = op.bn_mode == "batch" and m > 1
 
-        def partial(replica, replicas):
-            total = tf.zeros([groups, op.dim], tf.float64)
-            sq = tf.zeros([groups], tf.float64)
-            for j in tf.range(replica, self.count, replicas):
-                x, y = op.x[j * m : (j + 1) * m], op.y[j * m : (j + 1) * m]
-                g = tf.cast(op.batch_gradient(x, y, training=training), tf.float64)
-                group = [[j % groups]]
-                total = tf.tensor_scatter_nd_add(total, group, g[None])
-                sq = tf.tensor_scatter_nd_add(sq, group, tf.reduce_sum(g * g)[None])
-            return [total, sq]
+        def one(j):
+            g = op.batch_gradient(op.x[j * m : (j + 1) * m], op.y[j * m : (j + 1) * m], training)
+            g = tf.cast(g, tf.float64)
+            return g, tf.reduce_sum(g * g)
 
-        return op.replica_sum(partial)
+        return op.replica_sum(
+            lambda replica, replicas: group_sums(
+                one, self.count, self.GROUPS, op.dim, replica, replicas
+            )
+        )
 
     def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         total, sq = self._moments()
