@@ -187,14 +187,18 @@ def test_microbatch_gradients_equal_the_vectorized_map_microbatches(bn_mode):
     """Same partition into micro-batches of 4: the same estimate, BatchNorm statistics of each
     micro-batch in batch mode (where the default estimator is this one)."""
     x, y = examples((6,))
-    op = HessianOperator(bn_mlp(), x, y, batch_size=10, bn_mode=bn_mode)
+    model = bn_mlp()
+    op = HessianOperator(model, x, y, batch_size=10, bn_mode=bn_mode)
     ours = gradient_noise(op, microbatch=4)
     oracle = gradient_noise(op, per=PerExampleGradients(op, microbatch=4))
     assert ours["noise_method"] == "microbatch(m=4)"
     for key in ("trace_c", "grad_norm_sq", "b_simple"):
         assert ours[key] == pytest.approx(oracle[key], rel=1e-5), key
     if bn_mode == "batch":
-        assert isinstance(noise_estimator(op), MicroBatchGradients)
+        default = noise_estimator(op)
+        assert isinstance(default, MicroBatchGradients) and default.microbatch == 2
+        bn = model.layers[2].name
+        assert default.layers_without_rule == [f"{bn} (BatchNormalization: batch statistics)"]
 
 
 def test_microbatch_estimate_of_trace_c_is_unbiased_within_its_standard_error():

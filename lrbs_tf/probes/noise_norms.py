@@ -320,7 +320,7 @@ def plan(model, bn_mode: str) -> tuple[dict, list[str]]:
     docstring)."""
     rules, without = {}, []
     for layer in model.layers:
-        kind = type(layer).__name__
+        kind = type(layer).__name__.replace("SumMomentsBatchNorm", "BatchNormalization")
         if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
             if bn_mode == "batch":
                 without.append(f"{layer.name} ({kind}: batch statistics)")
