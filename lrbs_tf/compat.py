@@ -4,7 +4,8 @@ lrbs_tf needs a few things Keras 3 does not expose: the train step's loss pieces
 loss exactly over replicas), the hook that builds a model from its first batch (which fails
 under tf.distribute), BatchNormalization's batch statistics (whose second derivatives
 ``tf.nn.moments`` gets wrong), an optimizer's own variables and raw learning rate, a model's
-nested layers, and the function Keras uses to reduce step logs across workers
+nested layers, running a functional model's graph with a substitute for each layer (for
+per-example gradient norms), and the function Keras uses to reduce step logs across workers
 (keras-team/keras#20585). Each is reached through a function here; :func:`problems` lists the
 internals that are missing in the installed Keras, and ``tests/test_compat.py`` fails when one
 is, so an upgrade is re-examined rather than silently broken. setup.cfg pins the tested range.
@@ -56,7 +57,18 @@ def problems() -> list[str]:
             out.append("trainer._collective_all_reduce_multi_worker is gone")
     except ImportError:
         out.append("keras.src.backend.tensorflow.trainer is gone")
+    from keras.src.models.functional import Functional
+
+    for name, args in (
+        ("_run_through_graph", ("inputs", "operation_fn")),
+        ("_standardize_inputs", ("inputs",)),
+    ):
+        method = getattr(Functional, name, None)
+        if method is None or not set(args) <= set(inspect.signature(method).parameters):
+            out.append(f"Functional.{name}{args} is gone")
     probe = keras.Sequential([keras.Input((2,)), keras.layers.BatchNormalization()])
+    if not hasattr(probe.layers[0], "_inbound_nodes"):
+        out.append("Layer._inbound_nodes is gone")
     if not hasattr(probe.layers[0], "_reduction_axes"):
         out.append("BatchNormalization._reduction_axes is gone")
     if not hasattr(keras.optimizers.SGD(0.1), "_learning_rate"):
@@ -142,6 +154,21 @@ def own_variables(optimizer) -> list:
 def all_layers(model) -> list:
     """Every layer of a model, nested ones included."""
     return list(model._flatten_layers())
+
+
+def run_graph(model, inputs, operation_fn):
+    """Run a functional model on ``inputs`` as its ``call`` does (inputs standardised, no
+    masks), calling ``operation_fn(layer)(*args, **kwargs)`` at each node of its graph instead
+    of ``layer(*args, **kwargs)``: how the gradient-noise probe substitutes its tapped layers."""
+    outputs = model._run_through_graph(model._standardize_inputs(inputs), operation_fn=operation_fn)
+    if isinstance(outputs, list | tuple) and len(outputs) == 1:
+        return outputs[0]  # as Functional.call unpacks a single output
+    return outputs
+
+
+def layer_calls(layer) -> int:
+    """How many nodes of the graphs it is in call ``layer`` (more than one: shared weights)."""
+    return len(layer._inbound_nodes)
 
 
 class SumMomentsBatchNorm(keras.layers.BatchNormalization):

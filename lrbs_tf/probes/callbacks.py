@@ -125,7 +125,7 @@ class Sharpness(keras.callbacks.Callback):
         batch_size: S of the step sharpness (default: the global batch of the epoch's first
             step when the optimizer is :class:`~lrbs_tf.core.optimizers.RatioScaledOptimizer`,
             the nominal S — a ragged last batch is not it; else no step sharpness).
-        examples, noise_examples: probe subset sizes (curvature; per-example gradients).
+        examples, noise_examples: probe subset sizes (curvature; gradient noise).
         log_dir: TensorBoard folder for the ``probe/*`` scalars (none: no TensorBoard).
         settings: a full :class:`~lrbs_tf.probes.settings.ProbeSettings` instead.
         lr_at: ``epoch -> η`` for 2/η (default: η of the epoch's first step, ratio × S, with

@@ -73,7 +73,7 @@ class BatchGrowth(keras.callbacks.Callback):
             seed=seed,
         )
         self.smoothed = None  # B_simple, geometric moving mean
-        self.noise = None  # per-example gradients on a fixed subset (traced once)
+        self.noise = None  # the gradient-noise estimator on a fixed subset (traced once)
         self.steps = {}  # S -> HessianOperator of the step sharpness at S (each traced once)
         self.vectors = {}  # S -> the last top eigenvector (Lanczos warm start)
         self.history = []  # one decision per epoch
@@ -137,13 +137,13 @@ class BatchGrowth(keras.callbacks.Callback):
         return decision
 
     def measure(self) -> dict:
-        """B_simple (per-example gradients, BatchNorm inference) and the step sharpness at the
-        current S: what growth needs, no more."""
+        """B_simple (exact per-example gradient norms, BatchNorm inference) and the step
+        sharpness at the current S: what growth needs, no more."""
         import time
 
         from lrbs_tf.probes import spectral
         from lrbs_tf.probes.hessian import HessianOperator
-        from lrbs_tf.probes.noise import PerExampleGradients, gradient_noise
+        from lrbs_tf.probes.noise import gradient_noise, noise_estimator
         from lrbs_tf.probes.prober import probe_subset, step_subset
 
         tick = time.time()
@@ -154,7 +154,7 @@ class BatchGrowth(keras.callbacks.Callback):
             op = HessianOperator(
                 model, self.x[indices[:n]], self.y[indices[:n]], batch_size=s.batch_size
             )
-            self.noise = PerExampleGradients(op)
+            self.noise = noise_estimator(op)
         S = self.batch_size
         if S not in self.steps:
             chosen = step_subset(len(self.y), indices, S, s.seed)

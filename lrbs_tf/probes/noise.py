@@ -9,9 +9,25 @@ Reported (McCandlish, Kaplan, Amodei et al. 2018, "An Empirical Model of Large-B
   unbiased estimate of the true ‖g‖²);
 * ``b_simple`` = Tr C / ‖g‖² (unbiased parts), the batch size where noise and signal balance.
 
-"Per-example" may be micro-batches of m examples (``microbatch``): their covariance is C/m for
-examples drawn independently, so Tr C = m · Tr Cov(micro-batch gradients). Per-example gradients
-use BatchNorm's moving statistics (a batch of one has no batch statistics).
+How the sums Σ g_i and Σ ‖g_i‖² are obtained (``noise_method`` in the output):
+
+* ``"exact-norms"`` (the default whenever every layer with weights has a rule):
+  :class:`~lrbs_tf.probes.noise_norms.PerExampleNorms`, the per-example gradient norms from one
+  ordinary backward pass (Goodfellow 2015, arXiv 1510.01799; Bu et al. 2022, arXiv
+  2205.10683), exact, at about the cost of a gradient;
+* ``"microbatch(m=…)"``: :class:`MicroBatchGradients`, k ordinary gradients of micro-batches of
+  m examples (McCandlish et al. 2018, App. A.1). Their covariance is C/m for examples drawn
+  independently, so Tr C = m · Tr Cov(micro-batch gradients); over a random partition of the n
+  examples the unbiased estimates are unbiased for the exact ones. Used when ``microbatch`` > 1
+  is asked for, when a layer has no exact rule (``noise_layers_without_rule`` names them) and
+  with BatchNorm in batch mode (then the noise of BatchNorm over m examples);
+* ``"per-example-gradients"``: :class:`PerExampleGradients`, every g_i through
+  ``tf.vectorized_map`` — the test oracle, and what :func:`compare_with_hessian` needs; on
+  convolutions pfor has no vectorised Conv2DBackpropFilter and loops over the examples (it
+  logs "Conv2DBackpropFilter uses a while_loop"), and it holds chunk × parameters floats.
+
+Per-example norms and gradients use BatchNorm's moving statistics (a batch of one has no batch
+statistics).
 
 :func:`compare_with_hessian` checks the paper's Assumption 2 (C ≈ H): Tr C / Tr H and the overlap
 of their top-k eigenvector subspaces (1 = same subspace).
@@ -19,6 +35,7 @@ of their top-k eigenvector subspaces (1 = same subspace).
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -26,12 +43,18 @@ import tensorflow as tf
 
 from lrbs_tf.probes import spectral
 from lrbs_tf.probes.hessian import HessianOperator
+from lrbs_tf.probes.noise_norms import NoExactRule, PerExampleNorms, group_sums
+
+log = logging.getLogger(__name__)
 
 
 class PerExampleGradients:
-    """Per-example (or per-micro-batch) gradients of the operator's model at fixed weights."""
+    """Per-example (or per-micro-batch) gradients of the operator's model at fixed weights,
+    through ``tf.vectorized_map``: the oracle of the faster estimators, and the gradients
+    :func:`compare_with_hessian` needs."""
 
     GROUPS = 8  # chunks are summed into this many groups, for jackknife standard errors
+    layers_without_rule: list = []
 
     def __init__(self, op: HessianOperator, microbatch: int = 1, chunk: int = 64):
         self.op = op
@@ -52,6 +75,7 @@ class PerExampleGradients:
         spec_y = tf.TensorSpec([None, m] + list(op.y.shape[1:]), op.y.dtype)
         self._fn = tf.function(self._grads, input_signature=[spec_x, spec_y])
         self._moments = tf.function(self._moments_impl)
+        self.method = "per-example-gradients" + (f"(m={m})" if m > 1 else "")
 
     def _grads(self, xs, ys):
         op = self.op
@@ -101,16 +125,83 @@ class PerExampleGradients:
             ).numpy()
 
 
+class MicroBatchGradients:
+    """k = ⌊n/m⌋ ordinary gradients g_j of the mean loss over consecutive micro-batches of m
+    examples, one backward pass each (nothing per example, nothing through pfor).
+
+    :meth:`moments` returns ``(Σ_j g_j, Σ_j ‖g_j‖², k_group)`` per group (micro-batch ``j`` in
+    group ``j % GROUPS``), float64, summed over the replicas; with :func:`_noise` (``m`` times
+    the covariance of the g_j) Tr C and ‖g‖² come out unbiased for independent examples.
+    BatchNorm uses each micro-batch's statistics in ``bn_mode="batch"`` (m > 1).
+    """
+
+    GROUPS = 8
+
+    def __init__(self, op: HessianOperator, microbatch: int, layers_without_rule=()):
+        self.op, self.microbatch = op, int(microbatch)
+        if self.microbatch < 1 or op.num_examples < 2 * self.microbatch:
+            raise ValueError(
+                f"need at least two micro-batches of {self.microbatch} examples, "
+                f"have {op.num_examples} examples"
+            )
+        self.count = op.num_examples // self.microbatch
+        self.method = f"microbatch(m={self.microbatch})"
+        self.layers_without_rule = list(layers_without_rule)
+        self._moments = tf.function(self._moments_impl, autograph=False)  # as PerExampleNorms
+
+    def _moments_impl(self):
+        op, m = self.op, self.microbatch
+        training = op.bn_mode == "batch" and m > 1
+
+        def one(j):
+            g = op.batch_gradient(op.x[j * m : (j + 1) * m], op.y[j * m : (j + 1) * m], training)
+            g = tf.cast(g, tf.float64)
+            return g, tf.reduce_sum(g * g)
+
+        return op.replica_sum(
+            lambda replica, replicas: group_sums(
+                one, self.count, self.GROUPS, op.dim, replica, replicas
+            )
+        )
+
+    def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        total, sq = self._moments()
+        counts = np.bincount(np.arange(self.count) % self.GROUPS, minlength=self.GROUPS)
+        return total.numpy(), sq.numpy(), counts.astype(np.float64)
+
+
+def fallback_microbatch(num_examples: int) -> int:
+    """m of the micro-batch estimator when no exact rule applies: about 64 micro-batches, m
+    between 2 (BatchNorm statistics need two examples) and 32; 1 below 4 examples."""
+    return int(min(32, max(2, num_examples // 64), max(1, num_examples // 2)))
+
+
+def noise_estimator(op: HessianOperator, microbatch: int = 1, chunk: int | None = None):
+    """The estimator of Σ g_i and Σ ‖g_i‖² :func:`gradient_noise` uses by default: exact
+    per-example norms when ``microbatch`` is 1 and every layer has a rule, else micro-batches
+    (of ``microbatch``, or :func:`fallback_microbatch` examples)."""
+    if microbatch > 1:
+        return MicroBatchGradients(op, microbatch)
+    try:
+        return PerExampleNorms(op, chunk)
+    except NoExactRule as e:
+        m = fallback_microbatch(op.num_examples)
+        log.info("gradient noise from micro-batches of %d examples: %s", m, e)
+        return MicroBatchGradients(op, m, layers_without_rule=e.layers)
+
+
 def gradient_noise(
     op: HessianOperator,
     microbatch: int = 1,
-    chunk: int = 64,
-    per: PerExampleGradients | None = None,
+    chunk: int | None = None,
+    per=None,
 ) -> dict:
-    """Tr C, ‖g‖² and B_simple from per-example gradients over the operator's examples, with a
-    jackknife standard error of B_simple over groups of examples. ``per``: a
-    :class:`PerExampleGradients` to reuse (it is traced once)."""
-    per = per or PerExampleGradients(op, microbatch, chunk)
+    """Tr C, ‖g‖² and B_simple over the operator's examples, with a jackknife standard error
+    of B_simple over groups of examples, and ``noise_method`` / ``noise_layers_without_rule``
+    (see the module docstring). ``per``: an estimator to reuse (each is traced once), by
+    default :func:`noise_estimator`'s; ``chunk``: examples per backward pass of the exact
+    norms (at most the operator's batch size)."""
+    per = per or noise_estimator(op, microbatch, chunk)
     totals, sqs, counts = per.moments()
     out = _noise(totals.sum(axis=0), float(sqs.sum()), int(counts.sum()), per.microbatch)
     leave_one_out = [
@@ -130,6 +221,8 @@ def gradient_noise(
         if k > 1 and np.all(np.isfinite(jack))
         else math.inf
     )
+    out["noise_method"] = per.method
+    out["noise_layers_without_rule"] = list(per.layers_without_rule)
     return out
 
 

@@ -65,8 +65,9 @@ class Prober:
     ``step_batch`` is the run's batch size S (``settings.step_batch_size`` overrides it); None
     and no override: no step sharpness. The step subset is the first k·S probe examples
     (k = examples // S), or S seeded training examples when S exceeds the probe subset. Every
-    operator is traced once; per-example gradients for the noise scale are kept and traced
-    once too.
+    operator is traced once; the gradient-noise estimator (exact per-example gradient norms, or
+    micro-batches where a layer has no rule: :func:`lrbs_tf.probes.noise.noise_estimator`) is
+    kept and traced once too.
     """
 
     def __init__(
@@ -79,7 +80,7 @@ class Prober:
         on_call=None,
         step_batch: int | None = None,
     ):
-        from lrbs_tf.probes.noise import PerExampleGradients
+        from lrbs_tf.probes.noise import noise_estimator
 
         self.settings = settings
         self.indices = probe_subset(len(y), settings)
@@ -102,7 +103,7 @@ class Prober:
                 **kwargs,
             )
         )
-        self.noise = PerExampleGradients(self.noise_op)
+        self.noise = noise_estimator(self.noise_op)
         self.step_batch = settings.step_batch_size or step_batch
         self.step_indices = None
         self.step_op = None

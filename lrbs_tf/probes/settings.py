@@ -62,7 +62,7 @@ class ProbeSettings:
     )
     noise_examples: int = setting(
         1000,
-        "probe examples whose per-example gradients give Tr C and B_simple",
+        "probe examples whose per-example gradient norms give Tr C and B_simple",
         check=between(2, 10**7),
         group=PROBE_GROUP,
     )
