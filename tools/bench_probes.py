@@ -1,8 +1,10 @@
-"""Cost of Hessian probes on the Fashion-MNIST MLP: HVP vs gradient, Lanczos convergence.
+"""Cost of Hessian probes on any model (default: the Fashion-MNIST MLP): HVP vs gradient,
+Lanczos convergence.
 
     python tools/bench_probes.py [--examples 1000] [--repeats 20] [--train-epochs 2]
+    python tools/bench_probes.py --model examples/small_cnn.py:small_cnn --width 32
 
-Trains the MLP briefly (so the curvature is that of a trained model), then, on ``--examples``
+Trains the model briefly (so the curvature is that of a trained model), then, on ``--examples``
 training examples in one batch, times the compiled gradient and the compiled HVP
 (reverse-over-reverse and forward-over-reverse), interleaved, median of ``--repeats`` calls.
 Prints ``hvp_vs_gradient_time: <ratio>`` for the default method, the number of HVPs Lanczos
@@ -28,6 +30,10 @@ def main():
     p.add_argument("--examples", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--train-epochs", type=int, default=2)
+    p.add_argument("--model", default="mlp")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--train-size", type=int, default=20000)
     args = p.parse_args()
 
     from lrbs_tf.cli.common import quiet_tensorflow
@@ -37,19 +43,29 @@ def main():
     import numpy as np
     import tensorflow as tf
 
-    from lrbs_tf.data.fashion_mnist import load_fashion_mnist
+    from lrbs_tf.data.datasets import load_for
     from lrbs_tf.data.pipeline import EpochData, eval_dataset
-    from lrbs_tf.models.registry import build_model
+    from lrbs_tf.models.registry import build_for
     from lrbs_tf.probes import spectral
     from lrbs_tf.probes.hessian import HessianOperator
+    from lrbs_tf.training.config import RunConfig
     from lrbs_tf.training.fitting import build_metrics, compile_model, fit_epoch
 
-    data = load_fashion_mnist(train_size=20000)
-    model = compile_model(build_model("mlp", (28, 28, 1), 10, seed=0), 0.05 / 128)
+    config = RunConfig(
+        lr=0.05, batch_size=128, model=args.model, dataset=args.dataset, width=args.width,
+        train_size=args.train_size,
+    ).validate()  # fmt: skip
+    data = load_for(config)
+    model = compile_model(build_for(config), 0.05 / 128)
     build_metrics(model, eval_dataset(data.validation.x[:100], data.validation.y[:100]))
     train = EpochData(data.train.x, data.train.y, seed=0)
+    n = len(data.train)
     for epoch in range(args.train_epochs):
-        fit_epoch(model, train, [128] * (20000 // 128) + [20000 % 128], epoch, verbose=0)
+        fit_epoch(
+            model, train, [128] * (n // 128) + ([n % 128] if n % 128 else []), epoch, verbose=0
+        )
+    print(f"{config.model} on {config.dataset}, {model.count_params():,} parameters, "
+          f"{args.train_epochs} epochs of {n} examples at 0.05/128")  # fmt: skip
     x, y = data.train.x[: args.examples], data.train.y[: args.examples]
     ops = {
         m: HessianOperator(model, x, y, batch_size=args.examples, method=m) for m in ("rr", "fr")
