@@ -7,8 +7,13 @@ Loads ``model.keras`` and ``config.json`` from the run folder, rebuilds the same
 (same data source, seed and sizes), measures on a fixed, seeded subset of the training set,
 prints the values and writes them with every setting to ``<run>/probe.json``. While it probes
 it holds the run folder's lock shared (other probes may run, training or ``--overwrite`` of that
-run may not), and it checks that it can write ``probe.json`` before it starts. Ctrl-C stops it
-with status 130 and writes nothing.
+run may not), and it checks that it can write ``probe.json`` (and that the disk has room) before
+it starts; a run still training is busy (status 75). Ctrl-C stops it with status 130 and writes
+nothing.
+
+A run folder is data, never code: ``model.keras`` is loaded without importing anything; the
+builder ``config.json`` names is imported only when the model has custom layers, and only if
+its source file still has the SHA-256 the folder recorded (``--trust-code`` imports it anyway).
 """
 
 from __future__ import annotations
