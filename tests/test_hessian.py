@@ -213,7 +213,9 @@ def test_one_trace_per_operator_during_lanczos():
     spectral.top_eigenvalues(op.matvec, op.dim, k=1, max_steps=15, tol=1e-12)
     op.gradient()
     op.gradient(np.ones(op.dim) * 1e-3)
-    assert op.trace_counts() == {"hvp": 1, "gradient": 1} and op.matvecs == 15
+    op.group_matvec(np.ones(op.dim))
+    op.group_matvec(np.zeros(op.dim))
+    assert op.trace_counts() == {"hvp": 1, "gradient": 1, "group_hvp": 1} and op.matvecs == 17
 
 
 def test_refresh_follows_the_model():

@@ -130,9 +130,10 @@ def test_callback_in_a_plain_fit_writes_one_point_per_probe_and_traces_once(tmp_
         "trace",
         "trace_stderr",
         "b_simple",
-        "b_simple_stderr",
     ):
         assert len(history.history[key]) == 3 and np.all(np.isfinite(history.history[key]))
+    for record in probe.history:  # an estimate has its error; a lower bound has none
+        assert np.isfinite(record["b_simple_stderr"]) == (record["b_simple_kind"] == "estimate")
     assert history.history["stability_2_over_lr"] == pytest.approx([40.0] * 3)
     assert [h["epoch"] for h in probe.history] == [1, 2, 3]
     scalars = read_scalars(str(tmp_path / "probe"))

@@ -19,10 +19,12 @@ import os
 
 from lrbs_tf import files
 from lrbs_tf.cli.common import ArgumentParser, command, fail, format_table, program
-from lrbs_tf.theory.advice import advise
+from lrbs_tf.probes.sampling import text
+from lrbs_tf.theory.advice import advise, undecided
 from lrbs_tf.training.folder import RunFolderError, read_json, read_run
 
 PROG = program("advise.py")
+PROBE_ERRORS = ("step_sharpness_stderr", "b_simple_stderr", "b_simple_kind")
 
 
 def load_probe(run_dir: str) -> dict:
@@ -76,7 +78,7 @@ def advice_for(run_dir: str, batch_size: int) -> dict:
             batch_size,
         ),
         measured_model=results.get("measured_model"),
-    )
+    ) | {"probe": {k: probe.get(k) for k in PROBE_ERRORS}}
 
 
 def show(run_dir: str, advice: dict) -> None:
@@ -86,7 +88,7 @@ def show(run_dir: str, advice: dict) -> None:
         f"now        η/S = {b['lr']:g}/{b['batch_size']} = {b['ratio']:.4g}, N = "
         f"{b['num_train']}, step sharpness λ_step = {b['step_sharpness']:.4g} (BatchNorm over "
         f"batches of {b['batch_size']}; η·λ_step = {b['lr_times_step_sharpness']:.3g}), "
-        f"B_simple = {b['b_simple']:.4g}"
+        f"B_simple {text(advice['probe'] | {'b_simple': b['b_simple']}, 'b_simple')}"
     )
     print(f"target     S = {advice['target_batch']}\n")
     print(
@@ -135,6 +137,8 @@ def show_checks(advice: dict) -> None:
     )
     if advice.get("measured_model"):
         print(f"warning    {advice['measured_model']}")
+    for line in undecided(advice, advice["probe"]):
+        print(f"undecided  {line}")
     holds = advice["linear_rule_expected_to_hold"]
     print(
         "verdict    linear rule "

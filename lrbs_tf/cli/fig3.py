@@ -270,7 +270,8 @@ def run_cells(r: dict) -> list:
         _f(r["final_weights_loss"], 3),
         _f(r["final_weights_accuracy"], 4),
         _f(r["validation_accuracy"], 4),
-        _f(r["lambda_max"], 4),
+        _f(r["lambda_max"], 4)
+        + ("" if r.get("lambda_max_stderr") is None else f" ± {_f(r['lambda_max_stderr'], 2)}"),
         _f(r["frobenius"], 4),
         _f(r["trace"], 4),
         "-" if r["frobenius_fd"] is None else f"{r['frobenius_fd']:.4g} ({r['fd_eps']:g})",
@@ -291,6 +292,11 @@ def summary(out: dict) -> str:
         lines.append(
             f"runs: {counts['runs']} (no loss target: every finished run counts); "
             f"diverged: {counts['diverged']}; missing: {counts['missing']}"
+        )
+    if counts.get("b_simple_bounds"):
+        lines.append(
+            f"B_simple is a lower bound (‖g‖² not significantly above 0) in "
+            f"{counts['b_simple_bounds']} of {counts['runs']} runs (fig3.csv: b_simple_kind)"
         )
     lines.append("Spearman correlation with η/S over the counted runs:")
     for key, label in QUANTITIES + (("final_weights_loss", "training-set loss at weights"),):

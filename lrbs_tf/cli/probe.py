@@ -274,21 +274,22 @@ def main(argv=None):
 def report(run_dir: str, config: dict, settings: ProbeSettings, measured: dict) -> None:
     lr, bn = config["lr"], measured.get("batchnorm", True)
     print(f"run         {run_dir}  (η/S = {lr:g}/{config['batch_size']})")
+    from lrbs_tf.probes.sampling import text
+
     print(
-        f"sharpness   width {measured['width_sharpness']:.5g} ("
+        f"sharpness   width {text(measured, 'width_sharpness', 5)} ("
         + (f"BatchNorm {settings.bn_mode}; " if bn else "")
         + f"Lanczos {measured['lanczos_matvecs']} HVPs, converged "
-        f"{all(measured['lanczos_converged'])}); step {measured['step_sharpness']:.5g} "
+        f"{all(measured['lanczos_converged'])}); step {text(measured, 'step_sharpness', 5)} "
         + (f"(BatchNorm over batches of {measured['step_batch_size']})" if bn else "")
         + (f"(S = {measured['step_batch_size']})" if not bn else "")
         + f" against 2/η = {2 / lr:.5g}: η·λ_step = {lr * measured['step_sharpness']:.3g}"
     )
     if measured.get("measured_model"):
         print(f"warning     {measured['measured_model']}")
-    print(f"Tr H        {measured['trace']:.5g} ± {measured['trace_stderr']:.2g}  (Hutch++)")
+    print(f"Tr H        {text(measured, 'trace', 5)}  (Hutch++)")
     print(
-        f"‖H‖_F       {measured['frobenius']:.5g} ± {measured['frobenius_stderr']:.2g}  "
-        f"(Hutchinson)"
+        f"‖H‖_F       {text(measured, 'frobenius', 5)}  (Hutchinson)"
         + (
             f"; finite differences {measured['frobenius_fd']:.5g} (ε = {settings.fd_eps:g})"
             if "frobenius_fd" in measured
@@ -296,8 +297,12 @@ def report(run_dir: str, config: dict, settings: ProbeSettings, measured: dict) 
         )
     )
     print(
-        f"noise       Tr C {measured['trace_c']:.5g}, |g|² {measured['grad_norm_sq']:.4g}, "
-        f"B_simple {measured['b_simple']:.5g}"
+        f"noise       Tr C {text(measured, 'trace_c', 5)}, |g|² {text(measured, 'grad_norm_sq')}, "
+        f"B_simple {text(measured, 'b_simple', 5)} ({measured['noise_method']})"
+    )
+    print(
+        f"errors      ± is the standard error over the choice of probe examples (a jackknife "
+        f"over {measured.get('sampling_groups', '?')} groups) and the estimators' random vectors"
     )
     if "c_vs_h" in measured:
         c = measured["c_vs_h"]

@@ -241,29 +241,32 @@ def accuracy_lines(results: dict) -> list[str]:
 
 
 def probe_lines(probe: dict | None, batchnorm: bool = True) -> list[str]:
+    """The final probe, each figure with its standard error (over the choice of examples and
+    the estimator's random vectors; :mod:`lrbs_tf.probes.sampling`)."""
     if not probe:
         return []
+    from lrbs_tf.probes.sampling import text
+
     mode = " (BatchNorm inference)" if batchnorm else ""
     fd = (
         f" (finite differences {probe['frobenius_fd']:.4g} at ε = {probe['fd_eps']:g})"
         if "frobenius_fd" in probe
         else ""
     )
+    step = ""
+    if "step_sharpness" in probe and "stability_2_over_lr" in probe:
+        where = "BatchNorm over batches of" if batchnorm else "S ="
+        step = (
+            f"; step {text(probe, 'step_sharpness')} ({where} {probe['step_batch_size']}) "
+            f"against 2/η = {probe['stability_2_over_lr']:.4g}"
+        )
     return [
-        f"sharpness  width {probe['lambda_max']:.4g}{mode}"
-        + (
-            f"; step {probe['step_sharpness']:.4g} ("
-            + (f"BatchNorm over batches of {probe['step_batch_size']}" if batchnorm else "")
-            + (f"S = {probe['step_batch_size']}" if not batchnorm else "")
-            + f") against 2/η = {probe['stability_2_over_lr']:.4g}"
-            if "step_sharpness" in probe and "stability_2_over_lr" in probe
-            else ""
-        ),
-        f"curvature  Tr H {probe['trace']:.4g} ± {probe['trace_stderr']:.2g}, ‖H‖_F "
-        f"{probe['frobenius']:.4g}{fd}",
-        f"noise      Tr C {probe['trace_c']:.4g}, |g|² {probe['grad_norm_sq']:.3g}, "
-        f"B_simple {probe['b_simple']:.4g} ± {probe.get('b_simple_stderr', float('nan')):.2g}"
-        f" (on {probe['noise_num_examples']} examples); probes took {probe['seconds']:.0f} s",
+        f"sharpness  width {text(probe, 'lambda_max')}{mode}{step}",
+        f"curvature  Tr H {text(probe, 'trace')}, ‖H‖_F {text(probe, 'frobenius')}{fd}",
+        f"noise      Tr C {text(probe, 'trace_c')}, |g|² {text(probe, 'grad_norm_sq', 3)}, "
+        f"B_simple {text(probe, 'b_simple')} (on {probe['noise_num_examples']} examples); "
+        f"± over the probe examples ({probe.get('sampling_groups', '?')} groups) and the "
+        f"estimators; probes took {probe['seconds']:.0f} s",
     ]
 
 

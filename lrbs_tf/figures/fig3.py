@@ -235,6 +235,7 @@ def report(preset: Preset, bases, logdir: str, wall_time: float, name: str = "fi
         "capped": sum(r["converged"] is False for r in rows),
         "diverged": sum(r["status"] == "diverged" for r in rows),
         "missing": sum(r["status"] not in ("finished", "diverged") for r in rows),
+        "b_simple_bounds": sum(r.get("b_simple_kind") == "lower bound" for r in rows),
     }
     out = {
         "preset": dataclasses.asdict(preset) | {"ratios": preset.ratios},

@@ -23,6 +23,7 @@ import math
 import keras
 import numpy as np
 
+from lrbs_tf.probes import sampling
 from lrbs_tf.probes.prober import Prober
 from lrbs_tf.probes.settings import ProbeSettings
 
@@ -30,11 +31,14 @@ log = logging.getLogger(__name__)
 
 TAGS = (
     "width_sharpness",
+    "width_sharpness_stderr",
     "step_sharpness",
+    "step_sharpness_stderr",
     "stability_2_over_lr",
     "trace",
     "trace_stderr",
     "frobenius",
+    "frobenius_stderr",
     "frobenius_fd",
     "b_simple",
     "b_simple_stderr",
@@ -44,7 +48,9 @@ TAGS = (
 )
 LOGGED = (
     "width_sharpness",
+    "width_sharpness_stderr",
     "step_sharpness",
+    "step_sharpness_stderr",
     "stability_2_over_lr",
     "trace",
     "trace_stderr",
@@ -68,16 +74,14 @@ def write_scalars(writer, record: dict, step: int) -> None:
 def report_probe(record: dict, epoch: int) -> None:
     """One line on the ``lrbs_tf`` logger for a probe after ``epoch`` (1-based)."""
     log.info(
-        "epoch %d: width sharpness %.4g, step sharpness %s (2/η = %.4g), Tr H %.4g ± "
-        "%.2g, B_simple %.4g ± %.2g; %.1f s",
+        "epoch %d: width sharpness %s, step sharpness %s (2/η = %.4g), Tr H %s, B_simple %s; "
+        "%.1f s",
         epoch,
-        record["width_sharpness"],
-        f"{record['step_sharpness']:.4g}" if "step_sharpness" in record else "-",
+        sampling.text(record, "width_sharpness"),
+        sampling.text(record, "step_sharpness"),
         record.get("stability_2_over_lr", math.nan),
-        record["trace"],
-        record["trace_stderr"],
-        record["b_simple"],
-        record["b_simple_stderr"],
+        sampling.text(record, "trace"),
+        sampling.text(record, "b_simple"),
         record["seconds"],
     )
 

@@ -68,6 +68,31 @@ def _probe_copy(model: keras.Model, dtype: str) -> keras.Model:
     return copy
 
 
+def batch_layout(n: int, batch_size: int, bn_mode: str, groups: int = 1) -> tuple:
+    """``(starts, sizes, group of each batch)`` of the operator's batches over ``n`` examples.
+
+    ``groups`` disjoint, contiguous groups of examples for sampling errors
+    (:mod:`lrbs_tf.probes.sampling`), never split inside a batch. In inference mode the
+    examples are cut into ``groups`` groups of nearly equal size and each group into batches
+    of at most ``batch_size``; in batch mode the batches are the mini-batches whose BatchNorm
+    statistics define the loss, and the groups are runs of whole batches (at most one group
+    per batch). ``groups=1``: the plain layout."""
+    if bn_mode == "batch" or groups <= 1:
+        starts = np.arange(0, n, batch_size)
+        sizes = np.minimum(batch_size, n - starts)
+        group_of = (np.arange(len(starts)) * min(groups, len(starts))) // len(starts)
+        return starts, sizes, group_of.astype(np.int32)
+    groups = min(groups, n)
+    edges = (np.arange(groups + 1) * n) // groups
+    starts, sizes, group_of = [], [], []
+    for g in range(groups):
+        for start in range(edges[g], edges[g + 1], batch_size):
+            starts.append(start)
+            sizes.append(min(batch_size, edges[g + 1] - start))
+            group_of.append(g)
+    return np.array(starts), np.array(sizes), np.array(group_of, np.int32)
+
+
 class HessianOperator:
     """H v for the mean training loss of ``model`` on ``(x, y)``; see the module docstring.
 
@@ -96,6 +121,7 @@ class HessianOperator:
         loss=None,
         strategy="auto",
         on_call=None,
+        groups: int = 1,
     ):
         if bn_mode not in BN_MODES:
             raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
@@ -127,15 +153,20 @@ class HessianOperator:
                 np.asarray(x), dtype=dtype if np.asarray(x).dtype.kind == "f" else None
             )
             self.y = tf.constant(np.asarray(y))
-        n, b = self.num_examples, self.batch_size
-        starts = np.arange(0, n, b)
+        starts, sizes, group_of = batch_layout(self.num_examples, self.batch_size, bn_mode, groups)
         self.batch_starts = tf.constant(starts, tf.int64)
-        self.batch_sizes = tf.constant(np.minimum(b, n - starts), tf.int64)
+        self.batch_sizes = tf.constant(sizes, tf.int64)
+        self.groups = int(group_of.max()) + 1
+        self.batch_group = tf.constant(group_of, tf.int32)
+        self.group_weights = np.bincount(group_of, weights=sizes) / self.num_examples
         self.matvecs = 0
         self.last_seconds = 0.0
         self._hvp = tf.function(self._hvp_impl, input_signature=[tf.TensorSpec([self.dim], dtype)])
         self._grad = tf.function(
             self._grad_impl, input_signature=[tf.TensorSpec([self.dim], dtype)]
+        )
+        self._group_hvp = tf.function(
+            self._group_hvp_impl, input_signature=[tf.TensorSpec([self.dim], dtype)]
         )
 
     # -- settings -------------------------------------------------------------------------
@@ -161,6 +192,7 @@ class HessianOperator:
         return {
             "hvp": self._hvp.experimental_get_tracing_count(),
             "gradient": self._grad.experimental_get_tracing_count(),
+            "group_hvp": self._group_hvp.experimental_get_tracing_count(),
         }
 
     # -- flat vectors ---------------------------------------------------------------------
@@ -228,7 +260,10 @@ class HessianOperator:
         return [self.strategy.experimental_local_results(t)[0] for t in out]
 
     def _hvp_impl(self, flat_v):
-        v = self._split(flat_v)
+        return self._flat(self._weighted_sum(self._batch_hvp(self._split(flat_v))))
+
+    def _batch_hvp(self, v):
+        """``(x, y) -> H_batch v`` (a list of tensors) by the operator's method."""
         params = self.params
 
         def rr(x, y):
@@ -246,7 +281,27 @@ class HessianOperator:
                 grads = tape.gradient(loss, params)
             return acc.jvp(grads)
 
-        return self._flat(self._weighted_sum(rr if self.method == "rr" else fr))
+        return rr if self.method == "rr" else fr
+
+    def _group_hvp_impl(self, flat_v):
+        """Each group's H_g v (the Hessian of the mean loss over the group's examples), as a
+        ``[groups, dim]`` tensor: one pass over the examples, like :meth:`_hvp_impl`."""
+        batch_hvp, groups = self._batch_hvp(self._split(flat_v)), self.groups
+        sizes = tf.cast(
+            tf.math.unsorted_segment_sum(self.batch_sizes, self.batch_group, groups), self.dtype
+        )
+
+        def partial(replica, replicas):
+            total = tf.zeros([groups, self.dim], self.dtype)
+            for i in tf.range(replica, tf.size(self.batch_starts), replicas):
+                x, y, size = self._batch(i)
+                hv = self._flat(batch_hvp(x, y))
+                g = self.batch_group[i]
+                weight = tf.cast(size, self.dtype) / sizes[g]
+                total += tf.one_hot(g, groups, dtype=self.dtype)[:, None] * (weight * hv)[None, :]
+            return [total]
+
+        return self.replica_sum(partial)[0]
 
     def _grad_impl(self, flat_delta):
         delta = self._split(flat_delta)
@@ -269,6 +324,17 @@ class HessianOperator:
         tick = time.perf_counter()
         out = self._hvp(tf.constant(v, self.dtype)).numpy().astype(np.float64)
         self.last_seconds = time.perf_counter() - tick  # the cost of one HVP, once traced
+        return out
+
+    def group_matvec(self, v: np.ndarray) -> np.ndarray:
+        """``[groups, dim]``: each group's H_g v (float64); ``group_weights @ result`` is H v.
+        One pass over the examples (the cost of one :meth:`matvec`)."""
+        self.matvecs += 1
+        if self.on_call is not None:
+            self.on_call("computing Hessian-vector products")
+        tick = time.perf_counter()
+        out = self._group_hvp(tf.constant(v, self.dtype)).numpy().astype(np.float64)
+        self.last_seconds = time.perf_counter() - tick
         return out
 
     def gradient(self, delta: np.ndarray | None = None) -> np.ndarray:

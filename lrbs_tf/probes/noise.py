@@ -41,7 +41,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from lrbs_tf.probes import spectral
+from lrbs_tf.probes import sampling, spectral
 from lrbs_tf.probes.hessian import HessianOperator
 from lrbs_tf.probes.noise_norms import NoExactRule, PerExampleNorms, group_sums
 
@@ -204,26 +204,53 @@ def gradient_noise(
     per = per or noise_estimator(op, microbatch, chunk)
     totals, sqs, counts = per.moments()
     out = _noise(totals.sum(axis=0), float(sqs.sum()), int(counts.sum()), per.microbatch)
-    leave_one_out = [
+    without = [
         _noise(
             totals.sum(axis=0) - totals[g],
             float(sqs.sum() - sqs[g]),
             int(counts.sum() - counts[g]),
             per.microbatch,
-        )["b_simple"]
+        )
         for g in range(len(counts))
         if counts[g] and counts.sum() - counts[g] >= 2
     ]
-    jack = np.array(leave_one_out)
-    k = len(jack)
-    out["b_simple_stderr"] = (
-        float(np.sqrt((k - 1) / k * np.sum((jack - jack.mean()) ** 2)))
-        if k > 1 and np.all(np.isfinite(jack))
-        else math.inf
-    )
+    for key in JACKKNIFED:
+        out[f"{key}_stderr"] = sampling.jackknife([w[key] for w in without])
+    out["b_simple_point"], out["b_simple_point_stderr"] = out["b_simple"], out["b_simple_stderr"]
+    out.update(b_simple_or_bound(out, len(without)))
     out["noise_method"] = per.method
     out["noise_layers_without_rule"] = list(per.layers_without_rule)
     return out
+
+
+JACKKNIFED = ("trace_c", "trace_c_unbiased", "grad_norm_sq", "grad_norm_sq_unbiased", "b_simple")
+
+
+def b_simple_or_bound(noise: dict, groups: int) -> dict:
+    """B_simple as an estimate when the unbiased ‖g‖² is significantly above zero (more than
+    t_{0.975, groups−1} jackknife standard errors), else a lower bound: B_simple ≥
+    (Tr C − t·SE) / (‖g‖² + t·SE), each side one-sided at 97.5 %, so at least 95 % jointly
+    (never inf: near a minimum ‖g‖² is often indistinguishable from 0). Returns ``b_simple``,
+    ``b_simple_kind`` (``estimate`` or ``lower bound``) and, for a bound, its confidence and a
+    note; the bound's ``b_simple_stderr`` is NaN (it has none). The plain ratio and its
+    jackknife error stay in ``b_simple_point`` and ``b_simple_point_stderr``."""
+    t = sampling.t_quantile(groups)
+    g2, g2_se = noise["grad_norm_sq_unbiased"], noise["grad_norm_sq_unbiased_stderr"]
+    if math.isfinite(g2_se) and g2 > t * g2_se:
+        return {"b_simple_kind": "estimate"}
+    low_c = noise["trace_c_unbiased"] - t * noise["trace_c_unbiased_stderr"]
+    high_g = g2 + t * g2_se if math.isfinite(g2_se) else math.inf
+    bound = max(low_c, 0.0) / high_g if high_g > 0 else 0.0
+    return {
+        "b_simple": bound if math.isfinite(bound) else 0.0,
+        "b_simple_stderr": math.nan,
+        "b_simple_kind": "lower bound",
+        "b_simple_confidence": 0.95,
+        "b_simple_note": (
+            f"‖g‖² = {g2:.3g} ± {g2_se:.2g} is not significantly above 0 on "
+            f"{noise['num_examples']} examples: B_simple ≥ {bound:.4g} (95 %)"
+        ),
+    }
 
 
 def _noise(total: np.ndarray, sq_norms: float, count: int, microbatch: int) -> dict:

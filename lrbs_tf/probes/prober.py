@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from lrbs_tf.probes import spectral
+from lrbs_tf.probes import sampling, spectral
 from lrbs_tf.probes.finite_difference import finite_difference_frobenius
 from lrbs_tf.probes.hessian import HessianOperator
 from lrbs_tf.probes.noise import gradient_noise
@@ -87,6 +87,7 @@ class Prober:
         x, y = np.asarray(x), np.asarray(y)
         xs, ys = x[self.indices], y[self.indices]
         kwargs = dict(dtype=settings.dtype, method=settings.method, loss=loss, on_call=on_call)
+        kwargs["groups"] = settings.groups
         self.op = HessianOperator(
             model, xs, ys, batch_size=settings.batch_size, bn_mode=settings.bn_mode, **kwargs
         )
@@ -169,22 +170,24 @@ class Prober:
         self.calls += 1
         eig = self.sharpness(self.op, self._v0, seed)
         self._v0 = eig.eigenvectors[0]
+        width_se = sampling.jackknife(sampling.rayleigh_leave_one_out(self.op, self._v0))
         trace_n = s.trace_matvecs if full else max(9, s.trace_matvecs // 3)
         frob_n = s.frobenius_samples if full else max(5, s.frobenius_samples // 3)
         self._say_left(eig, trace_n, frob_n, full, time.time() - tick)
-        trace = spectral.hutchpp_trace(self.op.matvec, self.op.dim, num=trace_n, seed=seed + 1)
-        frob = spectral.hutchinson_frobenius(self.op.matvec, self.op.dim, num=frob_n, seed=seed + 2)
+        trace = sampling.hutchpp_trace(self.op, num=trace_n, seed=seed + 1)
+        frob = sampling.hutchinson_frobenius(self.op, num=frob_n, seed=seed + 2)
         out = {
             "width_sharpness": float(eig.eigenvalues[0]),
             "lambda_max": float(eig.eigenvalues[0]),
+            "width_sharpness_stderr": width_se,
+            "lambda_max_stderr": width_se,
             "top_eigenvalues": eig.eigenvalues.tolist(),
             "lanczos_residuals": eig.residuals.tolist(),
             "lanczos_converged": eig.converged.tolist(),
             "lanczos_matvecs": eig.matvecs,
-            "trace": trace.value,
-            "trace_stderr": trace.stderr,
-            "frobenius": frob.value,
-            "frobenius_stderr": frob.stderr,
+            **_sampled("trace", trace),
+            **_sampled("frobenius", frob),
+            "sampling_groups": self.op.groups,
             "probe_loss": self.op.loss_value(),
         }
         if self.step_op is not None:
@@ -207,8 +210,11 @@ class Prober:
     def _step_sharpness(self, seed: int) -> dict:
         step = self.sharpness(self.step_op, self._v0_step, seed)
         self._v0_step = step.eigenvectors[0]
+        loo = sampling.rayleigh_leave_one_out(self.step_op, self._v0_step)
         return dict(
             step_sharpness=float(step.eigenvalues[0]),
+            step_sharpness_stderr=sampling.jackknife(loo),
+            step_sampling_groups=self.step_op.groups,
             step_lanczos_matvecs=step.matvecs,
             step_lanczos_converged=bool(step.converged[0]),
             step_batch_size=self.step_batch,
@@ -232,6 +238,16 @@ class Prober:
             seconds,
             self.op.last_seconds * left,
         )
+
+
+def _sampled(name: str, found: sampling.Sampled) -> dict:
+    """A figure with its total standard error and the parts (see :mod:`.sampling`)."""
+    return {
+        name: found.value,
+        f"{name}_stderr": found.stderr,
+        f"{name}_sampling_stderr": found.sampling_stderr,
+        f"{name}_estimator_stderr": found.estimator_stderr,
+    }
 
 
 NOISE_NAMES = {"num_examples": "noise_num_examples", "microbatch": "noise_microbatch"}

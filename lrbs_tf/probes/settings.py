@@ -60,6 +60,13 @@ class ProbeSettings:
     fd_eps: float = setting(
         1e-3, "step ε of the finite-difference ‖H‖_F", check=positive, cli=False
     )
+    groups: int = setting(
+        8,
+        "disjoint groups of the probe examples for the sampling errors (a jackknife, "
+        "lrbs_tf.probes.sampling)",
+        check=between(1, 1000),
+        cli=False,
+    )
     noise_examples: int = setting(
         1000,
         "probe examples whose per-example gradient norms give Tr C and B_simple",

@@ -17,7 +17,19 @@ import scipy.stats
 
 from lrbs_tf.training.folder import RunFolderError, read_json
 
-PROBE_KEYS = ("lambda_max", "frobenius", "frobenius_fd", "trace", "b_simple", "trace_c")
+PROBE_KEYS = (
+    "lambda_max",
+    "lambda_max_stderr",
+    "frobenius",
+    "frobenius_stderr",
+    "frobenius_fd",
+    "trace",
+    "trace_stderr",
+    "b_simple",
+    "b_simple_stderr",
+    "b_simple_kind",  # "estimate", or "lower bound" when ‖g‖² is not significantly above 0
+    "trace_c",
+)
 
 
 def row_of(config, results: dict | None) -> dict:

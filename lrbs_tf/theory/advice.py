@@ -118,3 +118,37 @@ def advise(
             "after": math.ceil(num_train / target_batch),
         },
     }
+
+
+def undecided(advice: dict, probe: dict) -> list[str]:
+    """What the advice cannot decide because an input's error is too large: a verdict whose
+    η·λ_step interval (± t·SE of the step sharpness, t ≈ 2.4 for 8 groups) straddles 3.7 or 2,
+    and S against B_simple when B_simple is only a lower bound below S or its error is at
+    least its value. Each item is one sentence."""
+    out = []
+    se = probe.get("step_sharpness_stderr")
+    if se is not None and math.isfinite(se):
+        spread = 2.4 * se
+        for rule, found in advice["rules"].items():
+            low = found["lr"] * (advice["base"]["step_sharpness"] - spread)
+            high = found["lr"] * (advice["base"]["step_sharpness"] + spread)
+            for line in (UNSTABLE_AT, EDGE_AT):
+                if low < line <= high:
+                    out.append(
+                        f"{rule}: η·λ_step = {found['lr_times_step_sharpness']:.3g} lies within "
+                        f"the step sharpness's error of {line:g} ({low:.3g} to {high:.3g})"
+                    )
+                    break
+    target, b = advice["target_batch"], advice["base"]["b_simple"]
+    if probe.get("b_simple_kind") == "lower bound" and target >= b:
+        out.append(
+            f"S = {target} against B_simple: only B_simple ≥ {b:.4g} is known (‖g‖² is not "
+            "significantly above 0 on the probe's examples), so whether S is beyond the noise "
+            "scale is undecided"
+        )
+    elif (probe.get("b_simple_stderr") or 0) >= b > 0:
+        out.append(
+            f"S = {target} against B_simple = {b:.4g} ± {probe['b_simple_stderr']:.2g}: the "
+            "error is at least the value, so S/B_simple is undecided"
+        )
+    return out
