@@ -128,6 +128,7 @@ def test_b_simple_is_a_bound_when_the_gradient_is_indistinguishable_from_zero():
     settings = ProbeSettings(examples=400, noise_examples=400, finite_difference=False)
     found = Prober(model, x.astype(np.float32), y.astype(np.float32), settings, loss=squared)()
     assert found["b_simple_kind"] == "lower bound" and math.isfinite(found["b_simple"])
-    assert found["b_simple_confidence"] == 0.95 and "not significantly above 0" in found[
-        "b_simple_note"
-    ]
+    assert (
+        found["b_simple_confidence"] == 0.95
+        and "not significantly above 0" in found["b_simple_note"]
+    )

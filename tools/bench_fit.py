@@ -1,7 +1,7 @@
 """Throughput of lrbs_tf's training loop against a plain Keras ``model.fit``, interleaved, on
 any model and data the commands take.
 
-    python tools/bench_fit.py [--rounds 5] [--train-size 20000] [--batch-sizes 25,128,1000]
+    python tools/bench_fit.py [--rounds 5] --train-size 20000 [--batch-sizes 25,128,1000]
     python tools/bench_fit.py --model examples/small_cnn.py:small_cnn --train-size 10000 \
         --batch-sizes 128
     python tools/bench_fit.py --model examples/res_cnn.py:res_cnn --dataset digits.npz \
@@ -35,7 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def parse():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--train-size", type=int, default=20000)
+    p.add_argument("--train-size", type=int, default=None, help="default: all of it")
     p.add_argument("--batch-sizes", default="25,128,1000")
     p.add_argument("--model", default="mlp")
     p.add_argument("--dataset", default="fashion_mnist")

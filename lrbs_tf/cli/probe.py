@@ -274,6 +274,7 @@ def main(argv=None):
 def report(run_dir: str, config: dict, settings: ProbeSettings, measured: dict) -> None:
     lr, bn = config["lr"], measured.get("batchnorm", True)
     print(f"run         {run_dir}  (η/S = {lr:g}/{config['batch_size']})")
+    from lrbs_tf.cli.run import fd_text
     from lrbs_tf.probes.sampling import text
 
     print(
@@ -290,11 +291,7 @@ def report(run_dir: str, config: dict, settings: ProbeSettings, measured: dict) 
     print(f"Tr H        {text(measured, 'trace', 5)}  (Hutch++)")
     print(
         f"‖H‖_F       {text(measured, 'frobenius', 5)}  (Hutchinson)"
-        + (
-            f"; finite differences {measured['frobenius_fd']:.5g} (ε = {settings.fd_eps:g})"
-            if "frobenius_fd" in measured
-            else ""
-        )
+        + (f"; {fd_text(measured)}" if "frobenius_fd" in measured else "")
     )
     print(
         f"noise       Tr C {text(measured, 'trace_c', 5)}, |g|² {text(measured, 'grad_norm_sq')}, "

@@ -248,11 +248,7 @@ def probe_lines(probe: dict | None, batchnorm: bool = True) -> list[str]:
     from lrbs_tf.probes.sampling import text
 
     mode = " (BatchNorm inference)" if batchnorm else ""
-    fd = (
-        f" (finite differences {probe['frobenius_fd']:.4g} at ε = {probe['fd_eps']:g})"
-        if "frobenius_fd" in probe
-        else ""
-    )
+    fd = f" ({fd_text(probe)})" if "frobenius_fd" in probe else ""
     step = ""
     if "step_sharpness" in probe and "stability_2_over_lr" in probe:
         where = "BatchNorm over batches of" if batchnorm else "S ="
@@ -268,6 +264,18 @@ def probe_lines(probe: dict | None, batchnorm: bool = True) -> list[str]:
         f"± over the probe examples ({probe.get('sampling_groups', '?')} groups) and the "
         f"estimators; probes took {probe['seconds']:.0f} s",
     ]
+
+
+def fd_text(probe: dict) -> str:
+    """The paper's finite-difference ‖H‖_F with its error, and a word when its step error is
+    a large part of it (the step crosses ReLU kinks: not the Hessian's norm)."""
+    from lrbs_tf.probes.sampling import text
+
+    out = f"paper's finite differences {text(probe, 'frobenius_fd')} at ε = {probe['fd_eps']:g}"
+    step = probe.get("frobenius_fd_step_error")
+    if step is not None and step > 0.1 * probe["frobenius_fd"]:
+        out += f"; its step error {step:.3g} is over 10 %: trust the Hutchinson figure"
+    return out
 
 
 def where_lines(results: dict, config: RunConfig) -> list[str]:

@@ -196,7 +196,14 @@ class Prober:
             fd = finite_difference_frobenius(
                 self.op, num=s.frobenius_samples, eps=s.fd_eps, seed=seed + 3
             )
-            out.update(frobenius_fd=fd.value, frobenius_fd_stderr=fd.stderr, fd_eps=s.fd_eps)
+            out.update(
+                frobenius_fd=fd.value,
+                frobenius_fd_stderr=fd.stderr,
+                frobenius_fd_sampling_stderr=fd.sampling_stderr,
+                frobenius_fd_step_error=fd.step_error,
+                frobenius_fd_at_2eps=fd.at_2eps,
+                fd_eps=s.fd_eps,
+            )
         noise = gradient_noise(self.noise_op, per=self.noise)
         out.update({NOISE_NAMES.get(k, k): v for k, v in noise.items()})
         if lr:
