@@ -57,6 +57,8 @@ def parse(argv=None):
             "seed",
             "finite_difference",
             "step_batch_size",
+            "rel_error",
+            "max_seconds",
         ),
     )
     p.add_argument(
@@ -183,8 +185,23 @@ def measure(args, saved: dict, settings: ProbeSettings) -> dict:
     if data.info["train_fingerprint"] != saved["data"]["train_fingerprint"]:
         fail(PROG, "the training data differ from the run's (fingerprints do not match)")
     tick = time.time()
-    prober = Prober(model, data.train.x, data.train.y, settings, step_batch=config["batch_size"])
-    measured = dict(prober(lr=config["lr"]), settings=prober.describe())
+    built = {}
+
+    def make(chosen):
+        built["last"] = Prober(
+            model, data.train.x, data.train.y, chosen, step_batch=config["batch_size"]
+        )
+        return built["last"]
+
+    if settings.rel_error is None and settings.max_seconds is None:
+        prober = make(settings)
+        measured = dict(prober(lr=config["lr"]), settings=prober.describe())
+    else:
+        from lrbs_tf.probes import budget
+
+        measured = budget.measure(make, settings, len(data.train), config["lr"])
+        prober = built["last"]
+        measured["settings"] = prober.describe()
     measured["batchnorm"] = any(
         isinstance(layer, keras.layers.BatchNormalization) for layer in model._flatten_layers()
     )
@@ -309,8 +326,18 @@ def report(run_dir: str, config: dict, settings: ProbeSettings, measured: dict) 
         )
     if "spectral_density_png" in measured:
         print(f"density     {measured['spectral_density_png']}")
+    if "budget" in measured:
+        from lrbs_tf.probes.budget import budget_note
+
+        b = measured["budget"]
+        passes = " → ".join(str(p["examples"]) for p in b["passes"])
+        print(
+            f"budget      examples {passes}; "
+            + ("every figure within the target" if b["reached"] else budget_note(b))
+        )
     print(
-        f"settings    {settings.examples} examples, BN {settings.bn_mode}, {settings.dtype}; "
-        f"probes {measured['seconds']:.1f} s, {measured['total_seconds']:.1f} s in all"
+        f"settings    {measured['settings']['num_examples']} examples, BN {settings.bn_mode}, "
+        f"{settings.dtype}; probes {measured['seconds']:.1f} s, "
+        f"{measured['total_seconds']:.1f} s in all"
     )
     print(f"wrote       {os.path.join(run_dir, 'probe.json')}")

@@ -170,10 +170,11 @@ class Prober:
         self.calls += 1
         eig = self.sharpness(self.op, self._v0, seed)
         self._v0 = eig.eigenvectors[0]
+        hvp_seconds = self.op.last_seconds  # one HVP, traced already
         width_se = sampling.jackknife(sampling.rayleigh_leave_one_out(self.op, self._v0))
         trace_n = s.trace_matvecs if full else max(9, s.trace_matvecs // 3)
         frob_n = s.frobenius_samples if full else max(5, s.frobenius_samples // 3)
-        self._say_left(eig, trace_n, frob_n, full, time.time() - tick)
+        self._say_left(eig, trace_n, frob_n, full, time.time() - tick, hvp_seconds)
         trace = sampling.hutchpp_trace(self.op, num=trace_n, seed=seed + 1)
         frob = sampling.hutchinson_frobenius(self.op, num=frob_n, seed=seed + 2)
         out = {
@@ -227,23 +228,29 @@ class Prober:
             step_batch_size=self.step_batch,
         )
 
-    def _say_left(self, eig, trace_n: int, frob_n: int, full: bool, seconds: float) -> None:
-        """The width sharpness, and an estimate of the rest from the cost of one HVP."""
+    def _say_left(self, eig, trace_n, frob_n, full, seconds: float, hvp_seconds: float) -> None:
+        """The width sharpness, and an estimate of the rest from the cost of one HVP: the step
+        sharpness as many HVPs as the width's, Tr H and ‖H‖_F theirs, the paper's finite
+        differences two gradients (≈ 0.8 HVP) per direction, the noise about two HVPs' worth
+        per pass over its examples."""
         s = self.settings
         left = (
             (eig.matvecs if self.step_op is not None else 0)
             + trace_n
             + frob_n
-            + (s.frobenius_samples if full and s.finite_difference else 0)
-            + 2 * s.noise_examples / max(s.batch_size, 1)
+            + (0.8 * s.frobenius_samples if full and s.finite_difference else 0)
+            + 2 * s.noise_examples / max(s.examples, 1)
         )
+        # a first call also traces the group HVP, the step HVP, the gradient and the noise
+        # (each about as long as the HVP's own trace, what Lanczos took beyond its HVPs)
+        tracing = 4 * max(seconds - eig.matvecs * hvp_seconds, 0.0) if self.calls == 1 else 0.0
         log.info(
             "probe: width sharpness %.4g (%d HVPs, %.1f s); about %.0f s more for the step "
             "sharpness, Tr H, ‖H‖_F and B_simple",
             eig.eigenvalues[0],
             eig.matvecs,
             seconds,
-            self.op.last_seconds * left,
+            hvp_seconds * left + tracing,
         )
 
 

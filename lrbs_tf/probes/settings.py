@@ -81,6 +81,21 @@ class ProbeSettings:
         check=optional(between(1, 10**7)),
         group=PROBE_GROUP,
     )
+    rel_error: float | None = setting(
+        None,
+        "probe again on more examples until every figure's relative standard error is below "
+        "this (e.g. 0.1), up to the training set or --probe-max-seconds",
+        kind=float,
+        check=optional(positive),
+        group=PROBE_GROUP,
+    )
+    max_seconds: float | None = setting(
+        None,
+        "spend at most this long on a probe: a pilot on 500 examples, then as many as fit",
+        kind=float,
+        check=optional(positive),
+        group=PROBE_GROUP,
+    )
     seed: int = setting(
         0,
         "seed of the probe subset and the random vectors",

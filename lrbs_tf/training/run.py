@@ -386,10 +386,15 @@ class Run:
         """Curvature and gradient noise at the final weights (``config.probe``)."""
         if self.prober is None or self.results.diverged:
             return
-        log.info("probing curvature and gradient noise on %d examples", self.config.probe.examples)
+        settings = self.config.probe
+        log.info("probing curvature and gradient noise on %d examples", settings.examples)
         done = len(self.results.epochs)
-        measured = self.prober(lr=self.lr_at(done - 0.001))
-        self.results.probe = dict(measured, settings=self.prober.describe())
+        lr = self.lr_at(done - 0.001)
+        if settings.rel_error is None and settings.max_seconds is None:
+            measured = dict(self.prober(lr=lr), settings=self.prober.describe())
+        else:
+            measured = budgeted_probe(self, settings, lr)
+        self.results.probe = measured
         with signals.deferred():  # one TensorBoard point per epoch
             self.board.probe(measured, done)
 
@@ -576,6 +581,24 @@ def batchnorm_of(model, steps: int) -> dict | None:
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
     return {"momentum": max(momenta), "steps": steps} if momenta else None
+
+
+def budgeted_probe(run, settings, lr: float) -> dict:
+    """The final probe within ``--probe-rel-error`` / ``--probe-max-seconds``
+    (:mod:`lrbs_tf.probes.budget`): more examples until every figure is there, or the time
+    is up."""
+    from lrbs_tf.probes import budget
+
+    built = {}
+
+    def make(chosen):
+        config = dataclasses.replace(run.config, probe=chosen)
+        built["last"] = make_prober(config, run.model, run.data, run.strategy)
+        return built["last"]
+
+    first = None if settings.max_seconds is not None else run.prober
+    found = budget.measure(make, settings, len(run.data.train), lr, first=first)
+    return dict(found, settings=(built.get("last") or run.prober).describe())
 
 
 def make_prober(config, model, data, strategy):

@@ -1,0 +1,117 @@
+"""A probe that fits a budget the user sets: every figure's relative error below a target, or a
+time limit — not a guess at how many examples are enough.
+
+:func:`measure` probes on ``settings.examples`` examples (the first pass), reads each figure's
+relative standard error (its error over the choice of examples and the estimator's own,
+:mod:`lrbs_tf.probes.sampling`), and while some figure is above ``settings.rel_error`` probes
+again on more examples: n × (worst relative error / target)², as a standard error falls as
+1/√n, but at most the training set and at most what the time left allows (the time of a pass
+grows in proportion to its examples; the next pass is planned from the last one's). It stops
+at the target, at the whole training set, or when ``settings.max_seconds`` would be exceeded,
+and says which figures did not get there. A B_simple that is only a lower bound (‖g‖² not
+significantly above 0) counts as not there yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+
+log = logging.getLogger(__name__)
+
+PILOT = 500  # examples of the first pass under a time limit
+FIGURES = ("width_sharpness", "step_sharpness", "trace", "frobenius", "trace_c_unbiased")
+
+
+def relative_errors(found: dict) -> dict:
+    """``{figure: stderr / |value|}`` of a probe's figures (inf for a B_simple bound)."""
+    out = {}
+    for key in FIGURES:
+        if key in found and found.get(f"{key}_stderr") is not None:
+            value, se = found[key], found[f"{key}_stderr"]
+            out[key] = se / abs(value) if value and math.isfinite(se) else math.inf
+    if "b_simple" in found:
+        bound = found.get("b_simple_kind") == "lower bound"
+        se = found.get("b_simple_stderr")
+        out["b_simple"] = math.inf if bound or se is None else se / abs(found["b_simple"])
+    return out
+
+
+def measure(make_prober, settings, num_train: int, lr: float | None, first=None) -> dict:
+    """Probe within ``settings.rel_error`` and ``settings.max_seconds`` (see the module
+    docstring). ``make_prober(settings) -> Prober``; ``first``: a Prober already built on
+    ``settings`` (its pass is the first). Returns the last probe's figures with ``budget``:
+    the target, the limit, the examples of every pass, whether every figure got there and the
+    relative errors of those that did not."""
+    tick, passes, target = time.time(), [], settings.rel_error or 0.0
+    if first is None and settings.max_seconds is not None:  # a pilot pass, then what fits
+        pilot = min(settings.examples, PILOT)
+        first = make_prober(dataclasses.replace(settings, examples=pilot, noise_examples=pilot))
+    prober = first or make_prober(settings)
+    while True:
+        found = prober(lr=lr)
+        errors = relative_errors(found)
+        passes.append({"examples": prober.settings.examples, "seconds": found["seconds"]})
+        missing = {k: e for k, e in errors.items() if not e <= target}
+        if not missing:
+            break
+        n = next_examples(prober.settings, missing, num_train, time.time() - tick, found, settings)
+        if n is None:
+            break
+        log.info(
+            "probe: %s above %.3g relative error on %d examples; probing again on %d",
+            ", ".join(f"{k} {e:.2g}" for k, e in missing.items()),
+            settings.rel_error,
+            prober.settings.examples,
+            n,
+        )
+        prober = make_prober(dataclasses.replace(settings, examples=n, noise_examples=n))
+    found["budget"] = {
+        "rel_error": settings.rel_error,
+        "max_seconds": settings.max_seconds,
+        "passes": passes,
+        "reached": not missing,
+        "not_reached": missing,
+        "stopped_by": (
+            None
+            if not missing
+            else "the training set"
+            if prober.settings.examples >= num_train
+            else "the time limit"
+        ),
+        "seconds": time.time() - tick,
+    }
+    if missing and settings.rel_error:
+        log.warning("probe: %s", budget_note(found["budget"]))
+    return found
+
+
+def next_examples(current, missing: dict, num_train: int, elapsed: float, found, settings):
+    """The examples of the next pass, or None when no pass can get closer (the whole
+    training set already, or the time left is too short for more examples)."""
+    n, target = current.examples, settings.rel_error or 0.0
+    worst = max(missing.values())
+    wanted = (
+        num_train if not (math.isfinite(worst) and target) else math.ceil(n * (worst / target) ** 2)
+    )
+    wanted = min(max(wanted, 2 * n), num_train)
+    if settings.max_seconds is not None:
+        left = settings.max_seconds - elapsed
+        wanted = min(wanted, int(n * left / max(found["seconds"], 1e-9)))
+    return wanted if wanted > n else None
+
+
+def budget_note(budget: dict) -> str:
+    """One sentence: which figures did not reach the target, and why the probe stopped."""
+    last = budget["passes"][-1]
+    return (
+        f"{', '.join(f'{k} ({e:.2g})' for k, e in budget['not_reached'].items())} did not reach "
+        f"a relative error of {budget['rel_error']:g} on {last['examples']} examples: stopped "
+        + (
+            f"by the time limit of {budget['max_seconds']:g} s"
+            if budget["stopped_by"] == "the time limit"
+            else "at the whole training set"
+        )
+    )
