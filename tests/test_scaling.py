@@ -365,3 +365,34 @@ def test_a_folder_that_is_not_ours_or_holds_another_test_is_refused(tmp_path):
     with TestFolder.claim(str(tmp_path / "ours"), {"a": 2}, overwrite=True) as folder:
         assert folder.saved["identity"] == {"a": 2}
     assert (tmp_path / "ours" / "notes.txt").read_text() == "mine too"
+
+
+def test_the_advisor_quotes_a_finished_scaling_test_of_the_run(linear_test, tmp_path, capsys):
+    from lrbs_tf.cli.advise import main
+
+    report, _, _, path = linear_test
+    run = tmp_path / "runs" / "my-run"
+    run.mkdir(parents=True)
+    config = {"lr": 0.1, "batch_size": S0, "num_train": N, "model": "mlp"}
+    (run / "config.json").write_text(json.dumps({"config": config}))
+    results = {"status": "finished", "epochs": [{}]}
+    (run / "results.json").write_text(json.dumps(results))
+    test = tmp_path / "runs" / "scaling" / "scale-my-run"
+    test.mkdir(parents=True)
+    (test / ".lrbs-scale").write_text("{}")
+    start = {"kind": "run", "spec": str(run), "epoch": 1}
+    (test / "scale.json").write_text(json.dumps({"identity": {"start": start}}))
+    (test / "scaling.json").write_bytes((path / "scaling.json").read_bytes())
+    # the run has no probe of its own: the test's probe of its final weights stands in
+    probe = {"step_sharpness_by_batch": {str(S0): 3.0}, "b_simple": 40.0}
+    (test / "probe.json").write_text(json.dumps(probe))
+    row = next(r for r in report["rules"]["linear"]["rows"] if r["k"] == 2)
+    assert main([str(run), "--batch-size", str(row["batch"]), "--json"]) == 0
+    advice = json.loads(capsys.readouterr().out)
+    assert advice["base"]["step_sharpness"] == 3.0 and "scale-my-run" in advice["probe_source"]
+    (quoted,) = advice["scaling_tests"]
+    line = quoted["lines"][0]
+    assert line.startswith(f"linear: k* = {report['rules']['linear']['k_star']}")
+    assert f"{row['loss_after']:.4g}" in line and "inside the floor" in line
+    assert main([str(run), "--batch-size", "1000"]) == 0
+    assert "S = 1000 was not tried" in capsys.readouterr().out

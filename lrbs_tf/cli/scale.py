@@ -132,9 +132,10 @@ def show(report, args) -> None:
     for line in report["verdict"]:
         print(line)
     print(
-        f"\nwrote {report['png']}, {report['csv']} "
-        f"({report['wall_time'] / 60:.1f} min, {report['train_seconds'] / 60:.1f} of them "
-        "training)"
+        f"\nwrote {report['png']}, {report['csv']}\ntime  branches "
+        f"{report['branch_seconds'] / 60:.1f} min ({report['train_seconds'] / 60:.1f} of them "
+        "training), probes "
+        f"{report['probe_seconds'] / 60:.1f} min; this session {report['wall_time'] / 60:.1f} min"
     )
 
 

@@ -7,6 +7,7 @@ the predictions beside them (:func:`analyse`), and the outputs (``scaling.json``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -24,7 +25,7 @@ def default_name(start: Start, plan: Plan) -> str:
     """The test folder's name: where it starts and its base."""
     where = os.path.basename(os.path.normpath(start.spec)) if start.kind != "init" else "init"
     where = os.path.splitext(where)[0] if start.kind == "file" else where
-    epoch = f"-e{start.epoch}" if start.epoch is not None else ""
+    epoch = f"-e{start.epoch}" if start.kind == "run" else ""  # a warm-up's name has it
     return f"scale-{where}{epoch}-lr{plan.lr0:g}-bs{plan.batch0}-seed{plan.orders[0]}"[:200]
 
 
@@ -42,6 +43,7 @@ def run(
     plan = resolve(settings, start.num_train, start.base, start.momentum)
     path = os.path.join(logdir, name or default_name(start, plan))
     identity = {"start": start.identity(), "settings": vars(settings), "plan": plan.to_dict()}
+    TestFolder.check(path, identity, overwrite)  # refused before anything loads
     model, data = load_start(start, say, progress)
     return run_test(
         model,
@@ -71,12 +73,14 @@ def run_test(
     label: str = "θ0",
 ) -> dict:
     """Every branch of ``plan`` from ``model``'s current state θ0 on ``(x, y)`` in the test
-    folder ``path``; ``loss``: a per-example loss (default softmax cross-entropy)."""
+    folder ``path``. ``loss``: a per-example loss ``fn(y, outputs)`` (default softmax
+    cross-entropy); Keras' ``compile`` gets it too and hands it labels of shape (B, 1) for an
+    output of (B, 1), so write it for either rank (reshape both to (B,))."""
     from lrbs_tf.scaling.branches import Trainer
     from lrbs_tf.training.folder import weights_digest
 
     tick = time.time()
-    with TestFolder.claim(path, identity, overwrite) as folder:
+    with TestFolder.claim(path, identity, overwrite) as folder, stopped(path):
         folder.check_theta0(weights_digest(model))
         trainer = Trainer(
             model, x, y, plan, settings.eval_examples, settings.bn_examples, plan.orders[0], loss
@@ -91,9 +95,28 @@ def run_test(
             trainer=trainer.describe(),
             wall_time=time.time() - tick,
             train_seconds=sum(r["train_seconds"] for r in records.values()),
+            branch_seconds=sum(r["wall_seconds"] for r in records.values()),
+            probe_seconds=(probe or {}).get("seconds", 0.0),
         )
         write_outputs(folder, plan, report)
     return report
+
+
+@contextlib.contextmanager
+def stopped(path: str):
+    """Ctrl-C or SIGTERM: say that the finished branches are kept (exit status 130 or 143)."""
+    from lrbs_tf.training.signals import RunInterrupted, signum_of
+
+    try:
+        yield
+    except KeyboardInterrupt as stop:
+        if isinstance(stop, RunInterrupted):
+            raise
+        raise RunInterrupted(
+            f"interrupted: the finished branches are kept in {path}; the same command "
+            "continues with the others",
+            signum_of(stop),
+        ) from None
 
 
 def probe_theta0(folder, trainer, plan: Plan, settings: ScaleSettings, loss, say) -> dict | None:
@@ -112,6 +135,7 @@ def probe_theta0(folder, trainer, plan: Plan, settings: ScaleSettings, loss, say
         finite_difference=False,
         trace_matvecs=9,
         frobenius_samples=3,
+        lanczos_tol=1e-2,  # two digits are all a verdict at η·λ_step = 2 or 3.7 needs
         seed=plan.orders[0],
     )
     trainer.restore()

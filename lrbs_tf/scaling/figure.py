@@ -5,6 +5,7 @@ and the predicted stability edges; the SVAG curves against steps/ℓ."""
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 
@@ -36,11 +37,11 @@ def draw(report: dict, path: str) -> str:
     for ax in axes[1][2:]:
         ax.axis("off")
     axes[0][0].set_ylabel("training-set loss (BN recomputed, inference mode)")
-    fig.suptitle(
-        f"Scaling test from {report['label']}: η0/S0 = "
-        f"{plan['lr0']:g}/{plan['batch0']}, N = {plan['num_train']}; grey: noise floor",
-        fontsize=10,
+    title = (
+        f"Scaling test from {report['label']}: η0/S0 = {plan['lr0']:g}/{plan['batch0']}, "
+        f"N = {plan['num_train']}, E = {plan['examples']}; grey: the noise floor"
     )
+    fig.suptitle("\n".join(textwrap.wrap(title, 40 * ncols)), fontsize=10)
     fig.tight_layout()
     return files.save_figure(fig, path)
 

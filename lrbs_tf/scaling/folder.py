@@ -65,6 +65,20 @@ class TestFolder:
             unlock(path)
             raise
 
+    @staticmethod
+    def check(path: str, identity: dict, overwrite: bool = False) -> None:
+        """Would :meth:`claim` refuse ``path``? Raises what it would raise, writing nothing:
+        so that a command refuses before it loads anything."""
+        if not os.path.lexists(path):
+            return
+        files.check_entry(path, folder=True)
+        _check_ours(path)
+        scale = os.path.join(path, "scale.json")
+        saved = files.read_json(scale) if files.check_entry(scale) else None
+        if not overwrite and isinstance(saved, dict):
+            if saved.get("identity") != files.jsonable(identity):
+                raise ScaleFolderError(_OTHER.format(path=path))
+
     def release(self) -> None:
         unlock(self.path)
 
@@ -111,6 +125,12 @@ class TestFolder:
         return files.read_json(path) if files.check_entry(path) else None
 
 
+_OTHER = (
+    "{path} holds a scaling test with other settings or another θ0; pass --overwrite to replace "
+    "it or --name to choose another folder"
+)
+
+
 def _check_ours(path: str) -> None:
     entries = [e for e in os.listdir(path) if e != LOCK]
     if entries and not os.path.isfile(os.path.join(path, MARKER)):
@@ -127,10 +147,7 @@ def _reopen(path: str, identity: dict, overwrite: bool) -> dict:
     if saved is not None and not isinstance(saved, dict):
         raise ScaleFolderError(f"{scale} is damaged (not a JSON object); --overwrite starts afresh")
     if saved is not None and saved.get("identity") != identity and not overwrite:
-        raise ScaleFolderError(
-            f"{path} holds a scaling test with other settings or another θ0; pass --overwrite "
-            "to replace it or --name to choose another folder"
-        )
+        raise ScaleFolderError(_OTHER.format(path=path))
     if saved is None or overwrite:
         for entry in OWN:
             _remove(os.path.join(path, entry))
@@ -144,3 +161,31 @@ def _remove(path: str) -> None:
         shutil.rmtree(path)
     else:
         files.remove(path)
+
+
+def tests_of(run_dir: str, places=()) -> list[tuple[str, dict]]:
+    """The finished scaling tests that started from the run folder ``run_dir`` (at its last
+    epoch, or as their warm-up): ``(test folder, its scaling.json)``, found in ``places`` (test
+    folders, or folders holding them) and beside the run (``RUN/../scaling/*``, ``RUN/../*``).
+    Unreadable or foreign folders are skipped."""
+    run = os.path.realpath(run_dir)
+    parent = os.path.dirname(run)
+    found, seen = [], set()
+    for place in [*places, os.path.join(parent, "scaling"), parent]:
+        candidates = [place] + (
+            [os.path.join(place, e) for e in sorted(os.listdir(place))]
+            if os.path.isdir(place)
+            else []
+        )
+        for folder in candidates:
+            real = os.path.realpath(folder)
+            if real in seen or not os.path.isfile(os.path.join(folder, MARKER)):
+                continue
+            seen.add(real)
+            try:
+                start = files.read_json(os.path.join(folder, "scale.json"))["identity"]["start"]
+                if start["kind"] in ("run", "warmup") and os.path.realpath(start["spec"]) == run:
+                    found.append((folder, files.read_json(os.path.join(folder, "scaling.json"))))
+            except (FileProblem, KeyError, TypeError):
+                continue
+    return found

@@ -72,7 +72,8 @@ def _row(plan: Plan, record: dict, judged: dict) -> dict:
         "loss_after": points[-1]["loss"] if len(points) == len(plan.points) else float("inf"),
         "losses": [p["loss"] for p in points],
         "keeps": judged["keeps"],
-        "way": judged["way"],
+        "side": judged["side"],
+        "way": judged["way"] if spec["kind"] != "svag" or judged["keeps"] else judged["side"],
         "left_at_examples": None if left is None else plan.points[left],
         "train_seconds": record["train_seconds"],
         "wall_seconds": record["wall_seconds"],
@@ -135,16 +136,18 @@ def predicted_clause(plan: Plan, rule: str, predicted: dict | None) -> str:
 
 
 def svag_line(plan: Plan, report: dict) -> str:
-    rows, ratio = report["svag"]["rows"], plan.lr0 / plan.batch0
+    rows, ratio, floor = report["svag"]["rows"], plan.lr0 / plan.batch0, report["floor"]
     ells = ", ".join(str(r["ell"]) for r in rows)
     if report["svag"]["holds"]:
         return (
-            f"SVAG: ℓ = {ells} stay inside the floor at every point against steps/ℓ — the "
+            f"SVAG: ℓ = {ells} end inside the floor after E (compared at equal steps/ℓ) — the "
             f"SDE describes this run at η/S = {ratio:.4g}"
         )
     out = [r for r in rows if not r["keeps"]]
     where = "; ".join(
-        f"ℓ = {r['ell']} leaves it at {r['left_at_examples']} examples ({r['way']})" for r in out
+        f"ℓ = {r['ell']} ends {r['side']} ({r['loss_after']:.4g} against "
+        f"{floor['mean'][-1]:.4g} ± {floor['half_width'][-1]:.2g})"
+        for r in out
     )
     return (
         f"SVAG: {where} — the SDE does not describe this run at η/S = {ratio:.4g}, so η/S "
@@ -185,3 +188,23 @@ def table_rows(report: dict) -> list[dict]:
         )
         for r in rows
     ]
+
+
+def quote(report: dict, batch: int) -> list[str]:
+    """What a finished test measured at S = ``batch``, one line per rule (for the advisor)."""
+    floor = report["floor"]
+    against = f"{floor['mean'][-1]:.4g} ± {floor['half_width'][-1]:.2g}"
+    lines = []
+    for rule, result in report["rules"].items():
+        row = next((r for r in result["rows"] if r["batch"] == batch), None)
+        head = f"{rule}: k* = {result['k_star']} (S = {result['s_star']})"
+        if row is None:
+            tried = ", ".join(str(r["batch"]) for r in result["rows"])
+            lines.append(f"{head}; S = {batch} was not tried (tried: {tried})")
+            continue
+        verdict = "inside the floor" if row["keeps"] else f"outside ({row['way']})"
+        lines.append(
+            f"{head}; at S = {batch}, η = {row['lr']:.4g}: loss after E {row['loss_after']:.4g} "
+            f"against {against}, {verdict}"
+        )
+    return lines

@@ -12,9 +12,9 @@ floor: one test per branch, so a branch that differs from the base only by chanc
 out with probability 1 − ``level``. (Testing each of the 8 points would call out such a
 branch far more often; where its curve leaves the floor on the way is reported beside the
 verdict.) A branch outside leaves it *higher* — ``diverged`` (a non-finite loss), ``unstable``
-(its loss rose between two measurements by more than the floor's half-width and more than the
-base's did: training went the wrong way) or ``too little progress`` — or *lower* (``less noise
-than the base``, which is not equivalence either).
+(at some point its loss rose above 1.5 × the loss at θ0, or it ended no lower than that: the
+rule of ``lrbs-stability``) or ``too little progress`` — or *lower* (``less noise than the
+base``, which is not equivalence either).
 
 **k*.** Per rule, the largest k such that it and every smaller factor keep equivalence.
 """
@@ -27,6 +27,8 @@ import numpy as np
 from scipy import stats
 
 from lrbs_tf.theory.advice import EDGE_AT, UNSTABLE_AT, verdict
+
+SPIKE = 1.5  # a loss above 1.5 × the loss at θ0 is a spike, as in lrbs-stability
 
 
 def noise_floor(losses, level: float = 0.95) -> dict:
@@ -64,30 +66,28 @@ def judge(losses, floor: dict, start_loss: float) -> dict:
     ]
     out = {
         "keeps": not outside[-1],
+        "side": None,
         "outside": outside,
         "left_at": outside.index(True) if any(outside) else None,
         "way": None,
     }
     if out["keeps"]:
         return out
+    higher = not math.isfinite(losses[-1]) or losses[-1] > floor["high"][-1]
+    out["side"] = "higher" if higher else "lower"
     if not all(math.isfinite(v) for v in losses):
         out["way"] = "diverged"
-    elif losses[-1] > floor["high"][-1]:
-        out["way"] = "unstable" if rose(losses, floor, start_loss) else "too little progress"
+    elif higher:
+        out["way"] = "unstable" if spiked(losses, start_loss) else "too little progress"
     else:
         out["way"] = "less noise than the base"
     return out
 
 
-def rose(losses, floor: dict, start_loss: float) -> bool:
-    """Did the loss rise between two measurements (θ0 first) by more than the floor's
-    half-width and more than the base's mean rose there — training going the wrong way?"""
-    before, mean_before = start_loss, start_loss
-    for value, mean, half in zip(losses, floor["mean"], floor["half_width"]):
-        if value - before > half + max(0.0, mean - mean_before):
-            return True
-        before, mean_before = value, mean
-    return False
+def spiked(losses, start_loss: float) -> bool:
+    """The stability check's rule (``experiments/stability_check.py``): the loss rose above
+    :data:`SPIKE` × the loss at θ0 at some point, or ended no lower than it."""
+    return max(losses) > SPIKE * start_loss or losses[-1] >= start_loss
 
 
 def critical_factor(judged: list[tuple[int, dict]]) -> dict:
@@ -163,14 +163,16 @@ def predictions(plan, lrs: dict, sharpness: dict, probe: dict) -> dict:
 
 
 DEFINITIONS = {
-    "measured": "largest k whose loss stays inside the base's noise floor at every measurement "
-    "point: equal training at equal examples (a strict, local critical batch)",
+    "measured": "largest k such that it and every smaller k keep the loss after E inside the "
+    "base's noise floor (a prediction interval over the data orders): equal training at equal "
+    "examples from θ0 (a strict, local critical batch)",
     "stability": f"largest k with η·λ_step < {UNSTABLE_AT:g} at S = k·S0, the advisor's edge "
     "calibrated by stability_check.py (λ_step: the step sharpness at θ0, BatchNorm over batches "
     "of S)",
     "quadratic": f"largest k with η·λ_step < {EDGE_AT:g}, gradient descent's limit on a quadratic",
-    "b_simple": "largest k with S ≤ B_simple = tr C/|g|² at θ0 (McCandlish et al. 2018, an "
-    "estimate of their critical batch, where a run needs twice the minimal examples to a given "
-    "loss; equal loss at equal examples is lost well before it, Zhang et al. 2024 put a 20 % "
-    "excess at about 0.2·B_noise)",
+    "b_simple": "largest k with S ≤ B_simple = tr C/|g|² at θ0, the simple noise scale: "
+    "McCandlish et al. 2018's estimate of the critical batch beyond which, with η tuned, larger "
+    "batches save fewer and fewer steps (Zhang et al. 2024's critical batch, 20 % more steps "
+    "than perfect scaling, is about 0.2·B_noise); beyond it the gradient is signal- rather than "
+    "noise-dominated. Another definition than the measured k*: the two can differ either way",
 }
