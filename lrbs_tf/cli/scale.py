@@ -100,7 +100,9 @@ def run(configs, args, say, progress):
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-    return run(settings, start, args.logdir, args.name, args.overwrite, say, progress)
+    return run(
+        settings, start, args.logdir, args.name, args.overwrite, say, progress, args.deterministic
+    )
 
 
 def show(report, args) -> None:

@@ -13,9 +13,10 @@ once per optimizer configuration, not once per branch) and, for each branch
    branch's TensorBoard folder (:class:`~lrbs_tf.training.tensorboard.StepScalars`);
 3. at each point measures the training-set loss at the weights on a fixed subset, BatchNorm in
    inference mode, **after recomputing BatchNorm's moving statistics from a fixed subset of
-   training examples** (:func:`lrbs_tf.probes.landscape.recompute_bn_statistics`): a branch at
-   k× the batch takes k× fewer steps, so its running averages would lag differently; recomputed,
-   the loss depends on the weights alone. (The moving statistics do not enter training, which
+   training examples**, in one batch
+   (:func:`lrbs_tf.probes.landscape.recompute_bn_statistics`): a branch at k× the batch takes
+   k× fewer steps, so its running averages would lag differently; recomputed, the loss depends
+   on the weights alone. (The moving statistics do not enter training, which
    uses each batch's own.)
 
 A branch whose loss becomes non-finite stops at that point (``diverged``).
@@ -67,7 +68,7 @@ class Trainer:
     ``(x, y)``; ``loss`` is a per-example loss ``fn(y, outputs)`` (default: softmax
     cross-entropy on logits)."""
 
-    def __init__(self, model, x, y, plan, eval_examples, bn_examples, seed=0, loss=None):
+    def __init__(self, model, x, y, plan, eval_examples, bn_examples, seed=0, loss=None, jit=False):
         self.model, self.plan, self.x, self.y = model, plan, x, y
         self.theta0 = [(v, v.numpy()) for v in model.variables]  # these objects, these values
         self.keras_loss = loss  # None: compile_model's cross-entropy
@@ -77,6 +78,7 @@ class Trainer:
         ix = self.eval_indices
         self.evaluator = DatasetLoss(model, x[ix], y[ix], loss=loss)
         self.spe = max(1, min(32, 512 // plan.batch0))  # as lrbs_tf.training.fitting does
+        self.jit = bool(jit)  # XLA: compiles once per batch size
         longest = max(b.steps for b in plan.branches) if plan.branches else 1
         self.step_log = StepLog(longest)
         model.step_log = self.step_log
@@ -87,7 +89,7 @@ class Trainer:
     def measure(self) -> dict:
         """The loss (and accuracy) at the current weights: BatchNorm statistics recomputed on
         the fixed subset, then inference mode on the evaluation subset."""
-        recompute_bn_statistics(self.model, self.x[self.bn_indices])
+        recompute_bn_statistics(self.model, self.x[self.bn_indices], len(self.bn_indices))
         return self.evaluator()
 
     def start(self) -> dict:
@@ -106,8 +108,9 @@ class Trainer:
             "eval_examples": len(self.eval_indices),
             "bn_examples": len(self.bn_indices),
             "steps_per_execution": self.spe,
-            "bn_statistics": "recomputed before each measurement (mean of batch statistics "
-            "over batches of 500 of the fixed BatchNorm subset)",
+            "jit_compile": self.jit,
+            "bn_statistics": "recomputed before each measurement: the statistics of the fixed "
+            "BatchNorm subset, in one batch (training mode)",
             "optimizer_state": "fresh in every branch (no momentum or moments carried from θ0)",
         }
 
@@ -150,7 +153,7 @@ class Trainer:
             compile_model(
                 model,
                 spec.ratio,
-                jit_compile=False,
+                jit_compile=self.jit,
                 steps_per_execution=self.spe,
                 inner=inner_optimizer(spec.optimizer),
                 loss=self.keras_loss,
@@ -165,7 +168,7 @@ class Trainer:
     def _svag(self, spec):
         if self.svag is None:
             self.svag = SvagModel(self.model, self.per_example, self.step_log)
-            self.svag.compile_svag(self.spe)
+            self.svag.compile_svag(self.spe, self.jit)
         for variable in self.svag.optimizer.variables:
             variable.assign(tf.zeros(variable.shape, variable.dtype))
         self.svag.set_step(spec.ell, spec.lr, spec.batch)

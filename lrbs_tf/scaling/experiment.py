@@ -37,9 +37,10 @@ def run(
     overwrite: bool = False,
     say=lambda line: None,
     progress: str = "epoch",
+    deterministic: bool = False,
 ) -> dict:
     """The scaling test from ``start`` (see :mod:`lrbs_tf.scaling.start`) in
-    ``logdir/name``; the report."""
+    ``logdir/name``; the report. ``deterministic``: op determinism is on (XLA stays off)."""
     plan = resolve(settings, start.num_train, start.base, start.momentum)
     path = os.path.join(logdir, name or default_name(start, plan))
     identity = {"start": start.identity(), "settings": vars(settings), "plan": plan.to_dict()}
@@ -56,7 +57,18 @@ def run(
         overwrite=overwrite,
         say=say,
         label=start.label,
+        jit=use_xla(start.config["model"], plan) and not deterministic,
     )
+
+
+def use_xla(model: str, plan: Plan) -> bool:
+    """XLA as a run would choose it (:func:`lrbs_tf.training.fitting.choose_jit`): for
+    registered models marked for it (the MLP) with at most MAX_XLA_SHAPES batch sizes."""
+    from lrbs_tf.models import sources
+    from lrbs_tf.training.fitting import MAX_XLA_SHAPES
+
+    sizes = {b.batch for b in plan.branches}
+    return sources.describe(model).xla and len(sizes) <= MAX_XLA_SHAPES
 
 
 def run_test(
@@ -71,6 +83,7 @@ def run_test(
     say=lambda line: None,
     loss=None,
     label: str = "θ0",
+    jit: bool = False,
 ) -> dict:
     """Every branch of ``plan`` from ``model``'s current state θ0 on ``(x, y)`` in the test
     folder ``path``. ``loss``: a per-example loss ``fn(y, outputs)`` (default softmax
@@ -83,7 +96,15 @@ def run_test(
     with TestFolder.claim(path, identity, overwrite) as folder, stopped(path):
         folder.check_theta0(weights_digest(model))
         trainer = Trainer(
-            model, x, y, plan, settings.eval_examples, settings.bn_examples, plan.orders[0], loss
+            model,
+            x,
+            y,
+            plan,
+            settings.eval_examples,
+            settings.bn_examples,
+            plan.orders[0],
+            loss,
+            jit,
         )
         start = folder.cached("start.json") or trainer.start()
         files.write_json(folder.file("start.json"), start)

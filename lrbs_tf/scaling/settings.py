@@ -100,7 +100,7 @@ class ScaleSettings:
     epsilon: float = setting(1e-7, "Adam's and RMSprop's ε", check=positive, group=GROUP)
     probe: bool = setting(True, "no probes at θ0 (no predictions)", flag="--no-probe", group=GROUP)
     probe_examples: int = setting(
-        2000, "examples of the probes at θ0", check=between(2, 10**7), group=GROUP
+        1000, "examples of the probes at θ0", check=between(2, 10**7), group=GROUP
     )
     noise_examples: int = setting(
         500, "examples of B_simple at θ0", check=between(2, 10**7), group=GROUP

@@ -54,10 +54,12 @@ class SvagModel(keras.Model):
     def call(self, x, training=False):
         return self.inner(x, training=training)
 
-    def compile_svag(self, steps_per_execution: int = 1) -> None:
+    def compile_svag(self, steps_per_execution: int = 1, jit_compile: bool = False) -> None:
         """Plain SGD (η = the ratio-scaled optimizer's η/S × S), pre-built."""
         optimizer = RatioScaledOptimizer(keras.optimizers.SGD(0.0), ratio=1.0)
-        self.compile(optimizer=optimizer, steps_per_execution=steps_per_execution)
+        self.compile(
+            optimizer=optimizer, steps_per_execution=steps_per_execution, jit_compile=jit_compile
+        )
         optimizer.build(self.inner.trainable_variables)
 
     def set_step(self, ell: float, lr: float, batch: int) -> None:
