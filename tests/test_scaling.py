@@ -91,6 +91,31 @@ def test_every_branch_keeps_its_eta_over_s_exactly_in_tensorboard(linear_test):
         assert np.all(np.array([v for _, v in scalars["step/lr"]]) == np.float32(row["lr"]))
         assert {v for _, v in scalars["step/batch_size"]} == {row["batch"]}
         assert row["lr"] == pytest.approx(row["k"] * lr0)
+    assert any(f.startswith("events.") for f in os.listdir(path / "tb" / "hparams"))
+
+
+def test_adam_branches_follow_the_sde_square_root_rule(tmp_path):
+    from lrbs_tf.training.tensorboard import read_scalars
+
+    problem, model = least_squares(512, 4, seed=6)
+    settings = ScaleSettings(
+        factors="1,2,4",
+        optimizer="adam",
+        rules="sde",
+        points=2,
+        probe=False,
+        eval_examples=512,
+        bn_examples=16,
+    )
+    report = run_least_squares(tmp_path / "adam", settings, 0.01, problem, model)
+    assert report["svag"]["rows"] == []  # SVAG is for plain SGD: off by default here
+    for row in report["rules"]["sde"]["rows"][1:]:
+        k = row["k"]
+        assert row["optimizer"]["beta_1"] == pytest.approx(1 - k * 0.1)
+        assert row["optimizer"]["beta_2"] == pytest.approx(1 - k * 0.001)
+        assert row["optimizer"]["epsilon"] == pytest.approx(1e-7 / math.sqrt(k))
+        scalars = read_scalars(str(tmp_path / "adam" / "tb" / row["name"]))
+        np.testing.assert_allclose([v for _, v in scalars["step/lr"]], 0.01 * math.sqrt(k), 1e-6)
 
 
 def test_the_verdict_never_calls_a_branch_outside_the_floor_equivalent(linear_test):

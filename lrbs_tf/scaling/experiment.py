@@ -43,7 +43,7 @@ def run(
     ``logdir/name``; the report. ``deterministic``: op determinism is on (XLA stays off)."""
     plan = resolve(settings, start.num_train, start.base, start.momentum)
     path = os.path.join(logdir, name or default_name(start, plan))
-    identity = {"start": start.identity(), "settings": vars(settings), "plan": plan.to_dict()}
+    identity = {"start": start.identity(), "plan": plan.to_dict(), "measure": measured(settings)}
     TestFolder.check(path, identity, overwrite)  # refused before anything loads
     model, data = load_start(start, say, progress)
     return run_test(
@@ -59,6 +59,14 @@ def run(
         label=start.label,
         jit=use_xla(start.config["model"], plan) and not deterministic,
     )
+
+
+def measured(settings: ScaleSettings) -> dict:
+    """What a test measures besides its plan (part of its identity): the subsets of the loss
+    at the weights and of BatchNorm, and the probes. (The floor's level is not: a test can be
+    judged again at another level from the same branches.)"""
+    keep = ("eval_examples", "bn_examples", "probe", "probe_examples", "noise_examples")
+    return {k: getattr(settings, k) for k in keep}
 
 
 def use_xla(model: str, plan: Plan) -> bool:

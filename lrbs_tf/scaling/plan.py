@@ -225,13 +225,15 @@ def _rules(settings: ScaleSettings, optimizer: str) -> list[str]:
 
 
 def _ells(settings: ScaleSettings, optimizer: dict) -> list[int]:
-    if settings.svag.strip().lower() in ("none", ""):
+    plain = optimizer["name"] == "sgd" and not optimizer["momentum"]
+    text = settings.svag if settings.svag is not None else "2,4" if plain else "none"
+    if text.strip().lower() in ("none", ""):
         return []
-    ells = ints(settings.svag, "--svag", low=2)
-    if optimizer["name"] != "sgd" or optimizer["momentum"]:
+    ells = ints(text, "--svag", low=2)
+    if not plain:
         raise ConfigError(
-            "--svag is defined for plain SGD (Li, Malladi & Arora 2021): pass --svag none with "
-            "momentum or an adaptive optimizer"
+            "--svag is defined for plain SGD (Li, Malladi & Arora 2021): drop it, or pass "
+            "--svag none, with momentum or an adaptive optimizer"
         )
     return sorted(set(ells))
 

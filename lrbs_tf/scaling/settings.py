@@ -67,8 +67,12 @@ class ScaleSettings:
         group=GROUP,
     )
     points: int = setting(8, "measurement points per branch", check=between(1, 100), group=GROUP)
-    svag: str = setting(
-        "2,4", "SVAG amplifications ℓ ≥ 2 at the base batch ('none': no SVAG test)", group=GROUP
+    svag: str | None = setting(
+        None,
+        "SVAG amplifications ℓ ≥ 2 at the base batch (default 2,4 for plain SGD, none for "
+        "momentum or an adaptive optimizer; 'none': no SVAG test)",
+        kind=str,
+        group=GROUP,
     )
     level: float = setting(
         0.95, "coverage of the noise floor (a prediction interval)", check=_level, group=GROUP
