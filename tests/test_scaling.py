@@ -421,3 +421,43 @@ def test_the_advisor_quotes_a_finished_scaling_test_of_the_run(linear_test, tmp_
     assert f"{row['loss_after']:.4g}" in line and "inside the floor" in line
     assert main([str(run), "--batch-size", "1000"]) == 0
     assert "S = 1000 was not tried" in capsys.readouterr().out
+
+
+def test_a_run_kept_every_epoch_branches_from_the_epoch_asked(tmp_path, tiny_data):
+    """--keep-epochs 1: the snapshot after epoch 1 of a 2-epoch run is the final model of the
+    same run stopped after 1 epoch (op determinism: bitwise), and it is θ0 of --epoch 1."""
+    from lrbs_tf.models.registry import load_model
+    from lrbs_tf.scaling.start import describe_start, load_start
+    from lrbs_tf.settings import ConfigError
+    from lrbs_tf.training.config import RunConfig
+    from lrbs_tf.training.run import train
+
+    settings = dict(
+        lr=0.1,
+        batch_size=50,
+        width=8,
+        dataset=tiny_data,
+        deterministic=True,
+        logdir=str(tmp_path / "runs"),
+    )
+    two = RunConfig(epochs=2, keep_epochs=1, name="two", **settings).validate()
+    one = RunConfig(epochs=1, name="one", **settings).validate()
+    for config in (two, one):
+        assert train(config, progress="none")["status"] == "finished"
+    assert sorted(os.listdir(os.path.join(two.run_dir, "snapshots"))) == [
+        "epoch-0001.keras",
+        "epoch-0002.keras",
+    ]
+    start = describe_start(two.run_dir, 1, None, {}, str(tmp_path))
+    theta0, data = load_start(start)
+    after_one = load_model(os.path.join(one.run_dir, "model.keras"), compile=False)
+    for a, b in zip(theta0.weights, after_one.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert len(data.train) == two.num_train and start.label.endswith("at epoch 1")
+    with pytest.raises(ConfigError, match="no checkpoint at epoch 3 .*keeps epoch.s. 1, 2"):
+        describe_start(two.run_dir, 3, None, {}, str(tmp_path))
+    results = json.loads(open(os.path.join(two.run_dir, "results.json")).read())
+    results["status"] = "interrupted"  # a stopped run branches from what it kept
+    open(os.path.join(two.run_dir, "results.json"), "w").write(json.dumps(results))
+    os.remove(os.path.join(two.run_dir, "model.keras"))
+    assert describe_start(two.run_dir, None, None, {}, str(tmp_path)).epoch == 2

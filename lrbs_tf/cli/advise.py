@@ -71,11 +71,13 @@ def main(argv=None):
 def advice_for(run_dir: str, batch_size: int, places=()) -> dict:
     """The advice for moving the finished run in ``run_dir`` to ``batch_size``; without a
     probe of its own, the probe of a scaling test that started from its final weights."""
-    config = read_run(run_dir, statuses=("finished",))[0]["config"]
+    saved, results = read_run(run_dir, statuses=("finished",))
+    config = saved["config"]
     try:
         probe = load_probe(run_dir)
     except RunFolderError:
-        probe = probe_of_tests(run_dir, config.get("batch_size"), places)
+        final = len(results["epochs"])
+        probe = probe_of_tests(run_dir, config.get("batch_size"), final, places)
         if probe is None:
             raise
     if "step_sharpness" not in probe:
@@ -95,14 +97,14 @@ def advice_for(run_dir: str, batch_size: int, places=()) -> dict:
     return out
 
 
-def probe_of_tests(run_dir: str, batch: int, places) -> dict | None:
-    """The step sharpness at the run's S and B_simple from the probe of θ0 (the run's final
-    weights) of a finished scaling test, if one measured them."""
+def probe_of_tests(run_dir: str, batch: int, final: int, places) -> dict | None:
+    """The step sharpness at the run's S and B_simple from the probe of θ0 of a finished
+    scaling test that started from the run's final weights (epoch ``final``), if one did."""
     from lrbs_tf.scaling.folder import tests_of
 
-    for path, _ in tests_of(run_dir, places):
+    for path, _, start in tests_of(run_dir, places):
         probe_file = os.path.join(path, "probe.json")
-        if not os.path.isfile(probe_file):
+        if start.get("epoch") != final or not os.path.isfile(probe_file):
             continue
         probe = read_json(probe_file)
         sharpness = probe.get("step_sharpness_by_batch", {}).get(str(batch))
@@ -125,7 +127,7 @@ def measured(run_dir: str, batch_size: int, places) -> list[dict]:
             "lines": quote(report, batch_size),
             "verdict": report["verdict"],
         }
-        for path, report in tests_of(run_dir, places)
+        for path, report, _ in tests_of(run_dir, places)
     ]
 
 

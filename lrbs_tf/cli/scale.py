@@ -5,7 +5,8 @@
     python experiments/scaling_test.py --from runs/RUN              # a finished run, its own η/S
     python experiments/scaling_test.py --from init --model cnn.py:f --dataset d.npz --base 0.05/128
 
-From θ0 — a finished run folder (at its last epoch), a ``.keras`` model, a fresh
+From θ0 — a run folder (at its last epoch, or ``--epoch E`` when the run kept it with
+``lrbs-run --keep-epochs K``), a ``.keras`` model, a fresh
 initialisation (``--from init``) or a warm-up run (``--warmup η/S:EPOCHS``, the default
 0.1/50:1) — every branch trains E examples (``--examples``, default one epoch) on the same data
 order, at S = k·S0 for k = 1, 2, 4, … (S ≤ N/10, ``--max-batch``, or ``--factors``) under each
@@ -70,7 +71,8 @@ def flags(p) -> None:
     p.add_argument(
         "--epoch",
         type=int,
-        help="the run folder's epoch (its last: a finished run keeps its final weights only)",
+        help="the run folder's epoch: its last (the default), or one it keeps a snapshot of "
+        "(lrbs-run --keep-epochs K)",
     )
     p.add_argument(
         "--warmup",

@@ -163,11 +163,11 @@ def _remove(path: str) -> None:
         files.remove(path)
 
 
-def tests_of(run_dir: str, places=()) -> list[tuple[str, dict]]:
-    """The finished scaling tests that started from the run folder ``run_dir`` (at its last
-    epoch, or as their warm-up): ``(test folder, its scaling.json)``, found in ``places`` (test
-    folders, or folders holding them) and beside the run (``RUN/../scaling/*``, ``RUN/../*``).
-    Unreadable or foreign folders are skipped."""
+def tests_of(run_dir: str, places=()) -> list[tuple[str, dict, dict]]:
+    """The finished scaling tests that started from the run folder ``run_dir`` (at one of its
+    epochs, or as their warm-up): ``(test folder, its scaling.json, its start)``, found in
+    ``places`` (test folders, or folders holding them) and beside the run
+    (``RUN/../scaling/*``, ``RUN/../*``). Unreadable or foreign folders are skipped."""
     run = os.path.realpath(run_dir)
     parent = os.path.dirname(run)
     found, seen = [], set()
@@ -185,7 +185,8 @@ def tests_of(run_dir: str, places=()) -> list[tuple[str, dict]]:
             try:
                 start = files.read_json(os.path.join(folder, "scale.json"))["identity"]["start"]
                 if start["kind"] in ("run", "warmup") and os.path.realpath(start["spec"]) == run:
-                    found.append((folder, files.read_json(os.path.join(folder, "scaling.json"))))
+                    report = files.read_json(os.path.join(folder, "scaling.json"))
+                    found.append((folder, report, start))
             except (FileProblem, KeyError, TypeError):
                 continue
     return found

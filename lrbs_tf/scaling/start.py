@@ -4,8 +4,9 @@ the choice without TensorFlow (before anything is written); :func:`load_start` l
 training data.
 
 A run folder is data, never code: its model is loaded in one place, :func:`load_run_model`.
-A finished run keeps its final weights only (``model.keras``; its checkpoints are removed when
-it finishes), so the epoch of a run folder is its last.
+A finished run keeps its final model (``model.keras``; its checkpoints are removed when it
+finishes) and, with ``lrbs-run --keep-epochs K``, the model after every K epochs
+(``snapshots/``): those are the epochs it can branch from (by default its last).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 
 from lrbs_tf.settings import ConfigError
 from lrbs_tf.training.config import RunConfig
-from lrbs_tf.training.folder import RunFolderError, shaped
+from lrbs_tf.training.folder import RunFolderError, shaped, snapshot_epochs, snapshot_name
 
 KINDS = ("run", "file", "init", "warmup")
 
@@ -36,6 +37,7 @@ class Start:
     momentum: float
     num_train: int
     warmup: RunConfig | None = None
+    file: str | None = None  # the model file of a run folder's epoch
 
     def identity(self) -> dict:
         keep = ("model", "width", "dataset", "train_size", "validation_size", "seed")
@@ -100,39 +102,41 @@ def _warmup(warmup: tuple, run_settings: dict, logdir: str) -> Start:
 
 
 def _run(run_dir: str, epoch: int | None) -> Start:
-    """A finished run folder at its last epoch."""
+    """A run folder at a kept epoch: its final model once finished, or a snapshot
+    (``lrbs-run --keep-epochs K``)."""
     try:
         saved = shaped(os.path.join(run_dir, "config.json"), "config")
         results = shaped(os.path.join(run_dir, "results.json"), "results")
     except RunFolderError as e:
         raise ConfigError(f"--from {run_dir} is not a run folder lrbs_tf can read ({e})") from None
-    status, done = results["status"], len(results["epochs"])
-    if status != "finished":
+    kept = {e: snapshot_file(run_dir, e) for e in snapshot_epochs(run_dir)}
+    if results["status"] == "finished":
+        if not os.path.isfile(os.path.join(run_dir, "model.keras")):
+            raise ConfigError(f"--from {run_dir}: the run is finished but model.keras is missing")
+        kept[len(results["epochs"])] = os.path.join(run_dir, "model.keras")
+    if not kept:
         raise ConfigError(
-            f"--from {run_dir}: the run is {status!r} and has no checkpoint to branch from "
-            "(a run keeps its weights as model.keras once it finishes): finish it first — the "
-            "same lrbs-run command resumes it"
+            f"--from {run_dir}: the run is {results['status']!r} and has no checkpoint to branch "
+            "from (a run keeps its model once it finishes, and every K epochs with --keep-epochs "
+            "K): finish it first — the same lrbs-run command resumes it"
         )
-    if not os.path.isfile(os.path.join(run_dir, "model.keras")):
-        raise ConfigError(f"--from {run_dir}: the run is finished but model.keras is missing")
-    if epoch is not None and epoch != done:
+    epoch = max(kept) if epoch is None else epoch
+    if epoch not in kept:
         raise ConfigError(
-            f"--from {run_dir} has no checkpoint at epoch {epoch}: a finished run keeps its "
-            f"final weights only (epoch {done}); train a run of {epoch} epoch(s) to branch there"
+            f"--from {run_dir} has no checkpoint at epoch {epoch} (it keeps epoch(s) "
+            f"{', '.join(map(str, sorted(kept)))}; lrbs-run --keep-epochs K keeps every K-th)"
         )
     config = saved["config"]
-    label = f"{os.path.basename(os.path.normpath(run_dir))} at epoch {done}"
+    label = f"{os.path.basename(os.path.normpath(run_dir))} at epoch {epoch}"
     base = f"{config['lr']:g}/{config['batch_size']}"
-    return Start(
-        "run",
-        run_dir,
-        done,
-        config,
-        label,
-        base,
-        float(config.get("momentum") or 0.0),
-        int(config["num_train"]),
-    )
+    momentum = float(config.get("momentum") or 0.0)
+    start = Start("run", run_dir, epoch, config, label, base, momentum, int(config["num_train"]))
+    start.file = kept[epoch]
+    return start
+
+
+def snapshot_file(run_dir: str, epoch: int) -> str:
+    return os.path.join(run_dir, "snapshots", snapshot_name(epoch))
 
 
 def load_start(start: Start, say=lambda line: None, progress: str = "epoch"):
@@ -148,7 +152,8 @@ def load_start(start: Start, say=lambda line: None, progress: str = "epoch"):
         if results["status"] != "finished":
             raise RunFolderError(f"the warm-up run {start.spec} {results['status']}: no θ0")
     if start.kind in ("run", "warmup"):
-        return load_run_model(start.spec, start.config), load_for(start.config)
+        path = start.file or os.path.join(start.spec, "model.keras")
+        return load_run_model(path, start.config), load_for(start.config)
     config = RunConfig(
         **{
             k: start.config[k]
@@ -168,9 +173,10 @@ def load_start(start: Start, say=lambda line: None, progress: str = "epoch"):
     return build_for(config), load_for(start.config)
 
 
-def load_run_model(run_dir: str, config: dict):
-    """θ0 from a finished run folder: its ``model.keras``, loaded as the run's ``--model``."""
+def load_run_model(path: str, config: dict):
+    """θ0 from a run folder: its ``model.keras`` or a snapshot (``path``), loaded as the run's
+    ``--model``."""
     from lrbs_tf.models.registry import load_model
 
     # run folder: the digest of a builder is checked before import (#31)
-    return load_model(os.path.join(run_dir, "model.keras"), config["model"], compile=False)
+    return load_model(path, config["model"], compile=False)
