@@ -17,6 +17,7 @@ from lrbs_tf.scaling import stream
 from lrbs_tf.scaling.plan import rescaled, resolve
 from lrbs_tf.scaling.settings import ScaleSettings
 from lrbs_tf.scaling.verdict import edge_batch, judge, noise_floor
+from lrbs_tf.theory import sde
 from lrbs_tf.theory.sde import LeastSquares
 
 N, D, S0, K_EDGE = 2048, 20, 4, 12  # K_EDGE: the k at which k·η0·λ_max = 2
@@ -74,9 +75,14 @@ def test_linear_k_star_is_within_a_factor_2_of_the_closed_form_stability_limit(l
     result = report["rules"]["linear"]
     k_edge = 2 / (lr0 * lam)  # where k·η0·λ_max = 2 (lrbs_tf.theory.sde: no stationary state)
     assert k_edge / 2 <= result["k_star"] <= 2 * k_edge, result["k_star"]
+    problem, unstable = least_squares()[0], []
     for row in result["rows"]:
-        if row["k"] * lr0 * lam > 2:  # the top direction grows by |1 − kη0λ| > 1 per step
+        try:  # the exact discrete-time stationary loss of SGD on this quadratic (C = H)
+            sde.expected_loss_discrete(problem.hessian, None, row["lr"], row["batch"])
+        except ValueError:  # η·λ_max ≥ 2: no stationary state, the top direction grows
             assert not row["keeps"] and row["way"] in ("unstable", "diverged"), row
+            unstable.append(row["k"])
+    assert unstable == [16, 32]
 
 
 def test_every_branch_keeps_its_eta_over_s_exactly_in_tensorboard(linear_test):

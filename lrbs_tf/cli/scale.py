@@ -27,10 +27,11 @@ reuses finished branches.
 Measured on 2 CPU cores shared with another session (seed 0; the README has the tables):
 
 * the default (the MLP on Fashion-MNIST, N = 50000, θ0 after 1 epoch at 0.1/50) with
-  ``--factors 1,2,4,8,16,32``: 3.7 min with the warm-up. Linear holds up to S = 400 (k = 8;
-  at S = 800 the loss after 49600 examples is 0.451 against 0.286 ± 0.057, unstable); sqrt up
-  to S = 1600, the largest tried; SVAG inside the floor. Predicted: η·λ_step = 3.7 at S ≈ 470,
-  2 at S ≈ 255; B_simple = 133 ± 54.
+  ``--factors 1,2,4,8,16,32``: 3.7 and 5.5 min with the warm-up in two runs (load average
+  3.6–6.3 from another session), the test itself 3.4 and 4.3 min. Linear holds up to S = 400
+  (k = 8; at S = 800 the loss after 49600 examples is 0.451 against 0.286 ± 0.057, unstable);
+  sqrt up to S = 1600, the largest tried; SVAG inside the floor. Predicted: η·λ_step = 3.7
+  at S ≈ 470, 2 at S ≈ 255; B_simple = 133 ± 54.
 * the Keras-docs convnet (``examples/keras_convnet.py``) on 5400 images, θ0 after 1 epoch at
   0.05/128, ``--factors 1,2,4,8 --examples 10800``: 9.4 min. Neither rule holds at S = 256
   (0.917 and 0.976 against 0.901 ± 0.013), and SVAG ends below the floor: at η·λ_step = 1.4
