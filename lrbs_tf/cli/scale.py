@@ -33,7 +33,7 @@ Measured on 2 CPU cores shared with another session (seed 0; the README has the 
   sqrt up to S = 1600, the largest tried; SVAG inside the floor. Predicted: η·λ_step = 3.7
   at S ≈ 470, 2 at S ≈ 255; B_simple = 133 ± 54.
 * the Keras-docs convnet (``examples/keras_convnet.py``) on 5400 images, θ0 after 1 epoch at
-  0.05/128, ``--factors 1,2,4,8 --examples 10800``: 9.4 min. Neither rule holds at S = 256
+  0.05/128, ``--factors 1,2,4,8 --examples 10800``: 9.4 and 10.2 min. Neither rule holds at S = 256
   (0.917 and 0.976 against 0.901 ± 0.013), and SVAG ends below the floor: at η·λ_step = 1.4
   SGD is not yet the SDE there.
 """
