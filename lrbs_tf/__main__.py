@@ -15,6 +15,7 @@ COMMANDS = {
     "fig5": "paper Fig. 5: the breakdown for large β",
     "theory": "the SDE theory checked on quadratics",
     "stability": "the stability advisor checked against what SGD does",
+    "scale": "how far η/S carries: branches from one checkpoint at k× the batch",
 }
 
 

@@ -19,6 +19,7 @@ ALLOWED = {
     "training": {"core", "data", "models", "probes", "distribute"},
     "sweeps": {"training", "models", "distribute", "core"},
     "figures": {"core", "data", "models", "probes", "training", "theory", "sweeps", "distribute"},
+    "scaling": {"core", "data", "models", "probes", "training", "theory", "sweeps", "distribute"},
     "cli": {
         "core",
         "data",
@@ -28,6 +29,7 @@ ALLOWED = {
         "theory",
         "sweeps",
         "figures",
+        "scaling",
         "distribute",
     },
 }

@@ -31,6 +31,7 @@ BIN = os.path.dirname(sys.executable)
         "fig5",
         "theory",
         "stability",
+        "scale",
     ],
 )
 def test_entry_points_and_python_m(command):

@@ -9,7 +9,10 @@ on) and B_simple at the end of training. Prints η for the linear, sqrt and no r
 η·λ_step against the stability limit (:mod:`lrbs_tf.theory.advice`), the finite-population
 factor (N − S)/(N − 1), S against B_simple, and steps per epoch before and after. The
 curvature is that of the final weights at the old batch size; at a new one SGD will settle
-elsewhere and λ_step changes with S, so treat the checks as a first-order guide.
+elsewhere and λ_step changes with S, so treat the checks as a first-order guide. When a
+finished scaling test of the run exists (``lrbs-scale --from RUN``, found in ``RUN/../scaling/``
+or given with ``--scaling DIR``), it quotes what was measured at that S: the loss after the
+test's examples against the noise floor per rule, and the measured k*.
 """
 
 from __future__ import annotations
@@ -45,12 +48,21 @@ def main(argv=None):
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir")
     p.add_argument("--batch-size", type=int, required=True, help="the target batch size S")
+    p.add_argument(
+        "--scaling",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a scaling test of the run (lrbs-scale), or a folder of them, to quote besides "
+        "those found next to the run (RUN/../scaling/)",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     try:
-        advice = advice_for(args.run_dir, args.batch_size)
+        advice = advice_for(args.run_dir, args.batch_size, args.scaling)
     except (RunFolderError, ValueError, KeyError, TypeError) as e:
         fail(PROG, e if not isinstance(e, KeyError) else f"run files lack {e}")
+    advice["scaling_tests"] = measured(args.run_dir, args.batch_size, args.scaling)
     if args.json:
         print(json.dumps(files.jsonable(advice), indent=2))
     else:
@@ -58,17 +70,24 @@ def main(argv=None):
     return 0
 
 
-def advice_for(run_dir: str, batch_size: int) -> dict:
-    """The advice for moving the finished run in ``run_dir`` to ``batch_size``."""
+def advice_for(run_dir: str, batch_size: int, places=()) -> dict:
+    """The advice for moving the finished run in ``run_dir`` to ``batch_size``; without a
+    probe of its own, the probe of a scaling test that started from its final weights."""
     saved, results = read_run(run_dir, statuses=("finished",))
     config = saved["config"]
-    probe = load_probe(run_dir)
+    try:
+        probe = load_probe(run_dir)
+    except RunFolderError:
+        final = len(results["epochs"])
+        probe = probe_of_tests(run_dir, config.get("batch_size"), final, places)
+        if probe is None:
+            raise
     if "step_sharpness" not in probe:
         raise RunFolderError(
             f"the probe of {run_dir} has no step sharpness (probed by an earlier "
             f"version): run 'python tools/probe.py {run_dir}' again"
         )
-    return dict(
+    out = dict(
         advise(
             config["lr"],
             config["batch_size"],
@@ -78,7 +97,44 @@ def advice_for(run_dir: str, batch_size: int) -> dict:
             batch_size,
         ),
         measured_model=results.get("measured_model"),
-    ) | {"probe": {k: probe.get(k) for k in PROBE_ERRORS}}
+        probe={k: probe.get(k) for k in PROBE_ERRORS},
+    )
+    out["probe_source"] = probe.get("source", "the run's own probe")
+    return out
+
+
+def probe_of_tests(run_dir: str, batch: int, final: int, places) -> dict | None:
+    """The step sharpness at the run's S and B_simple from the probe of θ0 of a finished
+    scaling test that started from the run's final weights (epoch ``final``), if one did."""
+    from lrbs_tf.scaling.folder import tests_of
+
+    for path, _, start in tests_of(run_dir, places):
+        probe_file = os.path.join(path, "probe.json")
+        if start.get("epoch") != final or not os.path.isfile(probe_file):
+            continue
+        probe = read_json(probe_file)
+        sharpness = probe.get("step_sharpness_by_batch", {}).get(str(batch))
+        if sharpness is not None:
+            source = f"the probe of the run's final weights in the scaling test {path}"
+            return {"step_sharpness": sharpness, "b_simple": probe["b_simple"], "source": source}
+    return None
+
+
+def measured(run_dir: str, batch_size: int, places) -> list[dict]:
+    """The finished scaling tests of the run, quoted at ``batch_size``."""
+    from lrbs_tf.scaling.folder import tests_of
+    from lrbs_tf.scaling.report import quote
+
+    return [
+        {
+            "path": path,
+            "from": report["label"],
+            "examples": report["plan"]["examples"],
+            "lines": quote(report, batch_size),
+            "verdict": report["verdict"],
+        }
+        for path, report, _ in tests_of(run_dir, places)
+    ]
 
 
 def show(run_dir: str, advice: dict) -> None:
@@ -90,6 +146,8 @@ def show(run_dir: str, advice: dict) -> None:
         f"batches of {b['batch_size']}; η·λ_step = {b['lr_times_step_sharpness']:.3g}), "
         f"B_simple {text(advice['probe'] | {'b_simple': b['b_simple']}, 'b_simple')}"
     )
+    if advice.get("probe_source", "the run's own probe") != "the run's own probe":
+        print(f"probe      {advice['probe_source']}")
     print(f"target     S = {advice['target_batch']}\n")
     print(
         format_table(
@@ -144,3 +202,15 @@ def show_checks(advice: dict) -> None:
         "verdict    linear rule "
         + ("expected to hold" if holds else "outside the regime where the theory holds")
     )
+    for test in advice.get("scaling_tests", []):
+        print(
+            f"\nmeasured   scaling test {test['path']} (from {test['from']}, "
+            f"{test['examples']} examples per branch):"
+        )
+        for line in test["lines"]:
+            print(f"           {line}")
+    if not advice.get("scaling_tests"):
+        print(
+            "\nmeasured   no scaling test of this run found: 'lrbs-scale --from RUN' measures "
+            "where equal η/S stops meaning equal training"
+        )

@@ -174,15 +174,18 @@ class ModelFileError(ValueError):
     """A file that is not a Keras model archive; the message is one line."""
 
 
-def load_run_model(run_dir: str, config: dict, trust_code: bool = False, **kwargs):
-    """The ``model.keras`` of a run folder, whose ``config.json`` holds ``config``: loaded
+def load_run_model(
+    run_dir: str, config: dict, trust_code: bool = False, file: str | None = None, **kwargs
+):
+    """The ``model.keras`` (or another model ``file`` it keeps, such as a snapshot) of a run
+    folder, whose ``config.json`` holds ``config``: loaded
     with Keras' safe mode and lrbs_tf's own classes, without importing anything the folder
     names; only if Keras needs classes it does not know is the builder's module imported,
     and only once its file matches the digest the folder recorded
     (:func:`~lrbs_tf.models.sources.vouched_builder`; ``trust_code`` skips the comparison).
     Raises :class:`~lrbs_tf.models.sources.UntrustedCodeError`, :class:`ModelFileError` or
     what Keras raises for a file it cannot read."""
-    path = os.path.join(run_dir, "model.keras")
+    path = file or os.path.join(run_dir, "model.keras")
     model = config.get("model") if isinstance(config, dict) else None
     try:
         return load_model(path, **kwargs)

@@ -88,6 +88,7 @@ class Prober:
         xs, ys = x[self.indices], y[self.indices]
         kwargs = dict(dtype=settings.dtype, method=settings.method, loss=loss, on_call=on_call)
         kwargs["groups"] = settings.groups
+        self._model, self._xy, self._kwargs = model, (x, y), kwargs  # for step_sharpness_at
         self.op = HessianOperator(
             model, xs, ys, batch_size=settings.batch_size, bn_mode=settings.bn_mode, **kwargs
         )
@@ -214,6 +215,26 @@ class Prober:
                 out["lr_times_step_sharpness"] = float(lr) * out["step_sharpness"]
         out["seconds"] = time.time() - tick
         return out
+
+    def step_sharpness_at(self, batch: int) -> dict:
+        """The step sharpness at the model's current weights for another batch size S (its
+        own step subset, BatchNorm statistics of mini-batches of S): to compare candidate
+        batch sizes from one point (``lrbs-scale``). Builds and traces an operator per call."""
+        x, y = self._xy
+        indices = step_subset(len(y), self.indices, batch, self.settings.seed)
+        op = HessianOperator(
+            self._model, x[indices], y[indices], batch_size=batch, bn_mode="batch", **self._kwargs
+        )
+        step = self.sharpness(op, None, self.settings.seed + 4)
+        loo = sampling.rayleigh_leave_one_out(op, step.eigenvectors[0])
+        return dict(
+            step_sharpness=float(step.eigenvalues[0]),
+            step_sharpness_stderr=sampling.jackknife(loo),
+            step_lanczos_matvecs=step.matvecs,
+            step_lanczos_converged=bool(step.converged[0]),
+            step_batch_size=batch,
+            step_examples=len(indices),
+        )
 
     def _step_sharpness(self, seed: int) -> dict:
         step = self.sharpness(self.step_op, self._v0_step, seed)

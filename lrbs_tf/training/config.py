@@ -224,6 +224,15 @@ class RunConfig:
         metavar="K",
         group=RUN,
     )
+    keep_epochs: int = setting(
+        0,
+        "also keep the model after every K epochs as snapshots/epoch-NNNN.keras, to branch "
+        "from with lrbs-scale --from RUN --epoch E (default: the final model only)",
+        check=between(0, MAX_EPOCHS),
+        metavar="K",
+        group=RUN,
+        identity=False,
+    )
     resume: bool = setting(
         False,
         "insist on resuming (the same command resumes a stopped run anyway)",

@@ -25,17 +25,22 @@ class DatasetLoss:
         x, y: the examples (numpy arrays or tensors; kept on the CPU, not copied again when
             they already are tensors).
         chunk: examples per forward pass inside the compiled loop (memory, not results).
+        loss: another per-example loss ``fn(y, outputs)`` (a regression, say) instead of the
+            softmax cross-entropy on integer labels; its ``accuracy`` is None.
     """
 
-    def __init__(self, model: keras.Model, x, y, chunk: int = 5000):
+    def __init__(self, model: keras.Model, x, y, chunk: int = 5000, loss=None):
         if len(x) != len(y) or len(y) == 0:
             raise ValueError(f"need as many labels as examples (got {len(x)} and {len(y)})")
         self.model = model
         self.num_examples = int(len(y))
         self.chunk = int(chunk)
+        self.loss = loss
         with tf.device("/cpu:0"):
             self.x = x if tf.is_tensor(x) else tf.constant(np.asarray(x))
-            self.y = tf.cast(y if tf.is_tensor(y) else tf.constant(np.asarray(y)), tf.int32)
+            self.y = y if tf.is_tensor(y) else tf.constant(np.asarray(y))
+            if loss is None:
+                self.y = tf.cast(self.y, tf.int32)
         self._fn = tf.function(self._sums)
 
     def _sums(self):
@@ -44,7 +49,11 @@ class DatasetLoss:
         correct = tf.constant(0.0, tf.float64)
         for start in tf.range(0, n, chunk):
             x, y = self.x[start : start + chunk], self.y[start : start + chunk]
-            logits = tf.cast(self.model(x, training=False), tf.float32)
+            outputs = self.model(x, training=False)
+            if self.loss is not None:
+                loss_sum += tf.reduce_sum(tf.cast(self.loss(y, outputs), tf.float64))
+                continue
+            logits = tf.cast(outputs, tf.float32)
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
             hits = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), y)
             loss_sum += tf.reduce_sum(tf.cast(losses, tf.float64))
@@ -53,7 +62,7 @@ class DatasetLoss:
 
     def __call__(self) -> dict:
         loss, accuracy = self._fn()
-        return {"loss": float(loss), "accuracy": float(accuracy)}
+        return {"loss": float(loss), "accuracy": None if self.loss else float(accuracy)}
 
     def trace_count(self) -> int:
         return self._fn.experimental_get_tracing_count()

@@ -21,19 +21,23 @@ def compile_model(
     momentum: float = 0.0,
     jit_compile: bool = False,
     steps_per_execution: int = 1,
+    inner=None,
+    loss=None,
+    metrics=("accuracy",),
 ) -> keras.Model:
-    """Compile with plain SGD wrapped in :class:`RatioScaledOptimizer` and pre-build it.
+    """Compile with plain SGD (or the optimizer ``inner``) wrapped in
+    :class:`RatioScaledOptimizer` and pre-build it; the loss is the softmax cross-entropy on
+    logits unless ``loss`` is given.
 
     Pre-building the optimizer keeps ``train_step`` to a single trace (a variable created during
     the first trace would force a second one).
     """
-    optimizer = RatioScaledOptimizer(
-        keras.optimizers.SGD(learning_rate=0.0, momentum=momentum), ratio=ratio
-    )
+    inner = inner or keras.optimizers.SGD(learning_rate=0.0, momentum=momentum)
+    optimizer = RatioScaledOptimizer(inner, ratio=ratio)
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+        loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=list(metrics),
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )

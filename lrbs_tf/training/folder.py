@@ -60,7 +60,7 @@ OWN_FILES = (
     LOCK,
     RESERVE,
 )
-OWN_FOLDERS = ("ckpt", "tb")
+OWN_FOLDERS = ("ckpt", "tb", "snapshots")
 OVERWRITE_NOTE = (
     "; nothing was changed. --overwrite would delete this run folder and train the run from scratch"
 )
@@ -206,6 +206,16 @@ class RunFolder:
         files.write_bytes(self.file("model.keras"), data)
         return {"model_bytes": len(data), "model_sha1": hashlib.sha1(data).hexdigest()}
 
+    def save_snapshot(self, model, epoch: int) -> str:
+        """``snapshots/epoch-NNNN.keras``: the model after ``epoch`` (1-based), kept when the
+        run finishes (``keep_epochs``), written atomically; returns its path."""
+        from lrbs_tf import compat
+
+        files.make_folder(self.file("snapshots"))
+        path = self.file(os.path.join("snapshots", snapshot_name(epoch)))
+        files.write_bytes(path, compat.save_model_bytes(model))
+        return path
+
     def check_older_model(self, results: dict) -> None:
         """A finished run saved before model digests were recorded: compare the weights of its
         model.keras with the recorded weights digest."""
@@ -253,6 +263,23 @@ class RunFolder:
         path = self.file("ckpt")
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def snapshot_name(epoch: int) -> str:
+    return f"epoch-{epoch:04d}.keras"
+
+
+def snapshot_epochs(run_dir: str) -> list[int]:
+    """The epochs a run folder keeps a snapshot of (``snapshots/epoch-NNNN.keras``)."""
+    folder = os.path.join(run_dir, "snapshots")
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        return []
+    names = os.listdir(folder)
+    return sorted(int(n[6:10]) for n in names if n == snapshot_name(_number(n[6:10])))
+
+
+def _number(text: str) -> int:
+    return int(text) if text.isdigit() else -1
 
 
 def weights_digest(model) -> str:

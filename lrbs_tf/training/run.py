@@ -371,6 +371,8 @@ class Run:
             log.warning("loss became non-finite in epoch %d: stopping", record.epoch)
             return
         self.epoch = record.epoch
+        if self.config.keep_epochs and record.epoch % self.config.keep_epochs == 0:
+            self.folder.save_snapshot(self.model, record.epoch)  # before the checkpoint
         if target is not None and record.weights_loss <= target:
             results.loss_target_reached, results.loss_target_epoch = True, record.epoch
             log.info(
