@@ -26,7 +26,8 @@ needs_fmnist = pytest.mark.skipif(
 
 def run_script(script, *args, timeout=600, cwd=None, env=None):
     """Run a CLI script of the repo in a subprocess; returns CompletedProcess (text)."""
-    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
+    # PYTHONPATH: the checkout under test, also when another one is installed (editable)
+    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT, **(env or {}))
     return subprocess.run(
         [sys.executable, os.path.join(ROOT, script), *map(str, args)],
         capture_output=True,
