@@ -293,7 +293,11 @@ def fake_run(tmp_path, status, epochs):
         "seed": 0,
     }
     (run / "config.json").write_text(json.dumps({"config": config}))
-    (run / "results.json").write_text(json.dumps({"status": status, "epochs": [{}] * epochs}))
+    (run / "results.json").write_text(
+        json.dumps(
+            {"status": status, "epochs": [{"epoch": e + 1, "steps": 1} for e in range(epochs)]}
+        )
+    )
     if status == "finished":
         (run / "model.keras").write_bytes(b"not read before the checks")
     return str(run)
@@ -406,7 +410,7 @@ def test_the_advisor_quotes_a_finished_scaling_test_of_the_run(linear_test, tmp_
     run.mkdir(parents=True)
     config = {"lr": 0.1, "batch_size": S0, "num_train": N, "model": "mlp"}
     (run / "config.json").write_text(json.dumps({"config": config}))
-    results = {"status": "finished", "epochs": [{}]}
+    results = {"status": "finished", "epochs": [{"epoch": 1, "steps": 1}]}
     (run / "results.json").write_text(json.dumps(results))
     test = tmp_path / "runs" / "scaling" / "scale-my-run"
     test.mkdir(parents=True)

@@ -163,48 +163,10 @@ def writable(folder: str) -> None:
 def measure(args, saved: dict, settings: ProbeSettings) -> dict:
     """Load the model and the run's training data, probe, and (if asked) the spectral density
     and C against H."""
-    import keras
-
-    from lrbs_tf.data.datasets import load_for
-    from lrbs_tf.models.registry import ModelFileError, load_run_model
-    from lrbs_tf.models.sources import ModelError
-    from lrbs_tf.probes.prober import Prober
-
     config = saved["config"]
-    model_path = os.path.join(args.run_dir, "model.keras")
-    try:
-        model = load_run_model(args.run_dir, config, trust_code=args.trust_code)
-    except ModelFileError as e:
-        fail(PROG, f"cannot load {e}")
-    except ModelError as e:
-        fail(PROG, e)
-    except Exception as e:  # a file from another Keras/lrbs_tf version, or damaged
-        first = (str(e).splitlines() or [""])[0][:200]
-        fail(PROG, f"cannot load {model_path} as a Keras model ({type(e).__name__}: {first})")
-    data = load_for(config)
-    if data.info["train_fingerprint"] != saved["data"]["train_fingerprint"]:
-        fail(PROG, "the training data differ from the run's (fingerprints do not match)")
+    model, data = load(args, saved)
     tick = time.time()
-    built = {}
-
-    def make(chosen):
-        built["last"] = Prober(
-            model, data.train.x, data.train.y, chosen, step_batch=config["batch_size"]
-        )
-        return built["last"]
-
-    if settings.rel_error is None and settings.max_seconds is None:
-        prober = make(settings)
-        measured = dict(prober(lr=config["lr"]), settings=prober.describe())
-    else:
-        from lrbs_tf.probes import budget
-
-        measured = budget.measure(make, settings, len(data.train), config["lr"])
-        prober = built["last"]
-        measured["settings"] = prober.describe()
-    measured["batchnorm"] = any(
-        isinstance(layer, keras.layers.BatchNormalization) for layer in model._flatten_layers()
-    )
+    measured, prober = probe_figures(model, data, config, settings)
     if saved.get("results", {}).get("measured_model"):  # the run's own warning, repeated
         measured["measured_model"] = saved["results"]["measured_model"]
     if args.density:
@@ -222,6 +184,58 @@ def measure(args, saved: dict, settings: ProbeSettings) -> dict:
         )
     measured["total_seconds"] = time.time() - tick  # probes, density and C vs H
     return measured
+
+
+def load(args, saved: dict):
+    """``(model, data)`` of the run folder (a run folder is data, never code), checked to be
+    the data the run trained on; exits with a one-line message otherwise."""
+    from lrbs_tf.data.datasets import load_for
+    from lrbs_tf.models.registry import ModelFileError, load_run_model
+    from lrbs_tf.models.sources import ModelError
+
+    config = saved["config"]
+    model_path = os.path.join(args.run_dir, "model.keras")
+    try:
+        model = load_run_model(args.run_dir, config, trust_code=args.trust_code)
+    except ModelFileError as e:
+        fail(PROG, f"cannot load {e}")
+    except ModelError as e:
+        fail(PROG, e)
+    except Exception as e:  # a file from another Keras/lrbs_tf version, or damaged
+        first = (str(e).splitlines() or [""])[0][:200]
+        fail(PROG, f"cannot load {model_path} as a Keras model ({type(e).__name__}: {first})")
+    data = load_for(config)
+    if data.info["train_fingerprint"] != saved["data"]["train_fingerprint"]:
+        fail(PROG, "the training data differ from the run's (fingerprints do not match)")
+    return model, data
+
+
+def probe_figures(model, data, config: dict, settings: ProbeSettings):
+    """``(figures, the last Prober)``: one probe, or as many as ``--rel-error`` /
+    ``--max-seconds`` take (:mod:`lrbs_tf.probes.budget`)."""
+    import keras
+
+    from lrbs_tf.probes.prober import Prober
+
+    built = {}
+
+    def make(chosen):
+        built["last"] = Prober(
+            model, data.train.x, data.train.y, chosen, step_batch=config["batch_size"]
+        )
+        return built["last"]
+
+    if settings.rel_error is None and settings.max_seconds is None:
+        measured = make(settings)(lr=config["lr"])
+    else:
+        from lrbs_tf.probes import budget
+
+        measured = budget.measure(make, settings, len(data.train), config["lr"])
+    measured["settings"] = built["last"].describe()
+    measured["batchnorm"] = any(
+        isinstance(layer, keras.layers.BatchNormalization) for layer in model._flatten_layers()
+    )
+    return measured, built["last"]
 
 
 def density(args, config: dict, prober, measured: dict) -> dict:

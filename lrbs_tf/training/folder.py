@@ -681,7 +681,7 @@ def _epochs_problem(records: list) -> str | None:
     return None
 
 
-def _number(value) -> bool:
+def _recorded_number(value) -> bool:
     """A recorded number: null, an int or float, or (written by lrbs_tf 0.2) 'nan'/'inf'."""
     if value is None or value in ("nan", "inf", "-inf"):
         return True
