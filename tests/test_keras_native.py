@@ -5,6 +5,7 @@ nominal batch size, and every step still applies η = (η/S) × its own S, ragge
 The oracle is the unit-gradient model (tests/helpers.py): each SGD step moves the kernel by
 exactly −η, so the kernel's path is the sum of the η applied, independently of the step log."""
 
+import json
 import os
 
 import keras
@@ -120,3 +121,93 @@ def test_before_the_first_step_there_is_no_batch_size():
     check_exact(moves, rows)
     np.testing.assert_allclose(per_epoch_ratio(rows, 2), [1e-3, 1e-4], rtol=1e-6)
     np.testing.assert_allclose(history["learning_rate"], [0.032, 0.0032], rtol=1e-6)
+
+
+# -- subclassed models ------------------------------------------------------------------------
+
+USER = os.path.join(os.path.dirname(__file__), "fixtures", "user_models.py")
+SHAPE, CLASSES = (8, 8, 1), 3
+
+
+def shapes(n: int, seed: int):
+    """Learnable 8×8 grey images: class c lights up row block c."""
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % CLASSES).astype(np.int64)
+    x = rng.uniform(0, 0.25, (n, *SHAPE)).astype(np.float32)
+    for c in range(CLASSES):
+        x[y == c, 2 * c : 2 * c + 3] += 0.7
+    return x, y
+
+
+def test_a_subclassed_cnn_fits_unbuilt_is_probed_and_saved(tmp_path):
+    """The RatioTrainStep mixin on a subclassed CNN that was never built: fit, the Sharpness
+    callback, save and load. The probes' copy of it (made from its config) gives the same
+    Hessian-vector products as the functional twin with the same weights (a copy cloned layer
+    by layer), with BatchNorm in both modes: dropout off, BatchNorm's statistics as sums."""
+    from lrbs_tf.callbacks import Sharpness
+    from lrbs_tf.probes.hessian import HessianOperator
+    from tests.fixtures.user_models import RatioSmallCNN, functional_twin
+
+    x, y = shapes(120, 0)
+    model = RatioSmallCNN(CLASSES, 4)
+    model.compile(
+        RatioScaledOptimizer(ratio=2e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    sharpness = Sharpness((x, y), every=3, examples=40, noise_examples=10)
+    history = model.fit(x, y, batch_size=20, epochs=3, verbose=0, callbacks=[sharpness])
+    assert history.history["accuracy"][-1] > 0.6
+    assert history.history["step_sharpness"][-1] > 0 and history.history["batch_size"][-1] == 20
+    twin = functional_twin(SHAPE, CLASSES, 4)
+    twin.set_weights(model.get_weights())
+    v = np.random.default_rng(1).normal(
+        size=sum(int(np.prod(w.shape)) for w in twin.trainable_weights)
+    )
+    for bn_mode in ("inference", "batch"):
+        ours = HessianOperator(model, x[:60], y[:60], batch_size=20, bn_mode=bn_mode)
+        theirs = HessianOperator(twin, x[:60], y[:60], batch_size=20, bn_mode=bn_mode)
+        np.testing.assert_allclose(ours.matvec(v), theirs.matvec(v), rtol=1e-4, atol=1e-6)
+    path = os.path.join(tmp_path, "cnn.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path, custom_objects={"RatioSmallCNN": RatioSmallCNN})
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert float(loaded.optimizer.ratio.numpy()) == pytest.approx(2e-3)
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    path = tmp_path_factory.mktemp("npz") / "shapes.npz"
+    (xt, yt), (xs, ys) = shapes(300, 0), shapes(60, 1)
+    np.savez(path, x_train=xt, y_train=yt, x_test=xs, y_test=ys)
+    return str(path)
+
+
+def test_a_subclassed_cnn_is_a_run_and_a_plain_one_is_refused_in_one_line(npz, tmp_path):
+    """A subclassed builder trains through a run (built, checked, probed, saved; probe.py's
+    loader reads it back to the same predictions); one without the mixin is refused naming
+    what to change."""
+    from lrbs_tf.models.registry import check_user_model, load_run_model
+    from lrbs_tf.models.sources import ModelError
+    from lrbs_tf.probes.settings import ProbeSettings
+    from lrbs_tf.training.config import RunConfig
+    from lrbs_tf.training.run import train
+
+    settings = dict(lr=0.04, batch_size=20, epochs=2, dataset=npz, logdir=str(tmp_path))
+    plain = RunConfig(model=f"{USER}:subclassed_plain", **settings).validate()
+    with pytest.raises(ModelError, match=r"RatioSmall|RatioTrainStep, SmallCNN\)") as e:
+        check_user_model(plain)
+    assert "\n" not in str(e.value)
+    config = RunConfig(
+        model=f"{USER}:subclassed_cnn",
+        probe=ProbeSettings(examples=60, noise_examples=20, batch_size=30),
+        **settings,
+    ).validate()
+    results = train(config, progress="none")
+    assert results["status"] == "finished" and results["final_validation_accuracy"] > 0.6
+    assert results["probe"]["lambda_max"] > 0 and results["probe"]["step_batch_size"] == 20
+    saved = json.loads(open(os.path.join(config.run_dir, "config.json")).read())["config"]
+    model = load_run_model(config.run_dir, saved)
+    assert type(model).__name__ == "RatioSmallCNN"
+    x, _ = shapes(10, 2)
+    assert model.predict(x, verbose=0).shape == (10, CLASSES)
