@@ -31,7 +31,7 @@ ALLOWED = {
         "distribute",
     },
 }
-BASE = {"compat", "settings", "optimizers", "files"}
+BASE = {"compat", "settings", "optimizers", "files", "progress"}
 
 
 def modules():
