@@ -234,7 +234,7 @@ def test_builder_run_records_its_source_and_probes(npz, tmp_path):
     proc = _run("--epochs", "2", "--dataset", npz, "--model", f"{USER}:tiny", "--logdir", tmp_path)
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
-    assert run_dir.name == "tiny-shapes-lr0.1-bs50-seed0"
+    assert run_dir.name == "tiny-shapes-lr0.1-bs50-seed0-ep2"
     config = json.loads((run_dir / "config.json").read_text())
     source = config["config"]["model_source"]
     assert source["kind"] == "builder" and source["import"] == f"{USER}:tiny"

@@ -44,7 +44,7 @@ import time
 
 from lrbs_tf import files
 from lrbs_tf.files import FileProblem, UnsafeFileError
-from lrbs_tf.training.config import changed_sources, same_settings
+from lrbs_tf.training.config import changed_sources, describe_differences, differences
 
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
 MARKER, LOCK, RESERVE = ".lrbs-run", ".lrbs-lock", ".lrbs-reserve"
@@ -481,11 +481,9 @@ def _inspect_ours(config, run_dir, entries) -> Inspection:
             f"{run_dir}: {changed}; a run continues only with the model it started with: "
             "restore it, or pass --overwrite or another --name"
         )
-    if not same_settings(saved["config"], config):
-        raise RunExistsError(
-            f"{run_dir} holds a run with other settings; pass --overwrite to "
-            "replace it or --name to choose another folder"
-        )
+    differ = differences(saved["config"], config)
+    if differ:
+        raise RunExistsError(other_settings(run_dir, differ))
     state_path = os.path.join(run_dir, "ckpt", "state.json")
     state = _checked_state(run_dir, state_path) if os.path.exists(state_path) else None
     if "results.json" not in has:
@@ -511,6 +509,22 @@ def _inspect_ours(config, run_dir, entries) -> Inspection:
             "checkpoint to resume from",
         )
     return Inspection("new", ours=True, leftovers=entries)  # stopped before its first epoch
+
+
+def other_settings(run_dir: str, differ: list) -> str:
+    """Why a run folder is not this run's: the settings that differ; a probe that differs
+    needs no retraining."""
+    what = describe_differences(differ)
+    if all(name.startswith("probe") for name, _, _ in differ):
+        return (
+            f"{run_dir} holds this run with other probe settings ({what}); a finished run is "
+            f"probed without retraining: python tools/probe.py {run_dir} (its flags set the "
+            "probe); --overwrite trains it again with these"
+        )
+    return (
+        f"{run_dir} holds a run with other settings ({what}); pass --overwrite to replace it "
+        "or --name to choose another folder"
+    )
 
 
 def _checked_state(run_dir: str, path: str) -> dict:
