@@ -43,7 +43,7 @@ def main(argv=None):
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir")
     p.add_argument("--batch-size", type=int, required=True, help="the target batch size S")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the advice as JSON only")
     args = p.parse_args(argv)
     try:
         advice = advice_for(args.run_dir, args.batch_size)
