@@ -140,3 +140,10 @@ def show_checks(advice: dict) -> None:
         "verdict    linear rule "
         + ("expected to hold" if holds else "outside the regime where the theory holds")
     )
+    r = advice["recommendation"]
+    print(
+        f"recommend  {r['rule']}: η = {r['lr']:.4g} at S = {advice['target_batch']} "
+        f"(η/S = {r['ratio']:.4g}; {r['why']})"
+        if r["rule"]
+        else f"recommend  no rule: {r['why']}"
+    )

@@ -153,10 +153,16 @@ def run(
 
     os.makedirs(logdir, exist_ok=True)
     clock = sweep_clock(preset, bases, max_minutes)
+    calibrated = bases[0].model == "mlp" and bases[0].dataset == "fashion_mnist"
     say(
-        f"{clock.total} runs ({clock.done} already finished); estimated "
-        f"{describe_minutes(clock.remaining())} for the {clock.total - clock.done} to train on "
-        "2 CPU cores"
+        f"{clock.total} runs ({clock.done} already finished); "
+        + (
+            f"estimated {describe_minutes(clock.remaining())} for the {clock.total - clock.done} "
+            "to train and probe on 2 CPU cores"
+            if calibrated
+            else "the cost model is the MLP's on Fashion-MNIST: the time left is estimated "
+            "from the first run's"
+        )
         + (f"; stopping at a run boundary after {max_minutes:g} min" if max_minutes else "")
     )
     write_hparams_config(logdir)

@@ -650,6 +650,7 @@ def _shape_problem(data, kind: str) -> str | None:
 EPOCH_NUMBERS = (
     "train_loss", "train_accuracy", "validation_loss", "validation_accuracy", "test_loss",
     "test_accuracy", "weights_loss", "weights_accuracy", "fraction", "wall_time",
+    "batch_size", "lr", "ratio",
 )  # fmt: skip
 
 
@@ -665,7 +666,20 @@ def _epochs_problem(records: list) -> str | None:
                 isinstance(value, bool) or not isinstance(value, (int, float))
             ):
                 return f"epoch record {i} has {key} {value!r}, not a number"
+        if not _ranges(record.get("within_epoch", {})):
+            return f"epoch record {i} has within_epoch {record['within_epoch']!r}, not ranges"
     return None
+
+
+def _ranges(value) -> bool:
+    """``{"batch_size"|"lr"|"ratio": [low, high]}`` (numbers), as an epoch record holds."""
+    return isinstance(value, dict) and all(
+        key in ("batch_size", "lr", "ratio")
+        and isinstance(pair, list)
+        and len(pair) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in pair)
+        for key, pair in value.items()
+    )
 
 
 def _number(value) -> bool:
