@@ -78,8 +78,11 @@ def run(
     val_xy = (data.validation.x[:eval_examples], data.validation.y[:eval_examples])
     alphas = np.linspace(-1, 2, points)
     curves = interpolate_pairs(models, pairs, train_xy, val_xy, alphas, bn, say)
-    title = f"Fig. 4 — {first.model} on {data.name}: loss between minima (BatchNorm: {bn})" + (
-        " [SYNTHETIC DATA]" if "synthetic" in data.name else ""
+    from lrbs_tf.figures.plots import shown
+
+    title = f"Fig. 4 — {shown(first.model)} on {shown(first.dataset)}: loss between minima "
+    title += f"(BatchNorm: {bn})" + (
+        " [SYNTHETIC DATA]" if "synthetic" in data.name and "SYNTHETIC" not in title else ""
     )
     png = interpolation_figure(
         curves, pairs, configs, alphas, title, os.path.join(logdir, "fig4.png")
