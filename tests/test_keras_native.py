@@ -5,7 +5,6 @@ nominal batch size, and every step still applies η = (η/S) × its own S, ragge
 The oracle is the unit-gradient model (tests/helpers.py): each SGD step moves the kernel by
 exactly −η, so the kernel's path is the sum of the η applied, independently of the step log."""
 
-import json
 import os
 
 import keras
@@ -175,39 +174,18 @@ def test_a_subclassed_cnn_fits_unbuilt_is_probed_and_saved(tmp_path):
     assert float(loaded.optimizer.ratio.numpy()) == pytest.approx(2e-3)
 
 
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    path = tmp_path_factory.mktemp("npz") / "shapes.npz"
-    (xt, yt), (xs, ys) = shapes(300, 0), shapes(60, 1)
-    np.savez(path, x_train=xt, y_train=yt, x_test=xs, y_test=ys)
-    return str(path)
-
-
-def test_a_subclassed_cnn_is_a_run_and_a_plain_one_is_refused_in_one_line(npz, tmp_path):
-    """A subclassed builder trains through a run (built, checked, probed, saved; probe.py's
-    loader reads it back to the same predictions); one without the mixin is refused naming
-    what to change."""
-    from lrbs_tf.models.registry import check_user_model, load_run_model
+def test_a_subclassed_model_without_the_mixin_is_refused_in_one_line(tmp_path):
+    """run.py checks a builder's model before anything is written; a subclassed one that does
+    not inherit RatioTrainStep is refused naming the class to write. (A subclassed CNN with it
+    trains, is probed and reloaded through run.py and tools/probe.py in tests/test_streams.py.)"""
+    from lrbs_tf.models.registry import checked
     from lrbs_tf.models.sources import ModelError
-    from lrbs_tf.probes.settings import ProbeSettings
-    from lrbs_tf.training.config import RunConfig
-    from lrbs_tf.training.run import train
+    from tests.fixtures.user_models import RatioSmallCNN, SmallCNN
 
-    settings = dict(lr=0.04, batch_size=20, epochs=2, dataset=npz, logdir=str(tmp_path))
-    plain = RunConfig(model=f"{USER}:subclassed_plain", **settings).validate()
-    with pytest.raises(ModelError, match=r"RatioSmall|RatioTrainStep, SmallCNN\)") as e:
-        check_user_model(plain)
+    with pytest.raises(ModelError, match=r"class RatioSmallCNN\(RatioTrainStep, SmallCNN\)") as e:
+        checked(SmallCNN(CLASSES), "file.py:plain", SHAPE, CLASSES)
     assert "\n" not in str(e.value)
-    config = RunConfig(
-        model=f"{USER}:subclassed_cnn",
-        probe=ProbeSettings(examples=60, noise_examples=20, batch_size=30),
-        **settings,
-    ).validate()
-    results = train(config, progress="none")
-    assert results["status"] == "finished" and results["final_validation_accuracy"] > 0.6
-    assert results["probe"]["lambda_max"] > 0 and results["probe"]["step_batch_size"] == 20
-    saved = json.loads(open(os.path.join(config.run_dir, "config.json")).read())["config"]
-    model = load_run_model(config.run_dir, saved)
-    assert type(model).__name__ == "RatioSmallCNN"
-    x, _ = shapes(10, 2)
-    assert model.predict(x, verbose=0).shape == (10, CLASSES)
+    model = checked(RatioSmallCNN(CLASSES), "file.py:cnn", SHAPE, CLASSES)  # built by the check
+    assert model.built and model.count_params() == 4 * 9 + 4 * 4 + (4 * 16 + 1) * CLASSES
+    with pytest.raises(ModelError, match="outputs shape \\(3,\\), the data has 4 classes"):
+        checked(RatioSmallCNN(CLASSES), "file.py:cnn", SHAPE, 4)
