@@ -4,7 +4,8 @@ estimates — on stderr: each command runs in a subprocess with the two streams 
 A line of progress is recognised by what our progress lines and Keras' bars hold (an ANSI code, a
 carriage return, ``[2/4]``, ``[trial]``, ``epoch 1/2``, ``probing``, ``(about …``, ``ETA``,
 ``elapsed``, ``done in``); stdout must have none, and stderr must have the command's own.
-The figure commands and the tuner take minutes even when tiny: they are marked slow.
+The figure commands, the stability check and the tuner take minutes even when tiny: they are
+marked slow.
 """
 
 import json
@@ -98,6 +99,7 @@ def test_tune_and_the_figures_print_only_results_on_stdout(tmp_path):
                          "--probe-noise-examples", "20"),
         "fig4_interpolation.py": ("--epochs", "1", "--points", "5", "--plane-points", "3"),
         "fig5_breakdown.py": ("--epochs", "1", "--betas", "1,2", "--train-sizes", "200"),
+        "stability_check.py": ("--epochs", "1"),
     }  # fmt: skip
     for script, flags in figures.items():
         proc = run_script(f"experiments/{script}", *flags, *tiny, tmp_path / script)
