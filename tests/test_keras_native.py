@@ -116,7 +116,14 @@ def test_before_the_first_step_there_is_no_batch_size():
         model.fit(ds, epochs=1, verbose=0, callbacks=[keep])
     model = unit_gradient_model(1e-3)
     tenth = RatioScheduler(lambda epoch, ratio: ratio / 10 if epoch else ratio)
-    moves, rows, history = fit_per_epoch(model, 2, [tenth], dataset=ds)
+    seen = []  # η as Keras' callbacks read it at the start of each epoch, after the scheduler
+    look = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: (
+            seen.append(float(model.optimizer.learning_rate)) if epoch else None
+        )
+    )
+    moves, rows, history = fit_per_epoch(model, 2, [tenth, look], dataset=ds)
+    assert seen == pytest.approx([0.0032])  # η/S 1e-4 at the nominal S of 32
     check_exact(moves, rows)
     np.testing.assert_allclose(per_epoch_ratio(rows, 2), [1e-3, 1e-4], rtol=1e-6)
     np.testing.assert_allclose(history["learning_rate"], [0.032, 0.0032], rtol=1e-6)

@@ -208,9 +208,10 @@ class RatioScaledOptimizer(keras.optimizers.Optimizer):
     def set_ratio(self, ratio: float) -> None:
         """Set η/S for the next steps (no batch size needed)."""
         if self.built:
+            stepped = float(self.batch_size.numpy()) > 0
+            nominal = self.nominal_batch_size() if stepped else None  # before the ratio changes
             self.ratio.assign(float(ratio))
-            if float(self.batch_size.numpy()) > 0:  # η at the nominal S follows
-                nominal = self.nominal_batch_size()
+            if stepped and not self._fresh_fit():  # η at the nominal S follows
                 self.inner_optimizer.learning_rate.assign(float(ratio) * nominal)
         else:
             self.initial_ratio = float(ratio)
