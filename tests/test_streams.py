@@ -63,7 +63,8 @@ def test_run_probe_advise_and_theory_print_only_results_on_stdout(npz, tmp_path)
         "--model", f"{USER}:subclassed_cnn", "--probe", "--probe-examples", "60",
         "--probe-noise-examples", "20", "--verbose", "--logdir", logdir,
     )  # fmt: skip
-    results_only(run, r"(?m)^\d+/\d+ ━+.*loss.*\n.*epoch 1/2: loss")  # Keras' bar, our line
+    # Keras' bar, then our epoch line with the S, η and η/S the epoch ran at
+    results_only(run, r"(?m)^\d+/\d+ ━+.*loss.*\n.*epoch 1/2: S 20, η 0.04, η/S 0.002; loss")
     assert "η/S" in run.stdout and "sharpness  width" in run.stdout
     (folder,) = logdir.iterdir()
     results = json.loads((folder / "results.json").read_text())
