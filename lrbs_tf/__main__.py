@@ -21,10 +21,16 @@ COMMANDS = {
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--version"]:
+        from lrbs_tf import __version__
+
+        sys.stdout.write(f"lrbs_tf {__version__}\n")
+        return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         width = max(map(len, COMMANDS))
         lines = [f"  {name:{width}}  {what}" for name, what in COMMANDS.items()]
-        text = "usage: python -m lrbs_tf COMMAND [flags]   (COMMAND --help for its flags)\n\n"
+        text = "usage: python -m lrbs_tf [--version] COMMAND [flags]   (COMMAND --help: its "
+        text += "flags)\n\n"
         text += "commands:\n" + "\n".join(lines) + "\n"
         if argv and argv[0] not in ("-h", "--help"):
             sys.stderr.write(f"lrbs_tf: error: unknown command {argv[0]!r}\n\n" + text)

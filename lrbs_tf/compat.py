@@ -171,6 +171,13 @@ def layer_calls(layer) -> int:
     return len(layer._inbound_nodes)
 
 
+def sum_moments(layer) -> None:
+    """Make a BatchNormalization layer of a model compute :class:`SumMomentsBatchNorm`'s
+    statistics, in place (a subclassed model's layers cannot be swapped for others)."""
+    layer.__class__ = SumMomentsBatchNorm
+    layer.synchronized = False
+
+
 class SumMomentsBatchNorm(keras.layers.BatchNormalization):
     """BatchNormalization whose batch statistics are E[x] and E[x²] − E[x]² of the batch it is
     given, instead of tf.nn.moments: that one's stop_gradient on the mean inside the variance

@@ -77,6 +77,8 @@ TINY_RUN = [
     "500",
     "--width",
     "16",
+    "--jit",
+    "off",  # these tests are of folders, stops and errors: no XLA compile (test_ratio tests XLA)
 ]
 
 

@@ -197,6 +197,7 @@ def test_run_cli_distribute_errors(tmp_path, args, message):
     assert lines[-1].startswith("run.py: error:") and message in lines[-1]
 
 
+@pytest.mark.slow  # the mirrored runs above train through the same loop; this adds the flags
 def test_run_cli_two_logical_cpus(tmp_path):
     proc = run_script(
         "experiments/run.py",

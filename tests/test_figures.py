@@ -57,7 +57,7 @@ def test_fig2_small(tmp_path):
     assert os.path.getsize(tmp_path / "fig2.png") > 10000
     # What a user reads: one line per epoch and per run, no Keras per-step bars.
     assert "━" not in proc.stdout + proc.stderr
-    assert proc.stderr.count("epoch 1/1:") == 4 and proc.stdout.count("finished after 1 ") == 4
+    assert proc.stderr.count("epoch 1/1:") == 4 and proc.stderr.count("finished after 1 ") == 4
 
 
 @pytest.mark.parametrize(

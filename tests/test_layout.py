@@ -33,7 +33,7 @@ ALLOWED = {
         "distribute",
     },
 }
-BASE = {"compat", "settings", "optimizers", "files"}
+BASE = {"compat", "settings", "optimizers", "files", "progress"}
 
 
 def modules():

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lrbs_tf.core.optimizers import RatioModel, RatioScaledOptimizer, StepLog, as_ratio_model
+from lrbs_tf.core.optimizers import (
+    BatchSizeUnknown,
+    RatioModel,
+    RatioScaledOptimizer,
+    StepLog,
+    as_ratio_model,
+)
 from lrbs_tf.data.pipeline import EpochData
 from tests.helpers import unit_gradient_model
 
@@ -118,15 +124,18 @@ def test_unfed_optimizer_raises_clear_error():
     assert float(ratio_model.optimizer.learning_rate.numpy()) == pytest.approx(8e-3)
 
 
-def test_learning_rate_cannot_be_set_directly():
+def test_learning_rate_needs_a_batch_size_before_the_first_step():
     opt = RatioScaledOptimizer(ratio=1e-3)
-    with pytest.raises(AttributeError, match="ratio"):
+    with pytest.raises(BatchSizeUnknown, match="no batch yet"):
         opt.learning_rate = 0.1
+    opt.expect_batch_size(50)  # what fit does with arrays
+    opt.learning_rate = 0.1
+    assert opt.current_ratio() == pytest.approx(0.1 / 50)
 
 
-def test_rejects_schedule_inner_optimizer():
+def test_schedule_or_ratio_not_both():
     schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
-    with pytest.raises(ValueError, match="float learning rate"):
+    with pytest.raises(ValueError, match="not both"):
         RatioScaledOptimizer(keras.optimizers.SGD(schedule), ratio=1e-3)
 
 

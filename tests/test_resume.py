@@ -144,16 +144,42 @@ FIXTURE = os.path.join(ROOT, "tests", "fixtures", "run-0.2.0-killed")
 def test_a_run_stopped_by_an_earlier_lrbs_tf_resumes(reference, tmp_path):
     """``tests/fixtures/run-0.2.0-killed``: this driver's run, SIGKILLed at step 14 by lrbs_tf
     0.2.0 as of commit c7a8c3b (the layout before the run loop's re-layout), checkpoint at
-    step 12. The current code resumes it to the uninterrupted run's weights and records."""
+    step 12. The current code resumes it: the first epoch's record as 0.2.0 wrote it, the rest
+    the uninterrupted run's to float32 rounding.
+
+    Not bit for bit: the fixture's step-12 weights were computed on another CPU, and its
+    rounding differs here by up to 3e-7 in 22 of the 28 arrays (measured against this
+    driver's own step-12 checkpoint on an AMD EPYC, same code and data); 18 steps later the
+    records differ by ~1e-7 relative. Bitwise resumption on one machine is
+    test_sigkill_then_resume_is_bitwise_identical's. A resume that lost its place in the data
+    or its optimizer state would be off by orders of magnitude more than the tolerance."""
     import shutil
 
+    import numpy as np
+
+    from lrbs_tf.models.registry import load_model
+
     shutil.copytree(FIXTURE, tmp_path / "run")
+    written = json.load(open(os.path.join(FIXTURE, "results.json")))["epochs"]
     resumed = run_script(DRIVER, tmp_path, "run", 4, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     results, epochs, steps = outcome(tmp_path / "run")
     ref_results, ref_epochs, ref_steps = reference
     assert results["status"] == "finished" and results["resumed"] == 1
     assert results["run_dir"] == str(tmp_path / "run")  # where it is now, not where it was
-    assert results["weights_sha1"] == ref_results["weights_sha1"]
-    assert epochs == ref_epochs
-    assert steps["step/loss"] == ref_steps["step/loss"]
+    assert all(epochs[0][k] == v for k, v in written[0].items() if k != "wall_time")
+    assert [e["epoch"] for e in epochs] == [e["epoch"] for e in ref_epochs] == [1, 2, 3]
+    for got, want in zip(epochs, ref_epochs, strict=True):
+        assert set(got) == set(want)
+        for key, value in want.items():
+            assert got[key] == (
+                pytest.approx(value, rel=1e-5) if isinstance(value, float) else value
+            )
+    assert [s for s, _ in steps["step/loss"]] == [s for s, _ in ref_steps["step/loss"]]
+    np.testing.assert_allclose(
+        [v for _, v in steps["step/loss"]], [v for _, v in ref_steps["step/loss"]], rtol=1e-5
+    )
+    final = load_model(str(tmp_path / "run" / "model.keras")).get_weights()
+    uninterrupted = load_model(os.path.join(ref_results["run_dir"], "model.keras")).get_weights()
+    for a, b in zip(final, uninterrupted, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

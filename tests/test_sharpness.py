@@ -137,6 +137,8 @@ def test_callback_in_a_plain_fit_writes_one_point_per_probe_and_traces_once(tmp_
     assert history.history["stability_2_over_lr"] == pytest.approx([40.0] * 3)
     assert [h["epoch"] for h in probe.history] == [1, 2, 3]
     scalars = read_scalars(str(tmp_path / "probe"))
+    # 2/η in a run of its own (its own colour); steps at Keras' epoch index, as its callback
+    scalars |= read_scalars(str(tmp_path / "probe_2_over_lr"))
     for tag in (
         "probe/width_sharpness",
         "probe/step_sharpness",
@@ -144,7 +146,7 @@ def test_callback_in_a_plain_fit_writes_one_point_per_probe_and_traces_once(tmp_
         "probe/b_simple",
         "probe/seconds",
     ):
-        assert [step for step, _ in scalars[tag]] == [1, 2, 3], tag
+        assert [step for step, _ in scalars[tag]] == [0, 1, 2], tag
     assert scalars["probe/step_sharpness"][-1][1] == pytest.approx(
         history.history["step_sharpness"][-1], rel=1e-6
     )

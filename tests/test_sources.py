@@ -234,7 +234,7 @@ def test_builder_run_records_its_source_and_probes(npz, tmp_path):
     proc = _run("--epochs", "2", "--dataset", npz, "--model", f"{USER}:tiny", "--logdir", tmp_path)
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
-    assert run_dir.name == "tiny-shapes-lr0.1-bs50-seed0"
+    assert run_dir.name == "tiny-shapes-lr0.1-bs50-seed0-ep2"
     config = json.loads((run_dir / "config.json").read_text())
     source = config["config"]["model_source"]
     assert source["kind"] == "builder" and source["import"] == f"{USER}:tiny"
@@ -257,8 +257,8 @@ def test_builder_run_records_its_source_and_probes(npz, tmp_path):
 
 def test_keras_file_is_the_start_and_a_changed_file_is_refused(folder, tmp_path):
     """--model FILE.keras starts from the file's weights: at η = 1e-12 (no BatchNorm) the run
-    ends at the file's training-set loss; resuming after the file changed is refused in one
-    line."""
+    ends at the file's training-set loss; the same command after the file changed is refused
+    in one line."""
     import keras
 
     from lrbs_tf.data.datasets import load_for
@@ -283,8 +283,8 @@ def test_keras_file_is_the_start_and_a_changed_file_is_refused(folder, tmp_path)
     start = DatasetLoss(model, data.train.x, data.train.y)()["loss"]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["final_weights_loss"] == pytest.approx(start, rel=1e-5)
-    plain(4).save(path)  # the file changes
-    again = run_script("experiments/run.py", "--epochs", "2", *args)
+    plain(4).save(path)  # the file changes: the same command no longer names the same run
+    again = run_script("experiments/run.py", "--epochs", "1", *args)
     assert again.returncode == 2 and "changed" in again.stderr, again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
 
@@ -311,6 +311,7 @@ def test_random_direction_is_filter_normalised_for_convolutions():
     )
 
 
+@pytest.mark.slow  # the sweeps' run loop is the run's, tested here on a user's model
 def test_tune_and_the_fig3_grid_take_a_users_model_and_data(npz, tmp_path):
     """keras-tuner's RatioHyperModel on a user's builder, and a 2-point Fig. 3 grid, probed."""
     user = ("--model", f"{USER}:tiny_bn", "--width", "8", "--dataset", npz)
@@ -334,7 +335,9 @@ def test_tune_and_the_fig3_grid_take_a_users_model_and_data(npz, tmp_path):
     assert (tmp_path / "fig3" / "fig3.png").stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("kind", ["builder", "keras"])
+@pytest.mark.parametrize(
+    "kind", ["builder", pytest.param("keras", marks=pytest.mark.slow)]
+)  # a .keras start's digest: test_keras_file_is_the_start_and_a_changed_file_is_refused
 def test_a_users_model_resumes_after_a_kill_only_on_its_data(tmp_path, kind):
     """A user's builder (or .keras file) on an .npz, SIGKILLed in epoch 2, resumes and
     finishes; with one pixel of the file changed in between, the resume is refused in one line

@@ -84,8 +84,8 @@ def test_fig3_grid_end_to_end_with_resume_and_divergence(tmp_path):
     # A sitting of --max-minutes stops at a run boundary, writes no report, says how to go on.
     paused = run_script(*args, "--max-minutes", "0.0001", timeout=600)
     assert paused.returncode == 0, paused.stderr[-3000:]
-    assert "paused: --max-minutes 0.0001 reached after" in paused.stdout
-    assert "run the same command to continue" in paused.stdout
+    assert "paused: --max-minutes 0.0001 reached after" in paused.stderr
+    assert "run the same command to continue" in paused.stderr
     assert not (logdir / "fig3.json").exists()
     proc = run_script(*args, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -120,8 +120,8 @@ def test_fig3_grid_end_to_end_with_resume_and_divergence(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.load(open(os.path.join(ok["run_dir"], "results.json")))["wall_time"] == finished_at
     assert json.load(open(os.path.join(diverged_dir, "results.json")))["status"] == "diverged"
-    assert "(1 already finished)" in again.stdout
-    assert again.stdout.count("] η=") == 1 and "[2/2] η=1e+06" in again.stdout  # the one trained
+    assert "(1 already finished)" in again.stderr
+    assert again.stderr.count("] η=") == 1 and "[2/2] η=1e+06" in again.stderr  # the one trained
 
 
 @pytest.mark.slow  # minutes of worker processes; `make test-all` runs it

@@ -32,8 +32,11 @@ def small(tmp_path, **overrides):
 
 
 def test_run_folder_results_and_tensorboard(tmp_path):
+    import keras
+
     config = small(tmp_path)
-    results = train(config)
+    keras_board = keras.callbacks.TensorBoard(str(tmp_path / "keras"))  # a user's own
+    results = train(config, callbacks=[keras_board])
     run_dir = config.run_dir
     saved = json.load(open(os.path.join(run_dir, "results.json")))
     assert saved["status"] == "finished" and not saved["diverged"]
@@ -71,9 +74,11 @@ def test_run_folder_results_and_tensorboard(tmp_path):
     # The mean of the batch losses weighted by size is Keras' epoch loss.
     first = np.dot(losses[:16], sizes[:16]) / 1000
     assert first == pytest.approx(saved["epochs"][0]["train_loss"], rel=1e-4)
+    # epochs on the x-axis Keras' TensorBoard callback draws them on (its epoch index)
+    keras_steps = [s for s, _ in read_scalars(str(tmp_path / "keras" / "train"))["epoch_loss"]]
     for split in ("train", "validation", "test"):
         epochs = read_scalars(os.path.join(run_dir, "tb", split))
-        assert [s for s, _ in epochs["epoch_accuracy"]] == [1, 2]
+        assert [s for s, _ in epochs["epoch_accuracy"]] == keras_steps == [0, 1]
     test_acc = [v for _, v in read_scalars(os.path.join(run_dir, "tb", "test"))["epoch_accuracy"]]
     assert test_acc[-1] == pytest.approx(saved["final_test_accuracy"])
 
@@ -102,6 +107,7 @@ def test_same_seed_same_numbers(tmp_path):
     assert strip(a) == strip(b)
 
 
+@pytest.mark.slow  # test_sweeps' Fig. 3 grid has a diverging run through the command too
 def test_divergence_via_cli(tmp_path):
     proc = run_script(
         "experiments/run.py",
@@ -161,9 +167,11 @@ def test_probe_at_end_and_every_epoch(tmp_path):
     assert probe["width_sharpness"] == probe["lambda_max"] and probe["step_sharpness"] > 0
     assert probe["settings"]["step_batch_size"] == 64
     scalars = read_scalars(os.path.join(config.run_dir, "tb", "probe"))
-    # One point per epoch: the streaming probe of the last epoch, not a second one at the end.
+    scalars |= read_scalars(os.path.join(config.run_dir, "tb", "probe_2_over_lr"))
+    # One point per epoch (at Keras' epoch index): the streaming probe of the last epoch, not
+    # a second one at the end.
     for tag in ("probe/width_sharpness", "probe/step_sharpness", "probe/stability_2_over_lr"):
-        assert [s for s, _ in scalars[tag]] == [1, 2], tag
+        assert [s for s, _ in scalars[tag]] == [0, 1], tag
     assert scalars["probe/width_sharpness"][-1][1] == pytest.approx(
         results["probe_history"][-1]["width_sharpness"], rel=1e-6
     )

@@ -85,7 +85,10 @@ def test_a_link_in_a_run_folder_is_refused_and_never_followed(setting, entry, ta
     assert snapshot(run.parent) == before and snapshot(mine) == theirs
 
 
-@pytest.mark.parametrize("entry,target", [("ckpt", "folder"), (".lrbs-lock", "file.txt")])
+@pytest.mark.parametrize(
+    "entry,target",
+    [pytest.param("ckpt", "folder", marks=pytest.mark.slow), (".lrbs-lock", "file.txt")],
+)  # the same removal of a link; the folder case with `make test-all`
 def test_overwrite_removes_the_link_itself_not_what_it_points_to(setting, entry, target):
     run, mine = setting
     _link(run, entry, mine / target)

@@ -157,6 +157,7 @@ def test_the_noise_filter_drops_exactly_tensorflows_noise():
 
 
 @needs_fmnist
+@pytest.mark.slow  # keras-tuner's Bayesian oracle; the random search runs in the default suite
 def test_bayesian_search_on_a_tiny_space(tmp_path):
     proc = run_script(
         "experiments/tune.py",

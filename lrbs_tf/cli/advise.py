@@ -56,7 +56,7 @@ def main(argv=None):
         help="a scaling test of the run (lrbs-scale), or a folder of them, to quote besides "
         "those found next to the run (RUN/../scaling/)",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the advice as JSON only")
     args = p.parse_args(argv)
     try:
         advice = advice_for(args.run_dir, args.batch_size, args.scaling)
@@ -214,3 +214,10 @@ def show_checks(advice: dict) -> None:
             "\nmeasured   no scaling test of this run found: 'lrbs-scale --from RUN' measures "
             "where equal η/S stops meaning equal training"
         )
+    r = advice["recommendation"]
+    print(
+        f"\nrecommend  {r['rule']}: η = {r['lr']:.4g} at S = {advice['target_batch']} "
+        f"(η/S = {r['ratio']:.4g}; {r['why']})"
+        if r["rule"]
+        else f"\nrecommend  no rule: {r['why']}"
+    )

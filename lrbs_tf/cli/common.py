@@ -121,11 +121,14 @@ def _loads_tensorflow_to_check(argv) -> bool:
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line (no usage block) and exits with status 2,
-    and reads values like ``-0.1/100`` as values (so that they are refused with the reason, not
-    taken for flags)."""
+    reads values like ``-0.1/100`` as values (so that they are refused with the reason, not
+    taken for flags), and has ``--version``."""
 
     def __init__(self, *args, **kwargs):
+        from lrbs_tf import __version__
+
         super().__init__(*args, **kwargs)
+        self.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
         # argparse takes "-0.1/100" or "-1e-3" for an option; only plain "-1" or "-.5" count
         # as negative numbers to it
         self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?(/.*)?$")
@@ -302,8 +305,10 @@ def add_verbose_flag(parser) -> None:
 
 
 def say(message: str) -> None:
-    """A progress line of a command (flushed at once, for logs that are followed)."""
-    print(message, flush=True)
+    """A progress line of a command: on stderr, through the ``lrbs_tf`` logger."""
+    import logging
+
+    logging.getLogger("lrbs_tf").info(message)
 
 
 def percent(value) -> str:

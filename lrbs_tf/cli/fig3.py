@@ -104,7 +104,13 @@ def _numbers(text: str, flag: str, kind=float) -> tuple:
 
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="quick",
+        help="quick: 6 (η, S) points, probes on 2000 examples; standard: 12 points, 5000 "
+        "(default: quick)",
+    )
     p.add_argument(
         "--lrs",
         help="comma-separated η values: the grid η × --batch-sizes replaces the preset's points",
@@ -118,14 +124,25 @@ def parser() -> ArgumentParser:
         help="stop a run when its training-set loss at the weights is at most this",
     )
     target.add_argument("--no-loss-target", action="store_true", help="train every run --epochs")
-    p.add_argument("--seeds", help="comma-separated seeds")
+    p.add_argument("--seeds", help="comma-separated seeds (default: the preset's, 0)")
     p.add_argument(
         "--train-size",
         type=int,
         help="train on a seeded subset of this size (default: the preset's)",
     )
-    p.add_argument("--probe-examples", type=int)
-    p.add_argument("--probe-noise-examples", type=int)
+    p.add_argument(
+        "--probe-examples",
+        type=int,
+        metavar="N",
+        help="examples of the curvature probes (default: the preset's, at most the training set)",
+    )
+    p.add_argument(
+        "--probe-noise-examples",
+        type=int,
+        metavar="N",
+        help="examples of the gradient-noise probe (default: the preset's, at most the "
+        "training set)",
+    )
     p.add_argument(
         "--max-minutes",
         type=float,

@@ -33,7 +33,13 @@ PROG = program("fig4_interpolation.py")
 
 def flags(p) -> None:
     p.add_argument("--paper", action="store_true", help="the paper's ResNet56/VGG11 pairs")
-    p.add_argument("--bn", choices=("recompute", "interpolate"), default="recompute")
+    p.add_argument(
+        "--bn",
+        choices=("recompute", "interpolate"),
+        default="recompute",
+        help="BatchNorm statistics along the line: recomputed on training data at each point, "
+        "or interpolated like the weights (default: recompute)",
+    )
     p.add_argument("--points", type=int, default=31, help="α values in [-1, 2]")
     p.add_argument(
         "--eval-examples",

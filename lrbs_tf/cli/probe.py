@@ -36,6 +36,7 @@ from lrbs_tf.cli.common import (
     setup_logging,
 )
 from lrbs_tf.probes.settings import ProbeSettings
+from lrbs_tf.progress import duration, stage
 from lrbs_tf.settings import ConfigError, add_flags, values_from
 
 PROG = program("probe.py")
@@ -242,12 +243,22 @@ def density(args, config: dict, prober, measured: dict) -> dict:
     """The stochastic-Lanczos spectral density (its plot is drawn by :func:`write`)."""
     from lrbs_tf.probes import spectral
 
-    log.info(
-        "spectral density: 10 runs × 80 Lanczos steps on %d examples (about %.0f s)",
-        prober.settings.examples,
-        800 * measured["seconds"] / max(measured["lanczos_matvecs"] + 60, 1),
-    )
-    found = spectral.slq_density(prober.op.matvec, prober.op.dim, runs=10, steps=80, seed=args.seed)
+    what = f"spectral density: 10 runs × 80 Lanczos steps on {prober.settings.examples} examples"
+    tick = time.time()
+
+    def after_run(done: int, runs: int) -> None:
+        if done == 1:  # the others cost what the first did
+            took = time.time() - tick
+            log.info(
+                "spectral density: run 1 of %d took %s, about %s more",
+                runs,
+                *map(duration, (took, took * (runs - 1))),
+            )
+
+    with stage(what):  # timed after its first run: the Lanczos work is not the HVPs' alone
+        found = spectral.slq_density(
+            prober.op.matvec, prober.op.dim, runs=10, steps=80, seed=args.seed, after_run=after_run
+        )
     return {
         "spectral_density": {
             "nodes": found.nodes.tolist(),

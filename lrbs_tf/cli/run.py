@@ -182,12 +182,7 @@ def summary(results: dict, config: RunConfig) -> str:
     lines = [
         "",
         f"run        {config.run_name}",
-        f"η/S        {config.lr:g}/{config.batch_size} = {config.ratio:.6g}"
-        + "".join(
-            f", {k.replace('_', ' ')} {v}"
-            for k, v in config.plan().describe().items()
-            if config.lr_schedule or config.bs_schedule or config.ratio_schedule
-        ),
+        ratio_line(results, config),
         *model_lines(results.get("model"), config),
         f"data       {results.get('data_source') or config.dataset}"
         + ("  [SYNTHETIC: not real data]" if results.get("synthetic_data") else ""),
@@ -201,14 +196,48 @@ def summary(results: dict, config: RunConfig) -> str:
     lines += accuracy_lines(results)
     if results.get("measured_model"):
         lines.append(f"warning    {results['measured_model']}")
-    if results.get("examples_per_second"):
-        lines.append(
-            f"speed      {results['examples_per_second']:,.0f} examples/s, "
-            f"{results['wall_time']:.1f} s in all"
-        )
+    lines += speed_lines(results)
     lines += probe_lines(results.get("probe"), (results.get("model") or {}).get("batchnorm", True))
     lines += where_lines(results, config)
     return "\n".join(lines)
+
+
+def ratio_line(results: dict, config: RunConfig) -> str:
+    """η/S as it ran: ``η/S 0.1/100 = 0.001``; with schedules, the range of η/S, S and η over
+    the epochs' steps (a ragged last batch aside), the start and the schedules."""
+    from lrbs_tf.training.results import ranges_run
+
+    start = f"{config.lr:g}/{config.batch_size} = {config.ratio:.6g}"
+    if not (config.lr_schedule or config.bs_schedule or config.ratio_schedule):
+        return f"η/S        {start}"
+    ran = ranges_run(results.get("epochs", []))
+    schedules = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in config.plan().describe().items())
+    if not ran:
+        return f"η/S        {start} at the start; {schedules}"
+
+    def span(key, form):
+        low, high = ran[key]
+        return form.format(low) if low == high else f"{form.format(low)} to {form.format(high)}"
+
+    return (
+        f"η/S        {span('ratio', '{:.6g}')} (S {span('batch_size', '{:d}')}, η "
+        f"{span('lr', '{:.6g}')}) over the run, {start} at the start; {schedules}"
+    )
+
+
+def speed_lines(results: dict) -> list[str]:
+    """Examples per second of the training steps (evaluations and probes aside), and where the
+    run's time went."""
+    if not results.get("examples_per_second"):
+        return []
+    probes = sum(p.get("seconds", 0.0) for p in results.get("probe_history") or [])
+    if results.get("probe") and "after_epoch" not in results["probe"]:  # not a streaming one
+        probes += results["probe"].get("seconds", 0.0)
+    return [
+        f"speed      {results['examples_per_second']:,.0f} examples/s over "
+        f"{results['train_time']:.1f} s of training steps; {results['wall_time']:.1f} s in all"
+        + (f", {probes:.1f} s of them probes" if probes else "")
+    ]
 
 
 def model_lines(model: dict | None, config: RunConfig) -> list[str]:
@@ -262,7 +291,7 @@ def probe_lines(probe: dict | None, batchnorm: bool = True) -> list[str]:
         f"noise      Tr C {text(probe, 'trace_c')}, |g|² {text(probe, 'grad_norm_sq', 3)}, "
         f"B_simple {text(probe, 'b_simple')} (on {probe['noise_num_examples']} examples); "
         f"± over the probe examples ({probe.get('sampling_groups', '?')} groups) and the "
-        f"estimators; probes took {probe['seconds']:.0f} s",
+        f"estimators; the final probe took {probe['seconds']:.0f} s",
     ]
 
 

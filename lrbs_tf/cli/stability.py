@@ -38,7 +38,11 @@ RUN_FLAGS = ("model", "width", "dataset", "data_dir", "deterministic")
 
 
 def flags(p) -> None:
-    p.add_argument("--logdir", default="runs/stability")
+    p.add_argument(
+        "--logdir",
+        default="runs/stability",
+        help="parent folder of the runs, figure and tables (default: runs/stability)",
+    )
     p.add_argument("--epochs", type=int, default=2, help="epochs each candidate trains")
     p.add_argument(
         "--warmup",

@@ -20,7 +20,7 @@ S → N.
 
 from __future__ import annotations
 
-from lrbs_tf.cli.common import ArgumentParser, command, fail, format_table, program
+from lrbs_tf.cli.common import ArgumentParser, command, fail, format_table, program, setup_logging
 
 PROG = program("theory_check.py")
 
@@ -28,13 +28,22 @@ PROG = program("theory_check.py")
 @command(PROG)
 def main(argv=None):
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("--chains", type=int, default=1000)
-    p.add_argument("--steps", type=int, default=2000, help="averaging steps per chain")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--logdir", default="runs/theory")
+    p.add_argument(
+        "--chains", type=int, default=1000, help="independent SGD chains per point (default: 1000)"
+    )
+    p.add_argument(
+        "--steps", type=int, default=2000, help="averaging steps per chain (default: 2000)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--logdir",
+        default="runs/theory",
+        help="folder of the figure and tables (default: runs/theory)",
+    )
     args = p.parse_args(argv)
     if args.chains < 2 or args.steps < 1:
         fail(PROG, "--chains must be at least 2 and --steps at least 1")
+    setup_logging()
     from lrbs_tf.figures import theory
 
     report = theory.run(args.logdir, args.chains, args.steps, args.seed)

@@ -44,10 +44,12 @@ from lrbs_tf.cli.common import (
 )
 from lrbs_tf.probes.settings import ProbeSettings
 from lrbs_tf.settings import ConfigError
+from lrbs_tf.sweeps import LR_RANGE, RATIO_RANGE
 from lrbs_tf.training.config import RunConfig
 
 PROG = program("tune.py")
 DEFAULT_BATCH_SIZES = "32,128,512"
+PROBE_EXAMPLES, NOISE_EXAMPLES = 2000, 500
 RUN_FLAGS = (
     "epochs",
     "seed",
@@ -76,30 +78,80 @@ def _floats(text, what, count=None):
     return values
 
 
-def parse(argv):
-    """The flags, checked: ``(args, base RunConfig, η/S range, η range, batch sizes)``."""
+def parser() -> ArgumentParser:
+    """The command's flags."""
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("--algorithm", choices=("random", "bayesian", "hyperband"), default="random")
-    p.add_argument("--space", choices=("ratio", "lr_batch"), default="ratio")
-    p.add_argument("--trials", type=int, default=8, help="budget (random, bayesian)")
-    p.add_argument("--ratio-range", default="1e-5,1e-2")
-    p.add_argument("--lr-range", default="1e-3,0.3")
+    p.add_argument(
+        "--algorithm",
+        choices=("random", "bayesian", "hyperband"),
+        default="random",
+        help="keras-tuner's search (default: random)",
+    )
+    p.add_argument(
+        "--space",
+        choices=("ratio", "lr_batch"),
+        default="ratio",
+        help="ratio: η/S log-uniform in --ratio-range and S from --batch-sizes; lr_batch: η "
+        "log-uniform in --lr-range and S from --batch-sizes (default: ratio)",
+    )
+    p.add_argument("--trials", type=int, default=8, help="budget (random, bayesian; default 8)")
+    p.add_argument(
+        "--ratio-range",
+        default="{:g},{:g}".format(*RATIO_RANGE),
+        metavar="LOW,HIGH",
+        help=f"η/S range of --space ratio (default: {RATIO_RANGE[0]:g},{RATIO_RANGE[1]:g})",
+    )
+    p.add_argument(
+        "--lr-range",
+        default="{:g},{:g}".format(*LR_RANGE),
+        metavar="LOW,HIGH",
+        help=f"η range of --space lr_batch (default: {LR_RANGE[0]:g},{LR_RANGE[1]:g})",
+    )
     p.add_argument(
         "--batch-sizes",
         default=None,
+        metavar="S,S,…",
         help=f"the batch sizes S to choose from (default: {DEFAULT_BATCH_SIZES}, those at most "
         "the training set's size)",
     )
     add_run_flags(p, epochs=3, logdir="runs/tune", names=RUN_FLAGS)
-    p.add_argument("--probe", action="store_true", help="record λ_max, ‖H‖_F, B_simple per trial")
+    add_probe_flags(p)
     p.add_argument(
         "--connect-timeout",
         type=seconds,
         default=60,
+        metavar="SECONDS",
         help="distributed workers: seconds to wait for the chief (default: 60)",
     )
     add_verbose_flag(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def add_probe_flags(p) -> None:
+    """``--probe`` and the probes' sizes."""
+    probes = p.add_argument_group("curvature probes")
+    probes.add_argument(
+        "--probe", action="store_true", help="record λ_max, ‖H‖_F, B_simple per trial"
+    )
+    probes.add_argument(
+        "--probe-examples",
+        type=int,
+        metavar="N",
+        help=f"examples of the curvature probes (default: {PROBE_EXAMPLES}, at most the "
+        "training set)",
+    )
+    probes.add_argument(
+        "--probe-noise-examples",
+        type=int,
+        metavar="N",
+        help=f"examples of the gradient-noise probe (default: {NOISE_EXAMPLES}, at most "
+        "--probe-examples)",
+    )
+
+
+def parse(argv):
+    """The flags, checked: ``(args, base RunConfig, η/S range, η range, batch sizes)``."""
+    args = parser().parse_args(argv)
     setup_logging(args.verbose)
     refuse_multiworker_sweep(PROG, args)
     ratio_range = _floats(args.ratio_range, "--ratio-range", 2)
@@ -111,15 +163,11 @@ def parse(argv):
     if args.trials < 1:
         fail(PROG, f"--trials must be at least 1, got {args.trials}")
     try:
-        base = RunConfig(
-            lr=lr_range[0],
-            batch_size=min(batch_sizes),
-            probe=ProbeSettings(examples=2000, noise_examples=500) if args.probe else None,
-            **run_kwargs(args, RUN_FLAGS),
-        )
+        base = RunConfig(lr=lr_range[0], batch_size=1, **run_kwargs(args, RUN_FLAGS))
         if args.batch_sizes is None:
             batch_sizes = default_batch_sizes(base.num_train)
-        base = dataclasses.replace(base, batch_size=max(batch_sizes)).validate()
+        probe = probe_settings(args, base.num_train) if args.probe else None
+        base = dataclasses.replace(base, batch_size=max(batch_sizes), probe=probe).validate()
     except (ConfigError, ValueError) as e:
         fail(PROG, e)
     return args, base, ratio_range, lr_range, batch_sizes
@@ -139,6 +187,23 @@ def default_batch_sizes(num_train: int) -> tuple:
     return kept
 
 
+def probe_settings(args, num_train: int) -> ProbeSettings:
+    """The probes of every trial: the flags' sizes, or the defaults cut to the training set
+    (with a note)."""
+    examples, noise = args.probe_examples, args.probe_noise_examples
+    if examples is None:
+        examples = min(PROBE_EXAMPLES, num_train)
+        if examples < PROBE_EXAMPLES:
+            logging.getLogger("lrbs_tf").warning(
+                "--probe-examples: %d (the training set's size; the default is %d)",
+                examples,
+                PROBE_EXAMPLES,
+            )
+    if noise is None:
+        noise = min(NOISE_EXAMPLES, examples)
+    return ProbeSettings(examples=examples, noise_examples=noise)
+
+
 @command(PROG)
 def main(argv=None):
     args, base, ratio_range, lr_range, batch_sizes = parse(argv)
@@ -156,11 +221,14 @@ def main(argv=None):
     tick = time.time()
 
     def progress(config, results):
-        print(
-            f"[trial] η={config.lr:.4g} S={config.batch_size} η/S={config.ratio:.3g}: "
-            f"{results['status']}, val acc {results.get('final_validation_accuracy', 0):.4f} "
-            f"({(time.time() - tick) / 60:.1f} min)",
-            flush=True,
+        logging.getLogger("lrbs_tf").info(
+            "[trial] η=%.4g S=%d η/S=%.3g: %s, val acc %.4f (%.1f min)",
+            config.lr,
+            config.batch_size,
+            config.ratio,
+            results["status"],
+            results.get("final_validation_accuracy", 0),
+            (time.time() - tick) / 60,
         )
 
     hypermodel = tuning.RatioHyperModel(
@@ -243,7 +311,7 @@ def show(rows: list[dict], logdir: str, seconds: float) -> None:
     )
     best = rows[0]
     print(
-        f"\nbest: η/S = {best['lr']:.4g}/{best['batch_size']} (η/S = {best['ratio']:.3g}), "
+        f"\nbest: η/S = {best['lr']:.4g}/{best['batch_size']} = {best['ratio']:.3g}, "
         f"val acc {_f(best['validation_accuracy'])}\nwrote {os.path.join(logdir, 'best.json')}"
         f"\nview  tensorboard --logdir {logdir}   (HParams tab)\n"
         f"time  {seconds / 60:.1f} min"

@@ -193,6 +193,30 @@ def make_plan(
     return TrainingPlan(batch, lr=Constant(lr))
 
 
+def step_values(sizes: list, ratios: list) -> dict:
+    """What the steps ``sizes``/``ratios`` of an epoch ran at: ``batch_size`` S, ``lr``
+    η = (η/S)·S and ``ratio`` η/S of the first step, and, when they change within the epoch,
+    ``within_epoch``: each one's ``[lowest, highest]``. A last step smaller than the one before
+    (the epoch's remainder, whose η is η/S times its own size) is not counted.
+
+    >>> step_values([4, 4, 2], [0.01, 0.01, 0.01])
+    {'batch_size': 4, 'lr': 0.04, 'ratio': 0.01}
+    >>> step_values([4, 8, 8], [0.01, 0.01, 0.005])["within_epoch"]
+    {'batch_size': [4, 8], 'lr': [0.04, 0.08], 'ratio': [0.005, 0.01]}
+    """
+    if len(sizes) > 1 and sizes[-1] < sizes[-2]:
+        sizes, ratios = sizes[:-1], ratios[:-1]
+    lrs = [r * s for r, s in zip(ratios, sizes)]
+    out = {"batch_size": int(sizes[0]), "lr": lrs[0], "ratio": float(ratios[0])}
+    ranges = {
+        key: [min(values), max(values)]
+        for key, values in (("batch_size", [int(s) for s in sizes]), ("lr", lrs), ("ratio", ratios))
+    }
+    if any(low != high for low, high in ranges.values()):
+        out["within_epoch"] = ranges
+    return out
+
+
 class EpochPlan(NamedTuple):
     """One epoch: the size of each batch and, with an η/S schedule, each step's η/S."""
 

@@ -105,7 +105,7 @@ def pair_distances(names: list[str], results: list[dict]) -> dict:
 def draw(runs, results, logdir: str) -> list[str]:
     """``fig1.png`` (per epoch) and ``fig1_sde_time.png`` (against Σ η): the cyclic pair and
     the constant pair side by side."""
-    from lrbs_tf.figures.plots import learning_curve_panels
+    from lrbs_tf.figures.plots import learning_curve_panels, shown
 
     panels = [
         (
@@ -118,7 +118,7 @@ def draw(runs, results, logdir: str) -> list[str]:
         ),
     ]
     first = runs[0][2]
-    title = f"Fig. 1 — {first.model} on {first.dataset}: dynamics depend on η/S"
+    title = f"Fig. 1 — {shown(first.model)} on {shown(first.dataset)}: dynamics depend on η/S"
     png = learning_curve_panels(panels, os.path.join(logdir, "fig1.png"), title)
     png_sde = learning_curve_panels(
         panels,

@@ -49,7 +49,7 @@ def run(
 ) -> dict | None:
     """Train (or reuse) the runs, measure each curve's distance to the baseline, draw, write."""
     from lrbs_tf import files
-    from lrbs_tf.figures.plots import learning_curve_panels
+    from lrbs_tf.figures.plots import learning_curve_panels, shown
 
     results = train_all(runs, say, progress)
     if not is_chief([c for _, c in runs]):
@@ -85,7 +85,7 @@ def run(
             )
         ],
         os.path.join(logdir, "fig2.png"),
-        f"Fig. 2 — {first.model} on {first.dataset}: rescaling η with the batch size",
+        f"Fig. 2 — {shown(first.model)} on {shown(first.dataset)}: rescaling η with the batch size",
     )
     report = {
         "runs": table,

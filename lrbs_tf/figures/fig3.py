@@ -153,10 +153,16 @@ def run(
 
     os.makedirs(logdir, exist_ok=True)
     clock = sweep_clock(preset, bases, max_minutes)
+    calibrated = bases[0].model == "mlp" and bases[0].dataset == "fashion_mnist"
     say(
-        f"{clock.total} runs ({clock.done} already finished); estimated "
-        f"{describe_minutes(clock.remaining())} for the {clock.total - clock.done} to train on "
-        "2 CPU cores"
+        f"{clock.total} runs ({clock.done} already finished); "
+        + (
+            f"estimated {describe_minutes(clock.remaining())} for the {clock.total - clock.done} "
+            "to train and probe on 2 CPU cores"
+            if calibrated
+            else "the cost model is the MLP's on Fashion-MNIST: the time left is estimated "
+            "from the first run's"
+        )
         + (f"; stopping at a run boundary after {max_minutes:g} min" if max_minutes else "")
     )
     write_hparams_config(logdir)
@@ -224,7 +230,7 @@ def run_line(clock: Clock, config, results: dict, say) -> None:
 def report(preset: Preset, bases, logdir: str, wall_time: float, name: str = "fig3") -> dict:
     """Tabulate the runs of a sweep, correlate with η/S, draw the figure, write the files."""
     from lrbs_tf import files
-    from lrbs_tf.figures.plots import fig3_plot
+    from lrbs_tf.figures.plots import fig3_plot, shown
 
     rows = sweep.grid_table(bases, preset.points, name)
     keys = [q for q, _ in QUANTITIES] + ["frobenius_fd", "final_weights_loss"]
@@ -257,8 +263,7 @@ def report(preset: Preset, bases, logdir: str, wall_time: float, name: str = "fi
         else f"{preset.epochs} epochs, no loss target"
     )
     title = (
-        f"Fig. 3 — {_named(bases[0].model, 'mlp', '4-layer BN-ReLU MLP')} on "
-        f"{_named(bases[0].dataset, 'fashion_mnist', 'Fashion-MNIST')} "
+        f"Fig. 3 — {shown(bases[0].model)} on {shown(bases[0].dataset)} "
         f"({bases[0].num_train} train), "
         f"seed{'s' if len(bases) > 1 else ''} {seeds}\n{target}"
         + ("; bars: min–max over seeds" if len(bases) > 1 else "")
@@ -270,8 +275,3 @@ def report(preset: Preset, bases, logdir: str, wall_time: float, name: str = "fi
     files.write_csv(out["csv"], rows, list(rows[0]))
     files.write_json(os.path.join(logdir, f"{name}.json"), out)
     return out
-
-
-def _named(given: str, paper: str, name: str) -> str:
-    """The paper's model or data by its name, a user's as they gave it."""
-    return name if given == paper else given

@@ -58,7 +58,6 @@ def run(
     """Train the runs, interpolate each pair, draw the curves and planes, write ``fig4.json``."""
     from lrbs_tf import files
     from lrbs_tf.data.datasets import load_for
-    from lrbs_tf.models.registry import load_model
 
     tick = time.time()
     train_all(
@@ -68,32 +67,30 @@ def run(
     )
     if not is_chief(configs.values()):
         return None
-    models = {
-        key: load_model(os.path.join(c.run_dir, "model.keras"), c.model)
-        for key, c in configs.items()
-    }
+    models = saved_models(configs)
     first = next(iter(configs.values()))
     data = load_for(first)
     train_xy = (data.train.x[:eval_examples], data.train.y[:eval_examples])
     val_xy = (data.validation.x[:eval_examples], data.validation.y[:eval_examples])
     alphas = np.linspace(-1, 2, points)
     curves = interpolate_pairs(models, pairs, train_xy, val_xy, alphas, bn, say)
-    title = f"Fig. 4 — {first.model} on {data.name}: loss between minima (BatchNorm: {bn})" + (
-        " [SYNTHETIC DATA]" if "synthetic" in data.name else ""
-    )
     png = interpolation_figure(
-        curves, pairs, configs, alphas, title, os.path.join(logdir, "fig4.png")
+        curves,
+        pairs,
+        configs,
+        alphas,
+        title_of(first, data.name, bn),
+        os.path.join(logdir, "fig4.png"),
     )
     planes, png_plane = {}, None
     if plane_points:
         planes = random_planes(models, configs, train_xy, plane_points, first.seed, say)
         png_plane = plane_figure(planes, configs, os.path.join(logdir, "fig4_plane.png"))
-    runs = {
-        k: {"lr": c.lr, "batch_size": c.batch_size, "ratio": c.ratio, "run_dir": c.run_dir}
-        for k, c in configs.items()
-    }
     report = {
-        "runs": runs,
+        "runs": {
+            k: {"lr": c.lr, "batch_size": c.batch_size, "ratio": c.ratio, "run_dir": c.run_dir}
+            for k, c in configs.items()
+        },
         "curves": curves,
         "planes": planes,
         "bn": bn,
@@ -104,6 +101,27 @@ def run(
     }
     files.write_json(os.path.join(logdir, "fig4.json"), report)
     return report
+
+
+def saved_models(configs: dict) -> dict:
+    """Each run's trained model (its ``model.keras``), by key."""
+    from lrbs_tf.models.registry import load_model
+
+    return {
+        key: load_model(os.path.join(c.run_dir, "model.keras"), c.model)
+        for key, c in configs.items()
+    }
+
+
+def title_of(config, data_name: str, bn: str) -> str:
+    """The figure's title: the model and data by name, BatchNorm's mode, SYNTHETIC data."""
+    from lrbs_tf.figures.plots import shown
+
+    title = f"Fig. 4 — {shown(config.model)} on {shown(config.dataset)}: loss between minima "
+    title += f"(BatchNorm: {bn})"
+    if "synthetic" in data_name and "SYNTHETIC" not in title:
+        title += " [SYNTHETIC DATA]"
+    return title
 
 
 def interpolate_pairs(models: dict, pairs, train_xy, val_xy, alphas, bn: str, say) -> dict:

@@ -64,12 +64,14 @@ def run(
             curves[(size, beta)] = [
                 curve(r, "validation_accuracy") for _, r in group if r["epochs"]
             ]
+    from lrbs_tf.figures.plots import shown
+
     base = runs[0][2]
     png = figure(
         rows,
         curves,
         os.path.join(logdir, "fig5.png"),
-        f"Fig. 5 — {base.model} on {base.dataset}: η = {base.lr / runs[0][1]:g}β, "
+        f"Fig. 5 — {shown(base.model)} on {shown(base.dataset)}: η = {base.lr / runs[0][1]:g}β, "
         f"S = {base.batch_size // runs[0][1]}β (same η/S); * = a seed diverged",
     )
     report = {

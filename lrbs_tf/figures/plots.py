@@ -28,6 +28,21 @@ COLORS = (
 )
 
 
+NAMES = {  # the paper's models and data by their names in a figure's title
+    "mlp": "4-layer BN-ReLU MLP",
+    "vgg11": "VGG11",
+    "resnet56": "ResNet-56",
+    "fashion_mnist": "Fashion-MNIST",
+    "cifar10": "CIFAR-10",
+    "cifar10_synthetic": "CIFAR-10 stand-in [SYNTHETIC DATA]",
+}
+
+
+def shown(given: str) -> str:
+    """A model or dataset as a title names it: the paper's by name, a user's as given."""
+    return NAMES.get(given, given)
+
+
 def learning_curve_panels(
     panels,
     path: str,
@@ -39,7 +54,8 @@ def learning_curve_panels(
     """One column per panel, one row per metric in ``keys``.
 
     ``panels`` is a list of ``(panel title, [(label, results, config), ...])``; ``x_of(results,
-    config)`` gives the x values (default: epochs 1..n).
+    config)`` gives the x values (default: epochs 1..n). Accuracies are drawn in percent, as
+    the commands' tables print them.
     """
     fig = Figure(figsize=(5.2 * len(panels), 3.4 * len(keys)))
     axes = fig.subplots(len(keys), len(panels), squeeze=False, sharex="col")
@@ -48,6 +64,8 @@ def learning_curve_panels(
             ax = axes[row][col]
             for i, (label, results, config) in enumerate(runs):
                 y = curve(results, key)
+                if key.endswith("accuracy"):
+                    y = [None if v is None else 100 * v for v in y]
                 x = (
                     np.arange(1, len(y) + 1)
                     if x_of is None
@@ -64,7 +82,7 @@ def learning_curve_panels(
                     marker="o" if len(y) < 30 else None,
                     markersize=3,
                 )
-            ax.set_ylabel(key.replace("_", " "))
+            ax.set_ylabel(key.replace("_", " ") + (" (%)" if key.endswith("accuracy") else ""))
             ax.grid(alpha=0.3)
             if row == 0:
                 ax.set_title(panel_title, fontsize=10)
@@ -116,16 +134,33 @@ def fig3_figure(rows, correlations: dict, title: str, loss_target: float | None 
     """λ_max, ‖H‖_F, validation accuracy and the final training-set loss against η/S on log
     axes spanning whole decades; one marker per (η, S) at the mean over seeds with min–max
     bars, colour = S (labelled colour bar), hollow = capped before the loss target (not in ρ),
-    red × = diverged. A matplotlib Figure, drawn without pyplot."""
+    red × = diverged; panels lettered (a)–(d). A matplotlib Figure, drawn without pyplot."""
+    with matplotlib.rc_context(FIG3_FONTS):  # fonts for a figure shown at half its size
+        fig = Figure(figsize=(11, 8.6), layout="constrained")
+        axes = fig.subplots(2, 2)
+        fig3_panels(fig, axes, rows, correlations, loss_target)
+        lines = [textwrap.fill(line, width=100) for line in title.split("\n")]
+        fig.suptitle("\n".join(lines), fontsize=13)
+    return fig
+
+
+FIG3_FONTS = {
+    "font.size": 12,
+    "axes.labelsize": 13,
+    "xtick.labelsize": 12,
+    "ytick.labelsize": 12,
+    "legend.fontsize": 11,
+}
+
+
+def fig3_panels(fig, axes, rows, correlations: dict, loss_target: float | None) -> None:
+    """The four panels of :func:`fig3_figure`, lettered (a)–(d), and the colour bar of S."""
     from matplotlib.colors import LogNorm
-    from matplotlib.figure import Figure
 
     batches = sorted({r["batch_size"] for r in rows})
     norm = LogNorm(vmin=min(batches), vmax=max(max(batches), min(batches) * 1.01))
-    fig = Figure(figsize=(11, 8.2), layout="constrained")
-    axes = fig.subplots(2, 2)
     cmap = matplotlib.colormaps["viridis"]
-    for ax, (q, label, scale) in zip(axes.flat, FIG3_PANELS):
+    for letter, ax, (q, label, scale) in zip("abcd", axes.flat, FIG3_PANELS):
         factor = 100.0 if scale == "percent" else 1.0
         pts = fig3_points(ax, rows, q, factor, lambda b: cmap(norm(b)))
         if q == "final_weights_loss" and loss_target:
@@ -133,7 +168,7 @@ def fig3_figure(rows, correlations: dict, title: str, loss_target: float | None 
             ax.annotate(
                 f"target {loss_target:g}",
                 (0.02, loss_target),
-                fontsize=8,
+                fontsize=11,
                 xycoords=("axes fraction", "data"),
                 va="bottom",
                 color="gray",
@@ -142,14 +177,13 @@ def fig3_figure(rows, correlations: dict, title: str, loss_target: float | None 
         decade_axes(ax, rows, pts, scale, factor, target)
         correlation_note(ax, correlations.get(q) or {})
         ax.set(xlabel="η / S", ylabel=label)
+        ax.set_title(f"({letter})", loc="left", fontweight="bold")
         ax.grid(alpha=0.3, which="both")
     mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
     bar = fig.colorbar(mappable, ax=axes, label="batch size S", shrink=0.7)
     bar.minorticks_off()
     bar.set_ticks(batches)
     bar.set_ticklabels([str(b) for b in batches])
-    fig.suptitle(title, fontsize=11)
-    return fig
 
 
 def fig3_points(ax, rows, q: str, factor: float, color_of) -> list[dict]:
@@ -200,7 +234,7 @@ def fig3_points(ax, rows, q: str, factor: float, color_of) -> list[dict]:
 
 def decade_axes(ax, rows, pts, scale: str, factor: float, target: float | None) -> None:
     """Log axes spanning whole decades around the points (and a loss target)."""
-    from matplotlib.ticker import LogLocator
+    from matplotlib.ticker import LogLocator, NullFormatter
 
     from lrbs_tf.sweeps.tables import points
 
@@ -218,6 +252,7 @@ def decade_axes(ax, rows, pts, scale: str, factor: float, target: float | None) 
         ax.set_xlim(
             10 ** math.floor(math.log10(min(ratios))), 10 ** math.ceil(math.log10(max(ratios)))
         )
+    ax.xaxis.set_minor_formatter(NullFormatter())  # 2×10⁻⁴, 3×10⁻⁴ … would overlap
 
 
 def correlation_note(ax, c: dict) -> None:
@@ -232,7 +267,7 @@ def correlation_note(ax, c: dict) -> None:
         transform=ax.transAxes,
         ha="right" if right else "left",
         va="top",
-        fontsize=9,
+        fontsize=11,
         bbox=dict(facecolor="white", alpha=0.8, lw=0),
     )
 

@@ -103,12 +103,13 @@ def run(
 
 def fitted(check: Check, run_settings: dict, logdir: str) -> Check:
     """``check`` on a dataset with fewer than ``check.train_size`` training examples: all of
-    them, and the S sweep's batches below that N, then N itself."""
+    them, the S sweep's batches below that N, then N itself, and probes on at most N."""
     pool = RunConfig(lr=0.1, batch_size=1, logdir=logdir, **run_settings).validate().num_train
     if pool >= check.train_size:
         return check
     batches = tuple(b for b in check.batches if b < pool) + (pool,)
-    return dataclasses.replace(check, train_size=pool, batches=batches)
+    examples = min(check.probe_examples, pool)
+    return dataclasses.replace(check, train_size=pool, batches=batches, probe_examples=examples)
 
 
 def warm_up(check: Check, base: dict, say, progress: str):
@@ -134,7 +135,7 @@ def probe_at_every_batch(check: Check, theta0, data, say) -> dict:
 
     settings = ProbeSettings(
         examples=check.probe_examples,
-        noise_examples=500,
+        noise_examples=min(500, check.probe_examples),
         finite_difference=False,
         trace_matvecs=9,
         frobenius_samples=3,

@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from lrbs_tf import files
+from lrbs_tf.progress import stage
 from lrbs_tf.theory import sde as T
 
 SPECTRUM = np.array([8.0, 4.0, 2.0, 1.0, 0.5])
@@ -24,13 +25,17 @@ def run(logdir: str, chains: int = 1000, steps: int = 2000, seed: int = 0) -> di
     tick = time.time()
     Q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((5, 5)))
     H = Q @ np.diag(SPECTRUM) @ Q.T
-    rows = grid(H, chains, steps, seed)
+    cost = Cost(H, chains, steps)
     fig = Figure(figsize=(11, 8.5))
     axes = fig.subplots(2, 2)
-    equal_ratio_panel(axes[0][0], H, seed)
+    with stage(f"theory: stationary E[L] on 16 η × S points, {chains} chains", cost.grid()):
+        rows = grid(H, chains, steps, seed)
+        equal_ratio_panel(axes[0][0], H, seed)
     grid_panel(axes[0][1], rows)
-    eta = breakdown_in_eta(axes[1][0], H, chains, steps, seed)
-    batch = breakdown_in_batch(axes[1][1], chains, steps, seed)
+    with stage("theory: the breakdown in η, at 7 values of η·λ_max", cost.eta()):
+        eta = breakdown_in_eta(axes[1][0], H, chains, steps, seed)
+    with stage("theory: the breakdown in S, at 10 values of S/N with real batches", cost.batch()):
+        batch = breakdown_in_batch(axes[1][1], chains, steps, seed)
     fig.suptitle("SGD on quadratics: SDE theory, exact discrete corrections, breakdowns")
     fig.tight_layout()
     png = files.save_figure(fig, os.path.join(logdir, "theory.png"), dpi=110)
@@ -52,11 +57,46 @@ def run(logdir: str, chains: int = 1000, steps: int = 2000, seed: int = 0) -> di
     return report
 
 
+class Cost:
+    """Seconds the stages will take: their simulated steps (burn-in included) at the rate of a
+    short timed simulation of each kind, on this machine now."""
+
+    CALIBRATION = 300  # steps
+
+    def __init__(self, H, chains: int, steps: int):
+        self.steps = steps
+        tick = time.time()
+        T.simulate_gaussian_sgd(H, H, 0.1, 4, self.CALIBRATION, 0, chains, seed=0)
+        self.gaussian = (time.time() - tick) / self.CALIBRATION
+        problem = T.LeastSquares.random(n=100, d=5, noise=1.0, seed=0)
+        tick = time.time()
+        T.simulate_least_squares_sgd(problem, 0.01, 5, self.CALIBRATION, 0, max(50, chains // 5))
+        self.least_squares = (time.time() - tick) / self.CALIBRATION
+
+    def _gaussian(self, lrs) -> float:
+        return self.gaussian * sum(int(10 / (lr * SPECTRUM.min())) + self.steps for lr in lrs)
+
+    def grid(self) -> float:
+        return 4 * self._gaussian(GRID_LRS)
+
+    def eta(self) -> float:
+        return self._gaussian(BREAKDOWN_LRS)
+
+    def batch(self) -> float:
+        return self.least_squares * sum(
+            int(10 / (BREAKDOWN_RATIO * b * 0.2)) + self.steps for b in BREAKDOWN_BATCHES
+        )
+
+
+GRID_LRS, BREAKDOWN_LRS = (0.01, 0.05, 0.1, 0.2), (0.01, 0.05, 0.1, 0.15, 0.2, 0.225, 0.24)
+BREAKDOWN_RATIO, BREAKDOWN_BATCHES = 0.002, (1, 2, 5, 10, 20, 40, 60, 80, 90, 95)
+
+
 def grid(H, chains: int, steps: int, seed: int) -> list[dict]:
     """Stationary E[L] of SGD with Gaussian noise (C = H) on η × S, simulated, against the
     continuous η/(4S)·Tr H and the exact discrete formula."""
     rows = []
-    for lr in (0.01, 0.05, 0.1, 0.2):
+    for lr in GRID_LRS:
         for batch in (1, 4, 16, 64):
             burn = int(10 / (lr * SPECTRUM.min()))
             sim = T.simulate_gaussian_sgd(
@@ -130,8 +170,8 @@ def grid_panel(ax, rows: list[dict]) -> None:
 
 def breakdown_in_eta(ax, H, chains: int, steps: int, seed: int) -> dict:
     """At a fixed η/S, E[L] against η·λ_max: simulated, the exact discrete formula, the SDE."""
-    ratio = 0.002
-    lrs = np.array([0.01, 0.05, 0.1, 0.15, 0.2, 0.225, 0.24])
+    ratio = BREAKDOWN_RATIO
+    lrs = np.array(BREAKDOWN_LRS)
     measured = []
     for i, lr in enumerate(lrs):
         burn = int(10 / (lr * SPECTRUM.min()))
@@ -162,8 +202,8 @@ def breakdown_in_batch(ax, chains: int, steps: int, seed: int) -> dict:
         n=100, d=5, noise=1.0, seed=seed, spectrum=np.array([4.0, 2.0, 1.0, 0.5, 0.25])
     )
     hessian, covariance = problem.hessian, problem.gradient_covariance()
-    ratio = 0.002
-    batches = np.array([1, 2, 5, 10, 20, 40, 60, 80, 90, 95])
+    ratio = BREAKDOWN_RATIO
+    batches = np.array(BREAKDOWN_BATCHES)
     simulated = [
         T.simulate_least_squares_sgd(
             problem,

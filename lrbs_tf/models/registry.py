@@ -1,8 +1,9 @@
 """Building registered models (the entries are in :mod:`lrbs_tf.models.specs`).
 
 Every builder returns a functional :class:`~lrbs_tf.core.optimizers.RatioModel` producing
-logits; :func:`register_model` adds your own (a functional or Sequential model works with the
-probes, which clone it layer by layer).
+logits; :func:`register_model` adds your own. A user's model may also be subclassed, inheriting
+:class:`~lrbs_tf.core.optimizers.RatioTrainStep` (it is checked by a call on the data's shape,
+and the probes copy it from its config).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 
 import keras
 
+from lrbs_tf import compat
 from lrbs_tf.models import sources, specs
 
 __all__ = ["build_model", "register_model", "MODELS"]
@@ -106,13 +108,23 @@ def _load_start(source) -> keras.Model:
 
 
 def checked(model, spec: str, input_shape, classes: int) -> keras.Model:
-    """``model`` as a RatioModel, refused (ModelError, one line) unless it is a built
-    functional or Sequential Keras model taking ``input_shape`` and producing ``classes``
-    logits."""
-    from lrbs_tf.core.optimizers import as_ratio_model
+    """``model`` as a RatioModel (a subclassed model: as it is), refused (ModelError, one line)
+    unless it takes ``input_shape`` and produces ``classes`` logits and is functional,
+    Sequential, or subclassed with ``RatioTrainStep`` among its bases."""
+    from lrbs_tf.core.optimizers import RatioTrainStep, as_ratio_model
 
     if not isinstance(model, keras.Model):
         raise sources.ModelError(f"--model {spec} gave a {type(model).__name__}, not a Keras model")
+    if not getattr(model, "inputs", None) and not isinstance(model, keras.Sequential):
+        if not isinstance(model, RatioTrainStep):
+            name = type(model).__name__
+            raise sources.ModelError(
+                f"--model {spec} builds a subclassed model ({name}), whose train step does "
+                "not give the optimizer each batch's size: inherit "
+                f"lrbs_tf.optimizers.RatioTrainStep first, class Ratio{name}(RatioTrainStep, "
+                f"{name}), and return that"
+            )
+        return _checked_subclassed(model, spec, input_shape, classes)
     try:
         model = as_ratio_model(model)
     except ValueError as e:
@@ -126,17 +138,49 @@ def checked(model, spec: str, input_shape, classes: int) -> keras.Model:
         raise sources.ModelError(
             f"--model {spec} takes inputs of shape {given}, the data has {tuple(input_shape)}"
         )
-    out = tuple(model.outputs[0].shape[1:])
-    if out != (classes,):
-        raise sources.ModelError(
-            f"--model {spec} outputs shape {out}, the data has {classes} classes: "
-            f"end with Dense({classes}) producing logits"
-        )
+    _check_outputs(tuple(model.outputs[0].shape[1:]), spec, classes)
     if _ends_in_softmax(model):
         raise sources.ModelError(
             f"--model {spec} ends in a softmax: lrbs_tf trains on logits "
             "(from_logits=True); remove the final softmax"
         )
+    return model
+
+
+def _check_outputs(out: tuple, spec: str, classes: int) -> None:
+    if out != (classes,):
+        raise sources.ModelError(
+            f"--model {spec} outputs shape {out}, the data has {classes} classes: "
+            f"end with Dense({classes}) producing logits"
+        )
+
+
+def _checked_subclassed(model, spec: str, input_shape, classes: int) -> keras.Model:
+    """A subclassed model, built by a call on two examples of the data's shape (random, so a
+    softmax shows as rows summing to 1) and checked like the others."""
+    import numpy as np
+
+    x = np.random.default_rng(0).uniform(size=(2, *input_shape)).astype("float32")
+    try:
+        out = np.asarray(model(x, training=False))
+    except (Exception, SystemExit) as e:
+        raise sources.ModelError(
+            f"--model {spec} cannot take inputs of shape {tuple(input_shape)}: "
+            f"{sources.failure(e).removeprefix('raised ')}"
+        ) from None
+    _check_outputs(tuple(out.shape[1:]), spec, classes)
+    if (out >= 0).all() and np.allclose(out.sum(axis=-1), 1.0, atol=1e-5):
+        raise sources.ModelError(
+            f"--model {spec} outputs probabilities (rows summing to 1): lrbs_tf trains on "
+            "logits (from_logits=True); remove the final softmax"
+        )
+    try:
+        model.get_config()
+    except NotImplementedError:
+        raise sources.ModelError(
+            f"--model {spec}: {type(model).__name__} has no get_config, which saving it and "
+            "the probes' copy need: give it one returning its __init__ arguments"
+        ) from None
     return model
 
 
@@ -148,7 +192,7 @@ def _ends_in_softmax(model) -> bool:
 
 
 def _synchronize_bn(model) -> None:
-    for layer in model.layers:
+    for layer in compat.all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = True
 
@@ -193,14 +237,15 @@ def load_run_model(
         if not isinstance(model, str) or sources.kind_of(model) != "builder":
             raise
     sources.vouched_builder(config.get("model_source"), model, trust_code)
-    return load_model(path, **kwargs)
+    return load_model(path, model, **kwargs)
 
 
 def load_model(path: str, model: str | None = None, **kwargs) -> keras.Model:
     """``keras.models.load_model`` with lrbs_tf's own classes registered (RatioModel, the
     ratio-scaled optimizer, ResNet's ShortcutA) and, when ``model`` is the ``--model`` of the
     run that saved it and names a user's builder, the builder's module imported first (so
-    that the custom layers it registers load). A ``.keras`` file that is not a zip archive
+    that the custom layers it registers load) and its Keras classes given by name (a
+    subclassed model that is not registered). A ``.keras`` file that is not a zip archive
     raises :class:`ModelFileError` saying so (Keras says "File not found")."""
     import zipfile
 
@@ -208,7 +253,10 @@ def load_model(path: str, model: str | None = None, **kwargs) -> keras.Model:
     import lrbs_tf.models.convnets  # noqa: F401
 
     if model is not None and sources.kind_of(model) == "builder":
-        sources.builder(model)
+        sources.builder(model)  # the custom layers it registers; unregistered ones by name:
+        kwargs["custom_objects"] = sources.keras_classes(model) | (
+            kwargs.get("custom_objects") or {}
+        )
 
     if str(path).endswith(".keras") and os.path.isfile(path) and not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path} is not a Keras model file (.keras files are zip archives)")

@@ -3,7 +3,8 @@
 - a registered name (:mod:`lrbs_tf.models.specs`: ``mlp``, ``vgg11``, ``resnet56``, or one
   added with :func:`lrbs_tf.models.registry.register_model`);
 - ``module:function`` — a builder ``function(input_shape, num_classes, **options)`` returning a
-  functional or Sequential Keras model that outputs logits; ``module`` is an importable module
+  Keras model that outputs logits (functional, Sequential, or subclassed with
+  ``RatioTrainStep`` first among its bases); ``module`` is an importable module
   (``my_pkg.models``, the current folder is searched too) or a ``.py`` file
   (``examples/small_cnn.py``). The run settings it takes (today ``width``) are the ones its
   signature names;
@@ -189,6 +190,22 @@ def vouched_builder(record: dict | None, model: str, trust_code: bool = False):
                 "to import it anyway)"
             )
     return builder(model)
+
+
+def keras_classes(model: str) -> dict:
+    """The Keras layers and models the builder's module (``module:function``, imported)
+    defines or imports, by class name: what loading its saved model needs when they are not
+    registered with ``keras.saving.register_keras_serializable`` (a subclassed model)."""
+    import keras
+
+    module = _import(model.rpartition(":")[0], model)
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if isinstance(value, type)
+        and issubclass(value, keras.layers.Layer)
+        and not value.__module__.startswith("keras")
+    }
 
 
 def _label(text: str) -> str:

@@ -10,8 +10,10 @@ Each probe measures (see :class:`~lrbs_tf.probes.prober.Prober`) the width sharp
 (BatchNorm in inference mode), the step sharpness (BatchNorm statistics of mini-batches of the
 training batch size S) next to 2/η, Tr H with its standard error, B_simple with its standard
 error and its own cost in seconds; adds them to the epoch's logs (so to ``history``); writes one
-point per quantity and probe to TensorBoard (``log_dir``), with a "Custom Scalars" chart of the
-step sharpness against 2/η; and reports a line on the ``lrbs_tf`` logger. Every function it
+point per quantity and probe to TensorBoard (``log_dir``, at Keras' epoch index: 0 after the
+first epoch, as Keras' own TensorBoard callback), with a "Custom Scalars" chart of the step
+sharpness against 2/η (written to ``log_dir`` + ``_2_over_lr``, a run of its own, so that it
+has its own colour); and reports a line on the ``lrbs_tf`` logger. Every function it
 compiles is traced once per model.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 
 import keras
 import numpy as np
@@ -59,16 +62,28 @@ LOGGED = (
 )
 
 
-def write_scalars(writer, record: dict, step: int) -> None:
-    """A measurement's values under ``probe/`` in TensorBoard at ``step`` (an epoch)."""
+LIMIT_RUN = "_2_over_lr"  # the run (folder) of 2/η: the probe folder's name with this added
+LIMIT_TAG = "stability_2_over_lr"
+
+
+def write_scalars(writer, record: dict, step: int, limit_writer=None) -> None:
+    """A measurement's values under ``probe/`` in TensorBoard at ``step``, Keras' epoch index
+    (0 after the first epoch); 2/η goes to ``limit_writer`` when given — another run, so that
+    TensorBoard draws it in another colour than the step sharpness it is compared with."""
     import tensorflow as tf
 
-    with writer.as_default(step=step), tf.summary.record_if(True):
-        for tag in TAGS:
-            value = record.get(tag)
-            if value is not None and math.isfinite(value):
-                tf.summary.scalar(f"probe/{tag}", value)
-    writer.flush()
+    for out, tags in (
+        (writer, [t for t in TAGS if limit_writer is None or t != LIMIT_TAG]),
+        (limit_writer, [LIMIT_TAG] if limit_writer is not None else []),
+    ):
+        if not tags:
+            continue
+        with out.as_default(step=step), tf.summary.record_if(True):
+            for tag in tags:
+                value = record.get(tag)
+                if value is not None and math.isfinite(value):
+                    tf.summary.scalar(f"probe/{tag}", value)
+        out.flush()
 
 
 def report_probe(record: dict, epoch: int) -> None:
@@ -88,7 +103,8 @@ def report_probe(record: dict, epoch: int) -> None:
 
 def write_layout(writer) -> None:
     """TensorBoard's "Custom Scalars" layout: the step sharpness on one chart with 2/η (the
-    linear-stability line), and the width sharpness on its own."""
+    linear-stability line, in a run of its own and so in its own colour; the runs list is the
+    legend), and the width sharpness on its own."""
     import tensorflow as tf
     from tensorboard.plugins.custom_scalar import layout_pb2
     from tensorboard.plugins.custom_scalar import summary as cs_summary
@@ -105,9 +121,10 @@ def write_layout(writer) -> None:
                 title="sharpness",
                 chart=[
                     chart(
-                        "step sharpness against 2/η (stable below the line)",
+                        f"step sharpness (run probe) against 2/η (run probe{LIMIT_RUN}): stable "
+                        "below the line",
                         "step_sharpness",
-                        "stability_2_over_lr",
+                        LIMIT_TAG,
                     ),
                     chart("width sharpness (BatchNorm inference)", "width_sharpness"),
                     chart("B_simple (the simple noise scale)", "b_simple"),
@@ -162,6 +179,7 @@ class Sharpness(keras.callbacks.Callback):
         )
         self.log_dir, self.lr_at, self.full = log_dir, lr_at, full
         self.prober, self.writer = prober, writer
+        self.limit_writer = None  # 2/η's own run, next to log_dir
         self.history = []  # every measurement, with its epoch
         self._nominal = None  # (S, η) after the epoch's first step (RatioScaledOptimizer)
 
@@ -170,6 +188,8 @@ class Sharpness(keras.callbacks.Callback):
             import tensorflow as tf
 
             self.writer = tf.summary.create_file_writer(self.log_dir)
+            limit = os.path.normpath(self.log_dir) + LIMIT_RUN
+            self.limit_writer = tf.summary.create_file_writer(limit)
             write_layout(self.writer)
 
     def on_train_batch_end(self, batch, logs=None):
@@ -197,8 +217,8 @@ class Sharpness(keras.callbacks.Callback):
         record = prober(lr=lr, full=self.full)
         record["epoch"] = epoch + 1
         self.history.append(record)
-        if self.writer is not None:
-            write_scalars(self.writer, record, epoch + 1)
+        if self.writer is not None:  # at Keras' epoch index, as its TensorBoard callback
+            write_scalars(self.writer, record, epoch, self.limit_writer)
         report_probe(record, epoch + 1)
         return record
 

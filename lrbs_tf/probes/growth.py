@@ -26,6 +26,7 @@ import keras
 import numpy as np
 
 from lrbs_tf.probes.settings import ProbeSettings
+from lrbs_tf.progress import duration
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,16 @@ class BatchGrowth(keras.callbacks.Callback):
 
     def decide(self, epoch: int) -> dict:
         """Measure at the current weights and choose the next epoch's S."""
+        last = self.history[-1]["seconds"] if self.history else None
+        log.info(
+            "epoch %d: measuring B_simple on %d examples and the step sharpness at S = %d (%s)",
+            epoch + 1,
+            self.settings.noise_examples,
+            self.batch_size,
+            f"about {duration(last)}" + ("" if self.batch_size in self.steps else ", more: new S")
+            if last
+            else "the first measurement also compiles its functions",
+        )
         measured = self.measure()
         b = measured["b_simple"]
         if math.isfinite(b) and b > 0:

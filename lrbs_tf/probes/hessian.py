@@ -45,8 +45,12 @@ def sparse_softmax_cross_entropy(y, logits):
     )
 
 
-def _probe_copy(model: keras.Model, dtype: str) -> keras.Model:
-    """A functional copy without Dropout, computing in ``dtype``, with the same weights."""
+def _probe_copy(model: keras.Model, dtype: str, sample) -> keras.Model:
+    """A copy without Dropout, computing in ``dtype``, with BatchNorm's statistics as sums and
+    the same weights: a functional clone layer by layer, or for a subclassed model a new one
+    from its config, built on ``sample`` (one example)."""
+    if not getattr(model, "inputs", None):
+        return _subclassed_copy(model, dtype, sample)
 
     def clone(layer):
         if isinstance(layer, keras.layers.Dropout):
@@ -60,11 +64,10 @@ def _probe_copy(model: keras.Model, dtype: str) -> keras.Model:
 
     try:
         copy = keras.models.clone_model(model, clone_function=clone)
-    except Exception as e:  # subclassed models cannot be cloned layer by layer
-        raise ValueError(f"Hessian probes need a functional or Sequential model ({e})") from None
+    except Exception as e:  # a layer whose config does not rebuild it
+        raise ValueError(f"the probes cannot copy {model.name} ({e})") from None
     copy = keras.Model(copy.inputs, copy.outputs, name=f"{model.name}_probe")
-    if len(copy.weights) != len(model.weights):
-        raise ValueError("the probe copy of the model has different weights")
+    _check_same_weights(model, copy)
     return copy
 
 
@@ -93,11 +96,48 @@ def batch_layout(n: int, batch_size: int, bn_mode: str, groups: int = 1) -> tupl
     return np.array(starts), np.array(sizes), np.array(group_of, np.int32)
 
 
+def _subclassed_copy(model: keras.Model, dtype: str, sample) -> keras.Model:
+    """A subclassed model made again from its ``get_config`` under a ``dtype`` policy, its
+    Dropout rates set to 0 and its BatchNormalization layers computing sum-based statistics
+    (:class:`~lrbs_tf.compat.SumMomentsBatchNorm`), built on ``sample``."""
+    name = type(model).__name__
+    try:
+        config = dict(model.get_config())
+    except NotImplementedError:
+        raise ValueError(
+            f"the probes copy a subclassed model from its config: give {name} a get_config "
+            "returning its __init__ arguments"
+        ) from None
+    config.pop("dtype", None)
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype)
+    try:
+        copy = model.__class__.from_config(config)
+    except Exception as e:
+        raise ValueError(f"the probes cannot make {name} again from its config ({e})") from None
+    finally:
+        keras.config.set_dtype_policy(policy)
+    for layer in compat.all_layers(copy):
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0
+        if type(layer) is keras.layers.BatchNormalization:
+            compat.sum_moments(layer)
+    copy(tf.constant(np.asarray(sample)[:1], dtype), training=False)
+    _check_same_weights(model, copy)
+    return copy
+
+
+def _check_same_weights(model, copy) -> None:
+    if [tuple(w.shape) for w in model.weights] != [tuple(w.shape) for w in copy.weights]:
+        raise ValueError("the probe copy of the model has different weights")
+
+
 class HessianOperator:
     """H v for the mean training loss of ``model`` on ``(x, y)``; see the module docstring.
 
     Args:
-        model: a built functional or Sequential Keras model.
+        model: a built Keras model: functional, Sequential, or subclassed with a
+            ``get_config`` (its probe copy is made from the config).
         x, y: the probe examples (the caller chooses and records the subset).
         batch_size: examples per HVP batch (memory); results do not depend on it in inference
             mode.
@@ -141,7 +181,7 @@ class HessianOperator:
         self.num_examples = len(x)
         self.strategy = distribute.model_strategy(model) if strategy == "auto" else strategy
         with distribute.scope(self.strategy):
-            self.copy = _probe_copy(model, dtype)
+            self.copy = _probe_copy(model, dtype, x[:1])
         self.refresh()
         self.params = [v.value for v in self.copy.trainable_variables]
         self.state = [v.value for v in self.copy.non_trainable_variables]

@@ -264,13 +264,16 @@ class SpectralDensity:
 
 
 def slq_density(
-    matvec: MatVec, dim: int, runs: int = 10, steps: int = 80, seed: int = 0
+    matvec: MatVec, dim: int, runs: int = 10, steps: int = 80, seed: int = 0, after_run=None
 ) -> SpectralDensity:
-    """Stochastic Lanczos quadrature: ``runs`` Lanczos runs of ``steps`` from random vectors."""
+    """Stochastic Lanczos quadrature: ``runs`` Lanczos runs of ``steps`` from random vectors;
+    ``after_run(done, runs)`` is called after each (progress)."""
     rng = np.random.default_rng(seed)
     nodes, weights, matvecs = [], [], 0
     steps = min(steps, dim)
-    for _ in range(runs):
+    for run in range(runs):
+        if after_run is not None and run:
+            after_run(run, runs)
         v0 = _rademacher(rng, dim)
         alpha, beta, _ = lanczos(matvec, dim, steps, v0=v0)
         matvecs += len(alpha)

@@ -29,6 +29,7 @@ import keras_tuner as kt
 
 from lrbs_tf import distribute, files
 from lrbs_tf.models.registry import build_for
+from lrbs_tf.sweeps import LR_RANGE, RATIO_RANGE
 from lrbs_tf.sweeps.hparams import write_hparams_session
 from lrbs_tf.training.config import RunConfig
 from lrbs_tf.training.folder import RunBusyError, RunFolderError, read_json
@@ -73,8 +74,8 @@ class RatioHyperModel(kt.HyperModel):
         self,
         base: RunConfig,
         space: str = "ratio",
-        ratio_range=(1e-6, 1e-2),
-        lr_range=(1e-3, 0.3),
+        ratio_range=RATIO_RANGE,
+        lr_range=LR_RANGE,
         batch_sizes=(32, 128, 512),
         points=(),
         name_prefix: str = "trial",

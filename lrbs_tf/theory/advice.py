@@ -12,7 +12,8 @@ batch size S:
 * the finite-population factor (N − S)/(N − 1): the noise the SDE assumes shrinks as S → N;
 * S against B_simple (McCandlish et al. 2018): below it, noise dominates each step and linear
   scaling keeps the dynamics at fewer steps; far above it, extra batch buys little;
-* steps per epoch before and after.
+* steps per epoch before and after;
+* the recommendation (:func:`recommend`): the first stable rule of linear, sqrt and none.
 
 The step sharpness is measured at the run's own S; at another S it changes (BatchNorm's batch
 statistics change with S), so the verdict at a new S is a first-order guide: probe again at the
@@ -70,6 +71,29 @@ def verdict(
     return out
 
 
+def recommend(rules: dict, checks: dict, target_batch: int) -> dict:
+    """The rule to use at ``target_batch``: the first stable one of linear (keeps η/S, so the
+    SDE and the minima it leads to), sqrt (the largest η/S among the others) and none; no rule
+    when every η is unstable there."""
+    for name in RULES:
+        rule = rules[name]
+        if rule["verdict"] == "stable":
+            why = (
+                "keeps η/S"
+                if name == "linear"
+                else f"linear is unstable; η/S ×{rule['ratio_change']:.3g}: expect sharper minima"
+            )
+            if not checks["batch_well_below_n"]:
+                why += "; S is not well below N: η/S no longer sets the dynamics"
+            return {"rule": name, "lr": rule["lr"], "ratio": rule["ratio"], "why": why}
+    return {
+        "rule": None,
+        "lr": None,
+        "ratio": None,
+        "why": f"every rule's η is unstable at S = {target_batch}: stay at a smaller S",
+    }
+
+
 def advise(
     lr: float,
     batch_size: int,
@@ -100,6 +124,7 @@ def advise(
         "noise_dominated": target_batch < b_simple,
     }
     return {
+        "recommendation": recommend(rules, checks, target_batch),
         "base": {
             "lr": lr,
             "batch_size": batch_size,

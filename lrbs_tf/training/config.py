@@ -156,7 +156,8 @@ class RunConfig:
     )
     name: str | None = setting(
         None,
-        "run folder name (default: from model, data, η, S, seed)",
+        "run folder name (default: from model, data, η, S, seed, and the settings that "
+        "differ from their defaults: epochs, --train-size, --width …)",
         kind=str,
         check=optional(_name),
         group=RUN,
@@ -326,8 +327,25 @@ class RunConfig:
 
     @property
     def run_name(self) -> str:
+        """``--name``, else the default name: model, data, η, S, seed, a digest of the
+        schedules, and every setting of :data:`NAME_PARTS` that differs from its default (so
+        runs differing there get their own folders). A folder made by an lrbs_tf that named
+        runs without those parts (:meth:`legacy_name`) is still found: when the new name's
+        folder does not exist and the old name's holds this very run, the old name is kept."""
         if self.name:
             return self.name
+        legacy = self.legacy_name()
+        parts = "".join(
+            _name_part(abbr, getattr(self, key))
+            for key, abbr in NAME_PARTS
+            if getattr(self, key) != _DEFAULTS[key]
+        )
+        if parts and self._holds_this_run(legacy, legacy + parts):
+            return legacy
+        return legacy + parts
+
+    def legacy_name(self) -> str:
+        """The default name as lrbs_tf 0.2.0 made it: model, data, η, S, seed, schedules."""
         labels = f"{self.model_source().label}-{self.data_source().label}"
         name = f"{labels}-lr{self.lr:g}-bs{self.batch_size}-seed{self.seed}"
         schedules = self.plan().describe()
@@ -338,6 +356,23 @@ class RunConfig:
             digest = hashlib.sha1(repr(sorted(schedules.items())).encode()).hexdigest()[:6]
             name += f"-sched{digest}"
         return name
+
+    def _holds_this_run(self, legacy: str, name: str) -> bool:
+        """Does ``logdir/legacy`` hold this run, saved under its old default name, while
+        ``logdir/name`` does not exist?"""
+        from lrbs_tf import files
+
+        if os.path.lexists(os.path.join(self.logdir, name)):
+            return False
+        path = os.path.join(self.logdir, legacy, "config.json")
+        try:
+            saved = files.read_json(path)["config"]
+            if saved["name"] is not None or saved["run_name"] != legacy:
+                return False
+        except (OSError, ValueError, KeyError, TypeError, files.FileProblem):
+            return False
+        as_named = dataclasses.replace(self, name=legacy)
+        return all(key == "name" for key, _, _ in differences(saved, as_named))
 
     @property
     def run_dir(self) -> str:
@@ -413,6 +448,29 @@ class RunConfig:
         return out
 
 
+# Settings the default run name shows, as ``-<abbreviation><value>``, when they differ from
+# their defaults (``-ep5-n1000-w16``); today's defaults give the names lrbs_tf 0.2.0 gave.
+NAME_PARTS = (
+    ("epochs", "ep"),
+    ("train_size", "n"),
+    ("validation_size", "val"),
+    ("width", "w"),
+    ("momentum", "mom"),
+    ("loss_target", "target"),
+    ("augment", "aug"),
+    ("deterministic", "det"),
+    ("jit_compile", "jit"),
+    ("steps_per_execution", "spe"),
+)
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+
+
+def _name_part(abbreviation: str, value) -> str:
+    if isinstance(value, bool):
+        return f"-{abbreviation}"
+    return f"-{abbreviation}{value:g}" if isinstance(value, float) else f"-{abbreviation}{value}"
+
+
 PLACEMENT = names(RunConfig, group=DEVICES)  # where a run runs: strategy, devices, workers
 NOT_IDENTITY = names(RunConfig, identity=False)  # + the folder and how to treat it
 SOURCES = ("model_source", "data_source")  # checked by their digests (training/folder.py)
@@ -437,28 +495,64 @@ def same_settings(saved: dict, config: RunConfig) -> bool:
     outside the run's identity (:data:`NOT_IDENTITY`) are not compared; settings added to
     RunConfig (or to its probe settings) after the run was saved count as equal when they hold
     their default value, so a newer lrbs_tf reuses the runs of an older one."""
+    return not differences(saved, config)
+
+
+def differences(saved: dict, config: RunConfig) -> list[tuple[str, object, object]]:
+    """The settings in which a saved ``config.json`` (its ``config``) and ``config`` differ,
+    as ``(name, then, now)`` (nested probe settings as ``probe.examples``), compared as
+    :func:`same_settings` does."""
     as_read = restore_nonfinite(jsonable(config.to_dict()))  # as read back from config.json
     now = {k: v for k, v in as_read.items() if k not in NOT_IDENTITY + SOURCES}
     default = RunConfig(lr=1.0, batch_size=1, probe=ProbeSettings())
     defaults = restore_nonfinite(jsonable(dataclasses.asdict(default)))
-    return _same(saved, now, defaults)
+    return _differences(saved, now, defaults, "")
 
 
-def _same(saved: dict, now: dict, defaults: dict) -> bool:
+def _differences(saved: dict, now: dict, defaults: dict, prefix: str) -> list:
+    out = []
     for key, value in now.items():
         if key not in saved:
             if key not in defaults or defaults[key] != value:
-                return False
+                out.append((prefix + key, defaults.get(key, "not recorded"), value))
         elif isinstance(value, dict) and isinstance(saved[key], dict):
-            if not _same(saved[key], value, defaults.get(key) or {}):
-                return False
+            out += _differences(saved[key], value, defaults.get(key) or {}, f"{prefix}{key}.")
         elif saved[key] != value and not _both_nan(saved[key], value):
-            return False
-    return True
+            out.append((prefix + key, saved[key], value))
+    return out
+
+
+DERIVED = ("ratio", "num_train", "run_name", "schedules")  # follow from the settings
+
+
+def describe_differences(found: list[tuple[str, object, object]]) -> str:
+    """``--epochs 3 then, 5 now; --probe off then, on now``: the settings that differ (what
+    follows from them, like η/S, only when nothing else shows the difference)."""
+    shown = [d for d in found if d[0] not in DERIVED] or found
+    parts = []
+    for name, then, now in shown:
+        flag = "--" + name.replace("probe.", "probe-").replace("_", "-")
+        if name == "probe" and (then is None or now is None):
+            then, now = ("off" if then is None else "on"), ("off" if now is None else "on")
+        parts.append(f"{flag} {_shown(then)} then, {_shown(now)} now")
+    return "; ".join(parts)
+
+
+def _shown(value) -> str:
+    if isinstance(value, dict):
+        return "{…}"
+    return "unset" if value is None else str(value)
 
 
 def _both_nan(a, b) -> bool:
     return isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
 
 
-__all__ = ["RunConfig", "ProbeSettings", "ConfigError", "MAX_EPOCHS", "same_settings"]
+__all__ = [
+    "RunConfig",
+    "ProbeSettings",
+    "ConfigError",
+    "MAX_EPOCHS",
+    "same_settings",
+    "differences",
+]

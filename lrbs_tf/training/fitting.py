@@ -10,6 +10,7 @@ import keras
 from lrbs_tf.core.optimizers import RatioScaledOptimizer
 from lrbs_tf.data.pipeline import EpochData
 from lrbs_tf.models import sources as model_sources
+from lrbs_tf.progress import keras_bars_to_stderr
 
 MAX_XLA_SHAPES = 8
 log = logging.getLogger(__name__)
@@ -66,15 +67,17 @@ def fit_epoch(
     """Train one epoch (0-based ``epoch``) with the given batch sizes (and per-step η/S),
     starting at batch ``skip_batches`` (a resumed epoch). Only the steps: the run evaluates
     after ``fit`` returns, so that Keras' running training metrics are still there to be
-    checkpointed if the run stops while it evaluates."""
-    return model.fit(
-        train_data.dataset(sizes, epoch, skip_batches=skip_batches, ratios=ratios),
-        initial_epoch=epoch,
-        epochs=epoch + 1,
-        callbacks=list(callbacks),
-        verbose=verbose,
-        shuffle=False,
-    )
+    checkpointed if the run stops while it evaluates. Keras' progress bar (``verbose=1``) goes
+    to stderr (:func:`~lrbs_tf.progress.keras_bars_to_stderr`)."""
+    with keras_bars_to_stderr():
+        return model.fit(
+            train_data.dataset(sizes, epoch, skip_batches=skip_batches, ratios=ratios),
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            callbacks=list(callbacks),
+            verbose=verbose,
+            shuffle=False,
+        )
 
 
 def choose_jit(config, plans) -> bool:

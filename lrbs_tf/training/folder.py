@@ -44,7 +44,7 @@ import time
 
 from lrbs_tf import files
 from lrbs_tf.files import FileProblem, UnsafeFileError
-from lrbs_tf.training.config import changed_sources, same_settings
+from lrbs_tf.training.config import changed_sources, describe_differences, differences
 
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
 MARKER, LOCK, RESERVE = ".lrbs-run", ".lrbs-lock", ".lrbs-reserve"
@@ -508,11 +508,9 @@ def _inspect_ours(config, run_dir, entries) -> Inspection:
             f"{run_dir}: {changed}; a run continues only with the model it started with: "
             "restore it, or pass --overwrite or another --name"
         )
-    if not same_settings(saved["config"], config):
-        raise RunExistsError(
-            f"{run_dir} holds a run with other settings; pass --overwrite to "
-            "replace it or --name to choose another folder"
-        )
+    differ = differences(saved["config"], config)
+    if differ:
+        raise RunExistsError(other_settings(run_dir, differ))
     state_path = os.path.join(run_dir, "ckpt", "state.json")
     state = _checked_state(run_dir, state_path) if os.path.exists(state_path) else None
     if "results.json" not in has:
@@ -538,6 +536,22 @@ def _inspect_ours(config, run_dir, entries) -> Inspection:
             "checkpoint to resume from",
         )
     return Inspection("new", ours=True, leftovers=entries)  # stopped before its first epoch
+
+
+def other_settings(run_dir: str, differ: list) -> str:
+    """Why a run folder is not this run's: the settings that differ; a probe that differs
+    needs no retraining."""
+    what = describe_differences(differ)
+    if all(name.startswith("probe") for name, _, _ in differ):
+        return (
+            f"{run_dir} holds this run with other probe settings ({what}); a finished run is "
+            f"probed without retraining: python tools/probe.py {run_dir} (its flags set the "
+            "probe); --overwrite trains it again with these"
+        )
+    return (
+        f"{run_dir} holds a run with other settings ({what}); pass --overwrite to replace it "
+        "or --name to choose another folder"
+    )
 
 
 def _checked_state(run_dir: str, path: str) -> dict:
@@ -663,6 +677,7 @@ def _shape_problem(data, kind: str) -> str | None:
 EPOCH_NUMBERS = (
     "train_loss", "train_accuracy", "validation_loss", "validation_accuracy", "test_loss",
     "test_accuracy", "weights_loss", "weights_accuracy", "fraction", "wall_time",
+    "batch_size", "lr", "ratio",
 )  # fmt: skip
 
 
@@ -678,7 +693,20 @@ def _epochs_problem(records: list) -> str | None:
                 isinstance(value, bool) or not isinstance(value, (int, float))
             ):
                 return f"epoch record {i} has {key} {value!r}, not a number"
+        if not _ranges(record.get("within_epoch", {})):
+            return f"epoch record {i} has within_epoch {record['within_epoch']!r}, not ranges"
     return None
+
+
+def _ranges(value) -> bool:
+    """``{"batch_size"|"lr"|"ratio": [low, high]}`` (numbers), as an epoch record holds."""
+    return isinstance(value, dict) and all(
+        key in ("batch_size", "lr", "ratio")
+        and isinstance(pair, list)
+        and len(pair) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in pair)
+        for key, pair in value.items()
+    )
 
 
 def _recorded_number(value) -> bool:

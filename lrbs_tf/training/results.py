@@ -12,14 +12,33 @@ def _present(record) -> dict:
     return {k: v for k, v in dataclasses.asdict(record).items() if v is not None}
 
 
+def ranges_run(records: list[dict]) -> dict:
+    """``{"batch_size"|"lr"|"ratio": (lowest, highest)}`` over the epoch records that say what
+    they ran at (within-epoch ranges included); empty when none does."""
+    out = {}
+    for key in ("batch_size", "lr", "ratio"):
+        values = [
+            v for r in records if key in r for v in (r.get("within_epoch") or {}).get(key, [r[key]])
+        ]
+        if values:
+            out[key] = (min(values), max(values))
+    return out
+
+
 @dataclasses.dataclass
 class EpochRecord:
-    """One epoch: its steps, Keras' running means of the training loss and accuracy, validation
-    and test metrics, the loss and accuracy over the training set at the weights it ended with
-    (when a loss target is checked), and the run's wall time so far."""
+    """One epoch: its steps and what they ran at (S, η and η/S of its first step, their ranges
+    when they change within the epoch: :func:`~lrbs_tf.core.plan.step_values`), Keras' running
+    means of the training loss and accuracy, validation and test metrics, the loss and accuracy
+    over the training set at the weights it ended with (when a loss target is checked), and the
+    run's wall time so far."""
 
     epoch: int
     steps: int
+    batch_size: int | None = None
+    lr: float | None = None
+    ratio: float | None = None
+    within_epoch: dict | None = None  # {"batch_size"|"lr"|"ratio": [lowest, highest]}
     train_loss: float | None = None
     train_accuracy: float | None = None
     validation_loss: float | None = None

@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from lrbs_tf import distribute
-from lrbs_tf.core.plan import EpochPlans
+from lrbs_tf.core.plan import EpochPlans, step_values
 from lrbs_tf.data.datasets import load_for
 from lrbs_tf.data.pipeline import EpochData, eval_dataset
 from lrbs_tf.models.registry import check_user_model
@@ -263,6 +263,7 @@ class Run:
             for decision in decisions:
                 self.plans.decide(decision["epoch"], decision["next_batch_size"])
             self.growth.restore(decisions)
+        with_step_values(self.results.epochs, self.plans)  # records of an older lrbs_tf
         if distribute.is_multiworker(self.strategy):
             weights = sum(float(np.sum(w.numpy(), dtype=np.float64)) for w in self.model.weights)
             distribute.check_workers_agree(
@@ -327,8 +328,15 @@ class Run:
 
     def measure_epoch(self, epoch: int, trained: Trained) -> tuple[EpochRecord, dict | None]:
         """The epoch's record and streaming probe: measured, not yet recorded anywhere."""
-        sizes, logs, config = self.plans[epoch].sizes, trained.logs, self.config
-        record = EpochRecord(epoch + 1, trained.steps, logs.get("loss"), logs.get("accuracy"))
+        (sizes, ratios), logs, config = self.plans[epoch], trained.logs, self.config
+        ran = max(1, trained.steps)  # S, η and η/S of the steps that ran
+        record = EpochRecord(
+            epoch + 1,
+            trained.steps,
+            train_loss=logs.get("loss"),
+            train_accuracy=logs.get("accuracy"),
+            **step_values(sizes[:ran], ratios[:ran]),
+        )
         if trained.steps < len(sizes):  # stopped at the loss target within the epoch
             record.fraction = sum(sizes[: trained.steps]) / sum(sizes)
         if not math.isfinite(record.train_loss):
@@ -389,13 +397,20 @@ class Run:
         if self.prober is None or self.results.diverged:
             return
         settings = self.config.probe
-        log.info("probing curvature and gradient noise on %d examples", settings.examples)
         done = len(self.results.epochs)
+        budget = settings.rel_error is not None or settings.max_seconds is not None
+        last = (self.results.probe_history or [{}])[-1]
+        if last.get("epoch") == done and not budget:  # the streaming probe measured these weights
+            log.info("the final probe is the one after epoch %d", done)
+            measured = {k: v for k, v in last.items() if k != "epoch"}
+            self.results.probe = dict(measured, settings=self.prober.describe(), after_epoch=done)
+            return
+        log.info("probing curvature and gradient noise on %d examples", settings.examples)
         lr = self.lr_at(done - 0.001)
-        if settings.rel_error is None and settings.max_seconds is None:
-            measured = dict(self.prober(lr=lr), settings=self.prober.describe())
-        else:
+        if budget:
             measured = budgeted_probe(self, settings, lr)
+        else:
+            measured = dict(self.prober(lr=lr), settings=self.prober.describe())
         self.results.probe = measured
         with signals.deferred():  # one TensorBoard point per epoch
             self.board.probe(measured, done)
@@ -658,8 +673,8 @@ def near_target(records: list, target: float) -> bool:
 
 
 def epoch_line(record: EpochRecord, config: RunConfig, seconds: float) -> None:
-    """One log line per epoch: the epoch out of the run's, the running loss and accuracy, the
-    validation accuracy, and the seconds its steps took."""
+    """One log line per epoch: the epoch out of the run's, its S, η and η/S, the running loss
+    and accuracy, the validation accuracy, and the seconds its steps took."""
     values = {
         "loss": record.train_loss,
         "accuracy": record.train_accuracy,
@@ -667,10 +682,36 @@ def epoch_line(record: EpochRecord, config: RunConfig, seconds: float) -> None:
     }
     parts = [f"{k} {v:.4f}" for k, v in values.items() if v is not None]
     logging.getLogger("lrbs_tf").info(
-        "%s: epoch %d/%d: %s (%.1f s)",
+        "%s: epoch %d/%d: %s; %s (%.1f s)",
         config.run_name,
         record.epoch,
         config.epochs,
+        ran_at(record.to_dict()),
         ", ".join(parts),
         seconds,
     )
+
+
+def ran_at(record: dict) -> str:
+    """``S 640, η 0.005, η/S 7.812e-06`` (ranges as ``S 128-640``) of an epoch record."""
+    within = record.get("within_epoch") or {}
+    parts = []
+    for key, label, form in (
+        ("batch_size", "S", "{:d}"),
+        ("lr", "η", "{:.4g}"),
+        ("ratio", "η/S", "{:.4g}"),
+    ):
+        low, high = within.get(key, (record[key], record[key]))
+        text = form.format(low) if low == high else f"{form.format(low)}-{form.format(high)}"
+        parts.append(f"{label} {text}")
+    return ", ".join(parts)
+
+
+def with_step_values(records: list[dict], plans: EpochPlans) -> None:
+    """Fill in S, η and η/S of epoch records written before lrbs_tf recorded them (a run
+    resumed from an older checkpoint), from the run's plan."""
+    for record in records:
+        if "ratio" not in record:
+            sizes, ratios = plans[record["epoch"] - 1]
+            ran = max(1, record["steps"])
+            record.update(step_values(sizes[:ran], ratios[:ran]))

@@ -16,7 +16,7 @@ import tensorflow as tf
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from lrbs_tf import files
-from lrbs_tf.probes.callbacks import write_layout, write_scalars
+from lrbs_tf.probes.callbacks import LIMIT_RUN, write_layout, write_scalars
 from lrbs_tf.training import signals
 from lrbs_tf.training.folder import event_file_sizes
 from lrbs_tf.training.results import EpochRecord
@@ -30,7 +30,7 @@ class RunBoard:
 
     def __init__(self, run_dir: str, step_log, probes: bool = False):
         tb = os.path.join(run_dir, "tb")
-        splits = SPLITS + (("probe",) if probes else ())
+        splits = SPLITS + (("probe", "probe" + LIMIT_RUN) if probes else ())
         self.writers = {s: tf.summary.create_file_writer(os.path.join(tb, s)) for s in splits}
         self.marks = WrittenMarks(os.path.join(tb, "written.json"))
         self.step_scalars = StepScalars(self.writers["train"], step_log, self.marks)
@@ -44,7 +44,8 @@ class RunBoard:
     def probe(self, measured: dict, epoch: int) -> None:
         """A probe after ``epoch`` (1-based): one point per tag and epoch."""
         if epoch > self.marks.get("probe"):
-            write_scalars(self.writers["probe"], measured, epoch)
+            limit = self.writers["probe" + LIMIT_RUN]
+            write_scalars(self.writers["probe"], measured, self.marks.epoch_step(epoch), limit)
             self.marks.set("probe", epoch)
 
     def close(self) -> None:
@@ -68,6 +69,13 @@ class WrittenMarks:
     def __init__(self, path: str):
         self.path = path
         self.marks = files.read_json(path) if os.path.lexists(path) else {}
+        # epochs are drawn at Keras' epoch index (0 = the first); runs begun before lrbs_tf
+        # did so drew them from 1 and go on that way
+        self.marks.setdefault("epoch_step_of_first", 1 if self.marks else 0)
+
+    def epoch_step(self, epoch: int) -> int:
+        """The TensorBoard step of (1-based) ``epoch``."""
+        return epoch - 1 + self.get("epoch_step_of_first")
 
     def get(self, key: str) -> int:
         return int(self.marks.get(key, 0))
@@ -139,12 +147,13 @@ def _write_rows(steps, rows):
 
 def epoch_summaries(writers: dict, record: EpochRecord, marks) -> None:
     """``epoch_loss``/``epoch_accuracy`` per split (and the training set's loss and accuracy at
-    the weights, ``epoch_loss_at_weights``), unless a replay after a kill already wrote them."""
+    the weights, ``epoch_loss_at_weights``) at Keras' epoch index (:meth:`WrittenMarks.epoch_step`),
+    unless a replay after a kill already wrote them."""
     if record.epoch <= marks.get("epoch"):
         return
-    values = record.to_dict()
+    values, step = record.to_dict(), marks.epoch_step(record.epoch)
     for split in ("train", "validation", "test"):
-        with writers[split].as_default(step=record.epoch), tf.summary.record_if(True):
+        with writers[split].as_default(step=step), tf.summary.record_if(True):
             for metric in ("loss", "accuracy"):
                 value = values.get(f"{split}_{metric}")
                 if value is not None and math.isfinite(value):

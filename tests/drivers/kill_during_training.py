@@ -61,5 +61,5 @@ if __name__ == "__main__":
         changes["train_size"] = 300
     if "--model" in sys.argv:
         changes["model"] = sys.argv[sys.argv.index("--model") + 1]
-        changes["width"] = 256 if changes["model"].endswith(".keras") else 8  # 256: the default
+        changes["width"] = None if changes["model"].endswith(".keras") else 8  # a file: its own
     train(config(logdir, name, ckpt, **changes), callbacks=[KillAt(**kill)] if kill else [])
