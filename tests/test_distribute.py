@@ -250,6 +250,7 @@ def worker_env(ports, index):
 
 
 @needs_fmnist
+@pytest.mark.slow  # worker processes on 127.0.0.1 (40 s); `make test-all`, with the kill test below
 def test_two_workers_identical_weights_one_results_folder(tmp_path):
     logs = tmp_path / "logs"
     proc = run_script(

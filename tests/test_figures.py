@@ -35,6 +35,7 @@ def test_fig1_small(tmp_path):
     assert "curve distance" in proc.stdout
 
 
+@pytest.mark.slow  # fig1 runs the figures' run loop and tables; this one with `make test-all`
 def test_fig2_small(tmp_path):
     proc = run_script(
         "experiments/fig2_rescaling.py",

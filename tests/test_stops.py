@@ -113,6 +113,7 @@ def test_a_stop_inside_a_deferred_section_waits_for_its_end():
 
 
 @needs_fmnist
+@pytest.mark.slow  # a run's stops are tested above, a tool's in test_unsafe_files; 35 s
 def test_ctrl_c_in_a_sweep_stops_it_at_the_trial_and_the_same_command_continues(tmp_path):
     """keras-tuner counted an interrupted trial as failed and carried on (exit 0): now the
     sweep stops there, says how to continue, and the same command finishes every trial."""
