@@ -66,6 +66,9 @@ def test_run_probe_advise_and_theory_print_only_results_on_stdout(npz, tmp_path)
     # Keras' bar, then our epoch line with the S, η and η/S the epoch ran at
     results_only(run, r"(?m)^\d+/\d+ ━+.*loss.*\n.*epoch 1/2: S 20, η 0.04, η/S 0.002; loss")
     assert "η/S" in run.stdout and "sharpness  width" in run.stdout
+    assert "probe: width sharpness" in run.stderr  # the library's progress
+    for noise in ("absl::InitializeLog", "cudart_stub", "cuInit", "cpu_feature_guard"):
+        assert noise not in run.stderr, noise  # TensorFlow's start-up lines are filtered
     (folder,) = logdir.iterdir()
     results = json.loads((folder / "results.json").read_text())
     assert results["status"] == "finished" and results["probe"]["lambda_max"] > 0

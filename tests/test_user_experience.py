@@ -111,6 +111,7 @@ def test_warm_up_schedules_from_the_command_line(schedule):
 
 
 @needs_fmnist
+@pytest.mark.slow  # test_streams runs run.py --probe and checks both streams and the noise
 def test_run_shows_progress_and_no_tensorflow_noise(tmp_path):
     proc = run_script(
         "experiments/run.py",
