@@ -456,3 +456,18 @@ def test_npz_members_read_only_when_loaded_are_checked(tmp_path):
             z.writestr(name, data)
     with pytest.raises(DataError, match="cannot read x_train of .*EOF"):
         sources.load(str(short), validation_size=6, train_size=None, seed=0)
+
+
+def test_a_builder_failing_on_the_datas_shape_is_named_with_keras_reason():
+    """Keras' own exception for a pooling layer past a 1×1 map: the line says why (its second
+    sentence, once cut) and leaves out Keras' echo of the call's arguments."""
+    import keras
+
+    from lrbs_tf.models.sources import failure
+
+    with pytest.raises(ValueError) as caught:
+        keras.Sequential([keras.Input((1, 1, 4)), keras.layers.MaxPooling2D(2)])
+    line = failure(caught.value)
+    assert line.startswith("raised ValueError: Exception encountered when calling MaxPooling2D")
+    assert "zero or negative" in line and "Arguments received" not in line
+    assert "\n" not in line

@@ -258,6 +258,7 @@ def failure(error: BaseException) -> str:
     if isinstance(error, SystemExit):
         return f"called sys.exit({error.code!r})"
     text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(error)).split())
+    text = text.split(" Arguments received by ")[0]  # Keras' echo of the call's arguments
     return f"raised {type(error).__name__}" + (f": {text[:500]}" if text else "")
 
 
