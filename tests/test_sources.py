@@ -408,3 +408,13 @@ def test_a_model_measured_unlike_it_trained_is_named_with_its_likely_cause(npz, 
     warning = json.loads((run_dir / "results.json").read_text())["measured_model"]
     assert "not the model SGD trained" in warning and "momentum 0.99" in warning
     assert "after 16 steps" in warning and f"warning    {warning}" in proc.stdout
+
+
+def test_the_likely_cause_fits_the_momentum():
+    """Keras' 0.99 averages over ~100 steps: use 0.9; at 0.9 after 33 steps the average had
+    time, and the advice is not to use the momentum already used."""
+    from lrbs_tf.training.results import _likely_cause
+
+    assert "use momentum 0.9" in _likely_cause({"momentum": 0.99, "steps": 16})
+    at_09 = _likely_cause({"momentum": 0.9, "steps": 33})
+    assert "use momentum" not in at_09 and "--bn batch" in at_09 and "about 10 steps" in at_09

@@ -175,8 +175,16 @@ def _likely_cause(batchnorm: dict | None) -> str:
     if not batchnorm:
         return "Likely cause: Dropout or another layer that acts differently in inference."
     momentum, steps = batchnorm["momentum"], batchnorm["steps"]
-    return (
+    span = 1 / (1 - momentum)
+    cause = (
         f"Likely cause: BatchNorm's moving statistics (momentum {momentum:g}, an average over "
-        f"about {1 / (1 - momentum):.0f} steps) after {steps} steps; use momentum 0.9 or "
-        "train longer."
+        f"about {span:.0f} steps) after {steps} steps"
+    )
+    if momentum > 0.9:
+        return cause + "; use momentum 0.9 or train longer."
+    if steps < 3 * span:
+        return cause + "; train longer."
+    return (  # the average had time: it lags weights that move fast, or batches that vary
+        cause + ", lagging weights that still move fast; train longer or at a smaller η, or "
+        "probe each batch's own statistics (tools/probe.py RUN --bn batch)."
     )
