@@ -135,3 +135,28 @@ def test_advice_numbers():
     assert ok["linear_rule_expected_to_hold"]
     with pytest.raises(ValueError):
         advise(0.01, 100, 10000, 10.0, 500.0, 20000)
+
+
+def test_the_advisor_says_what_an_error_leaves_undecided(capsys):
+    """Numbers of the README's worked example: λ_step 82.41 ± 5 (η·λ_step of sqrt at S = 400,
+    3.3, within 2.4 SE of 3.7) and a B_simple known only as ≥ 65.18: the verdicts that the
+    errors straddle are named, and S/B_simple is an upper bound, not 'beyond the noise scale'."""
+    from lrbs_tf.cli.advise import show_checks
+    from lrbs_tf.theory.advice import advise, undecided
+
+    probe = {"step_sharpness_stderr": 5.0, "b_simple_kind": "lower bound", "b_simple": 65.18}
+    advice = advise(0.02, 100, 2700, 82.41, 65.18, 400) | {"probe": probe}
+    lines = undecided(advice, probe)
+    assert any(line.startswith("sqrt: η·λ_step = 3.3 lies within") for line in lines)
+    assert not any(line.startswith("linear") for line in lines)  # 6.6 ± 1: clearly unstable
+    assert any("only B_simple ≥ 65.18 is known" in line for line in lines)
+    show_checks(advice)
+    out = capsys.readouterr().out
+    assert "S/B_simple ≤ 6.14: B_simple is only a lower bound" in out
+    assert "beyond the simple noise scale" not in out
+    at_50 = advise(0.02, 100, 2700, 82.41, 65.18, 50) | {"probe": probe}
+    assert undecided(at_50, probe) == [] or all(
+        "B_simple" not in x for x in undecided(at_50, probe)
+    )
+    show_checks(at_50)
+    assert "S/B_simple 0.767: noise-dominated" in capsys.readouterr().out

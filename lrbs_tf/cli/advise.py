@@ -180,14 +180,21 @@ def show_checks(advice: dict) -> None:
             else " — S is not well below N: the gradient noise shrinks and the η/S scaling breaks"
         )
     )
-    print(
-        f"S/B_simple {c['batch_over_b_simple']:.3g}: "
-        + (
-            "noise-dominated steps, linear scaling keeps the dynamics with fewer steps"
-            if c["noise_dominated"]
-            else "beyond the simple noise scale: larger batches buy less and less"
+    bound = (advice.get("probe") or {}).get("b_simple_kind") == "lower bound"
+    if bound and not c["noise_dominated"]:  # S ≥ a lower bound of B_simple: no verdict
+        print(
+            f"S/B_simple ≤ {c['batch_over_b_simple']:.3g}: B_simple is only a lower bound, "
+            "so whether S is beyond the noise scale is undecided (below)"
         )
-    )
+    else:
+        print(
+            f"S/B_simple {c['batch_over_b_simple']:.3g}: "
+            + (
+                "noise-dominated steps, linear scaling keeps the dynamics with fewer steps"
+                if c["noise_dominated"]
+                else "beyond the simple noise scale: larger batches buy less and less"
+            )
+        )
     steps = advice["steps_per_epoch"]
     print(
         f"steps      {steps['before']} → {steps['after']} per epoch "
