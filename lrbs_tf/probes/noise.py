@@ -43,7 +43,12 @@ import tensorflow as tf
 
 from lrbs_tf.probes import sampling, spectral
 from lrbs_tf.probes.hessian import HessianOperator
-from lrbs_tf.probes.noise_norms import NoExactRule, PerExampleNorms, group_sums
+from lrbs_tf.probes.noise_norms import (
+    NoExactRule,
+    PerExampleNorms,
+    chunk_group_counts,
+    group_sums,
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +115,7 @@ class PerExampleGradients:
         """``(Σ g_i, Σ ‖g_i‖², n)`` per group of chunks (chunk ``c`` in group ``c % GROUPS``),
         over the micro-batches in float64, split over the replicas."""
         total, sq = self._moments()
-        starts = np.arange(0, self.count, self.chunk)
-        sizes = np.minimum(self.chunk, self.count - starts)
-        counts = np.bincount(
-            np.arange(len(starts)) % self.GROUPS, weights=sizes, minlength=self.GROUPS
-        )
-        return total.numpy(), sq.numpy(), counts
+        return total.numpy(), sq.numpy(), chunk_group_counts(self.count, self.chunk, self.GROUPS)
 
     def batches(self):
         """Yield arrays of flat gradients (micro-batches × parameters), ``chunk`` at a time."""

@@ -386,6 +386,14 @@ class NoExactRule(ValueError):
         self.layers = layers
 
 
+def chunk_group_counts(count: int, chunk: int, groups: int) -> np.ndarray:
+    """How many of ``count`` items each of ``groups`` groups holds when the items come in
+    chunks of ``chunk`` and chunk ``c`` goes to group ``c % groups``."""
+    starts = np.arange(0, count, chunk)
+    sizes = np.minimum(chunk, count - starts)
+    return np.bincount(np.arange(len(starts)) % groups, weights=sizes, minlength=groups)
+
+
 class PerExampleNorms:
     """Σ_i g_i and Σ_i ‖g_i‖² per group of examples from one backward pass per chunk.
 
@@ -495,12 +503,7 @@ class PerExampleNorms:
     def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(Σ g_i, Σ ‖g_i‖², n)`` per group, float64 (see the class docstring)."""
         total, sq = self._moments()
-        starts = np.arange(0, self.count, self.chunk)
-        sizes = np.minimum(self.chunk, self.count - starts)
-        counts = np.bincount(
-            np.arange(len(starts)) % self.GROUPS, weights=sizes, minlength=self.GROUPS
-        )
-        return total.numpy(), sq.numpy(), counts
+        return total.numpy(), sq.numpy(), chunk_group_counts(self.count, self.chunk, self.GROUPS)
 
     def example_norms(self) -> np.ndarray:
         """‖g_i‖² of every example (float64), ``chunk`` examples per call, on one device."""
