@@ -91,7 +91,7 @@ class ProbeSettings:
     )
     max_seconds: float | None = setting(
         None,
-        "spend at most this long on a probe: a pilot on 500 examples, then as many as fit",
+        "spend at most this long on a probe: a pilot on 64 examples, then as many as fit",
         kind=float,
         check=optional(positive),
         group=PROBE_GROUP,

@@ -1,0 +1,94 @@
+"""The probe budget (lrbs_tf.probes.budget): more examples until every figure's relative error
+is below the target, or as many as the time left allows — checked on a real Prober of a small
+network, and the planning rule on numbers worked by hand."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from lrbs_tf.probes import budget
+from lrbs_tf.probes.prober import Prober
+from lrbs_tf.probes.settings import ProbeSettings
+
+N = 1200
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """A small tanh network fitted briefly on a noisy teacher (not at a minimum)."""
+    keras.utils.set_random_seed(5)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(N, 6)).astype("float32")
+    y = np.argmax(x @ rng.normal(size=(6, 3)) + rng.normal(scale=1.5, size=(N, 3)), axis=1)
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(8, activation="tanh")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(True))
+    model.fit(x, y, batch_size=50, epochs=1, verbose=0)
+    return model, x, y
+
+
+def settings(**changes) -> ProbeSettings:
+    base = dict(examples=64, noise_examples=64, batch_size=64, finite_difference=False,
+                trace_matvecs=12, frobenius_samples=6, lanczos_max_steps=20)  # fmt: skip
+    return ProbeSettings(**(base | changes))
+
+
+def test_a_relative_error_target_adds_examples_until_every_figure_is_below_it(problem):
+    model, x, y = problem
+    made = []
+
+    def make(chosen):
+        made.append(chosen.examples)
+        return Prober(model, x, y, chosen, step_batch=50)
+
+    target = 0.15
+    found = budget.measure(make, settings(rel_error=target), N, lr=0.1)
+    record = found["budget"]
+    examples = [p["examples"] for p in record["passes"]]
+    assert examples == made and examples == sorted(examples) and len(set(examples)) == len(examples)
+    assert examples[0] == 64 and len(examples) > 1  # 64 examples are not enough for 15 %
+    errors = budget.relative_errors(found)
+    if record["reached"]:
+        assert all(e <= target for e in errors.values()), errors
+    else:  # only the whole training set stops it short of the target
+        assert record["stopped_by"] == "the training set" and examples[-1] == N
+        assert set(record["not_reached"]) == {k for k, e in errors.items() if not e <= target}
+    # each pass after the first asks for n × (worst error / target)², at least twice n
+    first = Prober(model, x, y, settings(), step_batch=50)(lr=0.1)
+    worst = max(e for e in budget.relative_errors(first).values() if e > target)
+    planned = N if np.isinf(worst) else int(np.ceil(64 * (worst / target) ** 2))
+    wanted = min(max(planned, 128), N)  # an infinite error (a B_simple bound): the whole set
+    assert examples[1] == wanted
+
+
+def test_a_time_limit_starts_with_the_pilot_and_plans_from_its_cost(problem):
+    model, x, y = problem
+    found = budget.measure(
+        lambda chosen: Prober(model, x, y, chosen),
+        settings(examples=1000, max_seconds=1e-3),
+        N,
+        0.1,
+    )
+    record = found["budget"]  # the pilot alone overran a 1 ms limit: nothing more is tried
+    assert [p["examples"] for p in record["passes"]] == [budget.PILOT]
+    assert record["stopped_by"] == "the time limit" and not record["reached"]
+
+
+@pytest.mark.parametrize(
+    "elapsed,seconds,expected",
+    [
+        (8.0, 8.0, 736),  # 92 s left at 8 s per 64 examples: 64 × 92 / 8
+        (8.0, 4.0, 1200),  # enough time for the whole training set
+        (95.0, 8.0, None),  # 5 s left: fewer examples than the pass before
+    ],
+)
+def test_the_next_pass_fits_the_time_left(elapsed, seconds, expected):
+    current = settings(examples=64)
+    limit = dataclasses.replace(current, max_seconds=100.0)
+    missing = {"trace": 0.5}  # no target: every figure counts as not there
+    assert budget.next_examples(current, missing, N, elapsed, {"seconds": seconds}, limit) == (
+        expected
+    )
