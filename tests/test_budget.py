@@ -50,6 +50,7 @@ def test_a_relative_error_target_adds_examples_until_every_figure_is_below_it(pr
     examples = [p["examples"] for p in record["passes"]]
     assert examples == made and examples == sorted(examples) and len(set(examples)) == len(examples)
     assert examples[0] == 64 and len(examples) > 1  # 64 examples are not enough for 15 %
+    assert found["seconds"] == record["seconds"] >= sum(p["seconds"] for p in record["passes"])
     errors = budget.relative_errors(found)
     if record["reached"]:
         assert all(e <= target for e in errors.values()), errors

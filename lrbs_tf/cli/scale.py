@@ -42,23 +42,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from lrbs_tf.cli.common import command, format_table, program, run_kwargs
+from lrbs_tf.cli.common import SHARED, command, format_table, program, run_kwargs
 from lrbs_tf.cli.figure import Figure, figure_main
 from lrbs_tf.settings import add_flags, names, values_from
 
 PROG = program("scaling_test.py")
-RUN_FLAGS = (
-    "model",
-    "width",
-    "dataset",
-    "data_dir",
-    "train_size",
-    "validation_size",
-    "seed",
-    "logdir",
-    "overwrite",
-    "deterministic",
-)
+# The run settings the figures share, but for epochs (a branch trains E examples) and augment
+RUN_FLAGS = tuple(name for name in SHARED if name not in ("epochs", "augment"))
 
 
 def flags(p) -> None:
