@@ -93,3 +93,31 @@ def test_the_next_pass_fits_the_time_left(elapsed, seconds, expected):
     assert budget.next_examples(current, missing, N, elapsed, {"seconds": seconds}, limit) == (
         expected
     )
+
+
+def test_a_share_of_the_training_time_is_a_time_limit_within_the_probe_sizes(problem):
+    """run.py's default probe (no size, error or time limit given): a light pilot, then a full
+    pass on as many examples as the time allows, but never more than --probe-examples."""
+    from lrbs_tf.probes.settings import MIN_SECONDS
+    from lrbs_tf.training.run import time_shared
+
+    assert time_shared(settings(time_share=0.5), 100.0).max_seconds == 50.0
+    assert time_shared(settings(time_share=1.0), 0.5).max_seconds == MIN_SECONDS  # the floor
+    model, x, y = problem
+    chosen = time_shared(settings(examples=200, noise_examples=200, time_share=1.0), 1000.0)
+    found = budget.measure(lambda c: Prober(model, x, y, c), chosen, N, 0.1)
+    record = found["budget"]
+    # the pilot is light (the probe run during training), the pass after it full
+    assert [(p["examples"], p["full"]) for p in record["passes"]] == [(64, False), (200, True)]
+    assert record["stopped_by"] == "the probe size" and record["time_share"] == 1.0
+
+
+def test_the_pilot_prices_a_full_pass_by_its_hvps():
+    """A light pass's seconds are scaled to a full pass's by their HVP counts."""
+    from lrbs_tf.probes.prober import pass_cost
+
+    s = settings(trace_matvecs=99, frobenius_samples=30, finite_difference=True)
+    found = {"lanczos_matvecs": 10, "step_lanczos_matvecs": 10}
+    # full: 20 Lanczos + 2 jackknife + 99 + 30 + 1.6 × 30 + 2 noise; light: 20 + 2 + 33 + 10 + 2
+    assert pass_cost(s, found, True) == pytest.approx(20 + 2 + 99 + 30 + 48 + 2)
+    assert pass_cost(s, found, False) == pytest.approx(20 + 2 + 33 + 10 + 2)

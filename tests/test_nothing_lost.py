@@ -333,3 +333,6 @@ def test_runs_saved_before_a_setting_existed_are_reused_only_at_its_default():
         dataclasses.replace(config, probe=None),
     ):
         assert not same_settings(old, changed)
+    # how long the final probe may take is not what the run is (run.py sets it by default)
+    shared = dataclasses.replace(config, probe=ProbeSettings(examples=500, time_share=1.0))
+    assert same_settings(old, shared) and same_settings(saved, shared)

@@ -110,6 +110,26 @@ def test_warm_up_schedules_from_the_command_line(schedule):
     )
 
 
+@pytest.mark.parametrize(
+    "flags,share",
+    [
+        ([], 1.0),  # no size, error or time limit given: about what training cost
+        (["--probe-examples", "5000"], None),  # given, even at its default: as sized
+        (["--probe-noise-examples", "100"], None),
+        (["--probe-max-seconds", "30"], None),
+        (["--probe-rel-error", "0.1"], None),
+        (["--probe-time-share", "0.5"], 0.5),
+        (["--probe-time-share", "0"], 0.0),
+    ],
+)
+def test_a_probe_given_no_size_costs_about_what_training_did(flags, share):
+    from lrbs_tf.cli.run import parse_args
+
+    config = parse_args(["--ratio", "0.1/100", *TINY, "--probe", *flags])
+    assert config.probe.time_share == share
+    assert parse_args(["--ratio", "0.1/100", *TINY]).probe is None
+
+
 @needs_fmnist
 @pytest.mark.slow  # test_streams runs run.py --probe and checks both streams and the noise
 def test_run_shows_progress_and_no_tensorflow_noise(tmp_path):

@@ -22,7 +22,9 @@ Writes ``runs/<name>/`` with ``config.json``, ``results.json``, ``model.keras`` 
 events (``tb/``).
 
 Measured on 2 CPU cores: ``--ratio 0.005/640`` (3 epochs) takes 15 s in all and reaches 78.0 %
-test accuracy; ``--ratio 0.1/100 --epochs 5`` 18 s and 87.3 %; ``--probe`` adds about 30 s.
+test accuracy; ``--ratio 0.1/100 --epochs 5`` 18 s and 87.3 %. ``--probe`` given no size,
+error or time limit spends about as long as training did (``--probe-time-share``, at least
+10 s) on at most 5000 examples.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from lrbs_tf.cli.common import (
 )
 from lrbs_tf.core.ratio import RatioError, parse_ratio, rescale_lr, resolve_ratio
 from lrbs_tf.core.schedules import ScheduleError, Warmup, parse_schedule
-from lrbs_tf.probes.settings import PROBE_GROUP, ProbeSettings
+from lrbs_tf.probes.settings import DEFAULT_TIME_SHARE, PROBE_GROUP, ProbeSettings
 from lrbs_tf.settings import ConfigError, add_flags, values_from
 from lrbs_tf.training.config import SCHEDULES, RunConfig
 
@@ -90,12 +92,31 @@ def parse(argv=None) -> tuple[RunConfig, bool]:
             if args.probe or args.probe_every
             else None
         )
+        if probe is not None and not given(p, argv, *SIZED_BY, prefix="probe_"):
+            probe.time_share = DEFAULT_TIME_SHARE  # about what training cost, not 80×
         config = RunConfig(
             lr=ratio.lr, batch_size=ratio.batch_size, probe=probe, **values_from(args, names)
         ).validate()
     except (RatioError, ConfigError) as e:
         fail(PROG, e)
     return config, args.verbose
+
+
+# The flags that say how much to probe: given any, the probe is as the user sized it.
+SIZED_BY = ("examples", "noise_examples", "rel_error", "max_seconds", "time_share")
+
+
+def given(parser, argv, *names, prefix: str = "") -> bool:
+    """Did the command line give any of the flags of ``names`` (their argparse dests after
+    ``prefix``), even at its default value?"""
+    dests, unset = [prefix + name for name in names], object()
+    defaults = {dest: parser.get_default(dest) for dest in dests}
+    parser.set_defaults(**dict.fromkeys(dests, unset))
+    try:
+        again = parser.parse_args(argv)
+    finally:
+        parser.set_defaults(**defaults)
+    return any(getattr(again, dest) is not unset for dest in dests)
 
 
 def check_user_model_now(config) -> None:
@@ -292,6 +313,19 @@ def probe_lines(probe: dict | None, batchnorm: bool = True) -> list[str]:
         f"B_simple {text(probe, 'b_simple')} (on {probe['noise_num_examples']} examples); "
         f"± over the probe examples ({probe.get('sampling_groups', '?')} groups) and the "
         f"estimators; the final probe took {probe['seconds']:.0f} s",
+        *budget_lines(probe),
+    ]
+
+
+def budget_lines(probe: dict) -> list[str]:
+    """What a probe limited by a share of the training time left out (nothing otherwise)."""
+    budget = probe.get("budget") or {}
+    if not budget.get("time_share") or budget.get("stopped_by") != "the time limit":
+        return []
+    return [
+        f"           on {budget['passes'][-1]['examples']} examples, as many as "
+        f"{budget['time_share']:g} × the training time allowed ({budget['max_seconds']:.0f} s); "
+        "--probe-examples N for more, or tools/probe.py on the run folder"
     ]
 
 

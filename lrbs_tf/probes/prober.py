@@ -173,8 +173,7 @@ class Prober:
         self._v0 = eig.eigenvectors[0]
         hvp_seconds = self.op.last_seconds  # one HVP, traced already
         width_se = sampling.jackknife(sampling.rayleigh_leave_one_out(self.op, self._v0))
-        trace_n = s.trace_matvecs if full else max(9, s.trace_matvecs // 3)
-        frob_n = s.frobenius_samples if full else max(5, s.frobenius_samples // 3)
+        trace_n, frob_n = sample_counts(s, full)
         self._say_left(eig, trace_n, frob_n, full, time.time() - tick, hvp_seconds)
         trace = sampling.hutchpp_trace(self.op, num=trace_n, seed=seed + 1)
         frob = sampling.hutchinson_frobenius(self.op, num=frob_n, seed=seed + 2)
@@ -273,6 +272,24 @@ class Prober:
             seconds,
             hvp_seconds * left + tracing,
         )
+
+
+def sample_counts(settings: ProbeSettings, full: bool) -> tuple[int, int]:
+    """HVPs of Tr H (Hutch++) and of ‖H‖_F (Hutchinson): the settings', or a third of them
+    without ``full`` (during training)."""
+    if full:
+        return settings.trace_matvecs, settings.frobenius_samples
+    return max(9, settings.trace_matvecs // 3), max(5, settings.frobenius_samples // 3)
+
+
+def pass_cost(settings: ProbeSettings, found: dict, full: bool) -> float:
+    """A probe's passes over its examples in HVPs (a gradient ≈ 0.8 HVP), given the Lanczos
+    steps a probe ``found`` took: what makes a full and a light probe's times comparable."""
+    trace_n, frob_n = sample_counts(settings, full)
+    lanczos = found.get("lanczos_matvecs", 0) + found.get("step_lanczos_matvecs", 0)
+    fd = 1.6 * settings.frobenius_samples if full and settings.finite_difference else 0.0
+    noise = 2.0 * settings.noise_examples / max(settings.examples, 1)
+    return lanczos + 2 + trace_n + frob_n + fd + noise  # 2: the jackknife's group passes
 
 
 def _sampled(name: str, found: sampling.Sampled) -> dict:

@@ -10,6 +10,11 @@ BN_MODES = ("inference", "batch")
 DTYPES = ("float32", "float64")
 METHODS = ("rr", "fr")  # reverse-over-reverse, forward-over-reverse
 PROBE_GROUP = "curvature probes (λ_max, Tr H, ‖H‖_F, B_simple)"
+# The least time a probe limited by a share of the training time gets: below it, a pilot and
+# its tracing leave too few examples for any figure to mean much.
+MIN_SECONDS = 10.0
+# run.py's share of the training time for a final probe given no size, error or time limit.
+DEFAULT_TIME_SHARE = 1.0
 
 
 @dataclasses.dataclass
@@ -95,6 +100,17 @@ class ProbeSettings:
         kind=float,
         check=optional(positive),
         group=PROBE_GROUP,
+    )
+    time_share: float | None = setting(
+        None,
+        "spend at most this multiple of the training time on the final probe (at least "
+        f"{MIN_SECONDS:g} s): a pilot on 64 examples, then as many as fit, up to --probe-examples; "
+        "run.py's default is 1 when no probe size, error or time limit is given (0: the "
+        "probe sizes whatever they cost)",
+        kind=float,
+        check=optional(lambda v: None if v >= 0 else "must be at least 0"),
+        group=PROBE_GROUP,
+        identity=False,
     )
     seed: int = setting(
         0,

@@ -473,6 +473,7 @@ def _name_part(abbreviation: str, value) -> str:
 
 PLACEMENT = names(RunConfig, group=DEVICES)  # where a run runs: strategy, devices, workers
 NOT_IDENTITY = names(RunConfig, identity=False)  # + the folder and how to treat it
+PROBE_NOT_IDENTITY = names(ProbeSettings, identity=False)
 SOURCES = ("model_source", "data_source")  # checked by their digests (training/folder.py)
 
 
@@ -504,6 +505,8 @@ def differences(saved: dict, config: RunConfig) -> list[tuple[str, object, objec
     :func:`same_settings` does."""
     as_read = restore_nonfinite(jsonable(config.to_dict()))  # as read back from config.json
     now = {k: v for k, v in as_read.items() if k not in NOT_IDENTITY + SOURCES}
+    if isinstance(now.get("probe"), dict):  # how long to probe is not what the run is
+        now["probe"] = {k: v for k, v in now["probe"].items() if k not in PROBE_NOT_IDENTITY}
     default = RunConfig(lr=1.0, batch_size=1, probe=ProbeSettings())
     defaults = restore_nonfinite(jsonable(dataclasses.asdict(default)))
     return _differences(saved, now, defaults, "")

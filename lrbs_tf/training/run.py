@@ -405,8 +405,12 @@ class Run:
             measured = {k: v for k, v in last.items() if k != "epoch"}
             self.results.probe = dict(measured, settings=self.prober.describe(), after_epoch=done)
             return
-        log.info("probing curvature and gradient noise on %d examples", settings.examples)
         lr = self.lr_at(done - 0.001)
+        if settings.time_share and not budget:
+            settings = time_shared(settings, self.results.train_time)
+            budget = True
+        else:
+            log.info("probing curvature and gradient noise on %d examples", settings.examples)
         if budget:
             measured = budgeted_probe(self, settings, lr)
         else:
@@ -598,6 +602,22 @@ def batchnorm_of(model, steps: int) -> dict | None:
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
     return {"momentum": max(momenta), "steps": steps} if momenta else None
+
+
+def time_shared(settings, train_time: float):
+    """``settings`` with a time limit of ``time_share`` × the training time (at least
+    :data:`~lrbs_tf.probes.settings.MIN_SECONDS`), and its examples as the most to use."""
+    from lrbs_tf.probes.settings import MIN_SECONDS
+
+    limit = max(settings.time_share * train_time, MIN_SECONDS)
+    log.info(
+        "probing curvature and gradient noise for at most %.0f s (%g × the %.0f s of training; "
+        "--probe-examples N or --probe-time-share 0 for a probe of fixed size)",
+        limit,
+        settings.time_share,
+        train_time,
+    )
+    return dataclasses.replace(settings, max_seconds=limit)
 
 
 def budgeted_probe(run, settings, lr: float) -> dict:
