@@ -42,7 +42,8 @@ def main() -> None:
         metrics=["accuracy"],
     )
     train = (data.train.x, data.train.y)
-    sharpness = Sharpness(train, every=5, batch_size=100, examples=1000, noise_examples=200)
+    # at most about 10 % of the training time on probes (max_overhead), on ≤ 1000 examples
+    sharpness = Sharpness(train, batch_size=100, examples=1000, noise_examples=200)
     model.fit(
         data.train.x,
         data.train.y,
@@ -55,6 +56,12 @@ def main() -> None:
     )
     loss, accuracy = model.evaluate(data.test.x, data.test.y, batch_size=1000, verbose=0)
     print(f"test accuracy {accuracy:.4f}, loss {loss:.4f}")
+    print(
+        f"probes after epochs {[h['epoch'] for h in sharpness.history]} on "
+        f"{[h['examples'] for h in sharpness.history]} examples: {sharpness.probe_seconds:.1f} s "
+        f"against {sharpness.train_seconds:.1f} s of training "
+        f"({sharpness.probe_seconds / sharpness.train_seconds:.1%})"
+    )
     last = sharpness.history[-1]
     print(
         f"epoch {last['epoch']}: λ_max {last['lambda_max']:.1f}, step sharpness "

@@ -121,6 +121,7 @@ def test_callback_in_a_plain_fit_writes_one_point_per_probe_and_traces_once(tmp_
         examples=200,
         noise_examples=100,
         log_dir=str(tmp_path / "probe"),
+        max_overhead=None,  # every epoch, whatever it costs
     )
     history = model.fit(x, y, batch_size=50, epochs=3, verbose=0, callbacks=[probe])
     for key in (
@@ -258,3 +259,55 @@ def test_stability_check_end_to_end_on_a_small_subset(tmp_path):
     assert sum(sum(c.values()) for c in counts.values()) == 2
     assert report["advisor_agreement"] == [sum(r["agrees"] for r in rows), 2]
     assert (tmp_path / "stability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "probe_seconds,cost,train_seconds,expected",
+    [
+        (0.0, None, 0.0, True),  # the first probe prices the rest
+        (1.0, 1.0, 20.0, True),  # 2 s of probes within 0.1 × 20 s
+        (1.0, 1.5, 20.0, False),
+        (3.0, 1.0, 40.0, True),
+    ],
+)
+def test_the_callback_probes_while_the_overhead_allows(
+    probe_seconds, cost, train_seconds, expected
+):
+    from lrbs_tf.probes.callbacks import affordable
+
+    assert affordable(probe_seconds, cost, train_seconds, 0.1) == expected
+
+
+def test_the_callback_sizes_its_probes_and_their_spacing_from_the_first():
+    from lrbs_tf.probes.callbacks import epochs_between, examples_within
+
+    assert examples_within(0.01, 5.0, 64, 2000) == 500  # 5 s at 10 ms per example
+    assert examples_within(0.01, 0.1, 64, 2000) == 64  # never fewer than the first probe's
+    assert examples_within(0.001, 5.0, 64, 2000) == 2000  # never more than asked
+    assert epochs_between(2.0, 10.0, 0.1, 1) == 2  # a 2 s probe per 1 s of budget an epoch
+    assert epochs_between(2.0, 10.0, 0.1, 3) == 3  # a multiple of every
+    assert epochs_between(0.5, 10.0, 0.1, 1) == 1
+
+
+@pytest.mark.parametrize(
+    "max_overhead,epochs,examples", [(1e-9, [1], [64]), (1e9, [1, 2, 3], [64, 200, 200])]
+)
+def test_the_callback_keeps_its_overhead(max_overhead, epochs, examples):
+    """The first probe is small; a tiny overhead allows no other, an unlimited one a probe per
+    epoch on every example asked for (the first probe priced them)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 6, 6, 1)).astype(np.float32)
+    y = rng.integers(0, 10, 400).astype(np.int32)
+    model = build_model("mlp", (6, 6, 1), 10, seed=1, width=16)
+    model.compile(
+        keras.optimizers.SGD(0.05),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    probe = Sharpness(
+        (x, y), batch_size=50, examples=200, noise_examples=100, max_overhead=max_overhead
+    )
+    history = model.fit(x, y, batch_size=50, epochs=3, verbose=0, callbacks=[probe])
+    assert [h["epoch"] for h in probe.history] == epochs
+    assert [h["examples"] for h in probe.history] == examples
+    assert len(history.history["width_sharpness"]) == len(epochs)
+    assert probe.train_seconds > 0 and probe.probe_seconds > 0

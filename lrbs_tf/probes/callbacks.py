@@ -14,14 +14,26 @@ point per quantity and probe to TensorBoard (``log_dir``, at Keras' epoch index:
 first epoch, as Keras' own TensorBoard callback), with a "Custom Scalars" chart of the step
 sharpness against 2/η (written to ``log_dir`` + ``_2_over_lr``, a run of its own, so that it
 has its own colour); and reports a line on the ``lrbs_tf`` logger. Every function it
-compiles is traced once per model.
+compiles is traced once per model (once more when ``max_overhead`` grows the probe after the
+first).
+
+**What it costs you.** With ``max_overhead`` (default 0.1) the probes take at most about that
+fraction of the training time (the epochs' time, probes excluded): the first probe, after the
+first epoch of ``every``, is a small one on ``min(examples, 64)`` examples, tracing included;
+from its cost per example the callback picks the examples of the rest (as many as one probe
+per ``every`` epochs allows, between 64 and ``examples``) and then probes at an epoch of
+``every`` only when the probes so far plus one more stay within ``max_overhead`` × the training
+time so far — so on a model whose probe costs many epochs, it probes less often. It logs what it
+chose. ``max_overhead=None``: every ``every`` epochs on ``examples`` examples, whatever it costs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
+import time
 
 import keras
 import numpy as np
@@ -142,11 +154,14 @@ class Sharpness(keras.callbacks.Callback):
 
     Args:
         data: ``(x, y)`` training examples (arrays) the probes draw their fixed subsets from.
-        every: epochs between probes.
+        every: epochs between probes (the least, with ``max_overhead``).
         batch_size: S of the step sharpness (default: the global batch of the epoch's first
             step when the optimizer is :class:`~lrbs_tf.core.optimizers.RatioScaledOptimizer`,
             the nominal S — a ragged last batch is not it; else no step sharpness).
-        examples, noise_examples: probe subset sizes (curvature; gradient noise).
+        examples, noise_examples: probe subset sizes (curvature; gradient noise): the most,
+            with ``max_overhead``.
+        max_overhead: the probes' time at most about this fraction of the training time (see
+            the module docstring); None: no limit.
         log_dir: TensorBoard folder for the ``probe/*`` scalars (none: no TensorBoard).
         settings: a full :class:`~lrbs_tf.probes.settings.ProbeSettings` instead.
         lr_at: ``epoch -> η`` for 2/η (default: η of the epoch's first step, ratio × S, with
@@ -167,8 +182,11 @@ class Sharpness(keras.callbacks.Callback):
         full: bool = False,
         prober: Prober | None = None,
         writer=None,
+        max_overhead: float | None = 0.1,
     ):
         super().__init__()
+        if max_overhead is not None and not max_overhead > 0:
+            raise ValueError(f"max_overhead must be above 0 (or None), got {max_overhead}")
         if prober is None and data is None:
             raise ValueError("Sharpness needs the training data (x, y) or a Prober")
         self.data, self.every, self.batch_size = data, int(every), batch_size
@@ -182,6 +200,17 @@ class Sharpness(keras.callbacks.Callback):
         self.limit_writer = None  # 2/η's own run, next to log_dir
         self.history = []  # every measurement, with its epoch
         self._nominal = None  # (S, η) after the epoch's first step (RatioScaledOptimizer)
+        self.max_overhead = max_overhead if prober is None else None  # a given Prober: as is
+        self.train_seconds = self.probe_seconds = 0.0  # the epochs' time; the probes'
+        self.probe_cost = None  # seconds of the next probe (None before the first)
+        self._epoch_start = None
+        if self.max_overhead is not None:  # the first probe is a small one
+            self._first_settings = self.settings
+            self.settings = dataclasses.replace(
+                self.settings,
+                examples=min(self.settings.examples, FIRST_EXAMPLES),
+                noise_examples=min(self.settings.noise_examples, FIRST_EXAMPLES),
+            )
 
     def on_train_begin(self, logs=None):
         if self.writer is None and self.log_dir:
@@ -192,14 +221,27 @@ class Sharpness(keras.callbacks.Callback):
             self.limit_writer = tf.summary.create_file_writer(limit)
             write_layout(self.writer)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
     def on_train_batch_end(self, batch, logs=None):
         if batch == 0:  # S and η of the epoch's full batches (once per epoch)
             self._nominal = _ratio_step(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._epoch_start is not None:
+            self.train_seconds += time.perf_counter() - self._epoch_start
         if (epoch + 1) % self.every:
             return
+        if self.max_overhead is not None and not affordable(
+            self.probe_seconds, self.probe_cost, self.train_seconds, self.max_overhead
+        ):
+            return
+        tick = time.perf_counter()
         record = self.measure(epoch)
+        self.probe_seconds += time.perf_counter() - tick
+        if self.max_overhead is not None:
+            self._plan(record, epoch + 1)
         if logs is not None:
             logs.update({k: record[k] for k in LOGGED if k in record})
             logs["sharpness_seconds"] = record["seconds"]
@@ -215,12 +257,47 @@ class Sharpness(keras.callbacks.Callback):
             prober.step_batch or "none",
         )
         record = prober(lr=lr, full=self.full)
-        record["epoch"] = epoch + 1
+        record["epoch"], record["examples"] = epoch + 1, prober.settings.examples
         self.history.append(record)
         if self.writer is not None:  # at Keras' epoch index, as its TensorBoard callback
             write_scalars(self.writer, record, epoch, self.limit_writer)
         report_probe(record, epoch + 1)
         return record
+
+    def _plan(self, record: dict, epochs: int) -> None:
+        """After the first probe: the examples of the rest and their cost (logged); after
+        the others: the cost of the next, that of the last."""
+        if self.probe_cost is not None:
+            self.probe_cost = record["seconds"]
+            return
+        first = self.settings.examples
+        examples = examples_within(
+            record["seconds"] / first,
+            self.max_overhead * self.train_seconds / epochs * self.every,
+            first,
+            self._first_settings.examples,
+        )
+        if examples != first:  # a new subset: traced again at the next probe
+            self.settings = dataclasses.replace(
+                self._first_settings,
+                examples=examples,
+                noise_examples=min(self._first_settings.noise_examples, examples),
+            )
+            self.prober = None
+        self.probe_cost = record["seconds"] * examples / first
+        log.info(
+            "Sharpness: the first probe took %.1f s on %d examples (tracing included) after "
+            "%.1f s of training; within %g of the training time the next ones take %d "
+            "examples, about every %d epochs",
+            record["seconds"],
+            first,
+            self.train_seconds,
+            self.max_overhead,
+            examples,
+            epochs_between(
+                self.probe_cost, self.train_seconds / epochs, self.max_overhead, self.every
+            ),
+        )
 
     def _nominal_lr(self) -> float | None:
         """η of the epoch's full batches: read after its first step (the last step of an epoch
@@ -237,6 +314,28 @@ class Sharpness(keras.callbacks.Callback):
                 self.model, np.asarray(x), np.asarray(y), self.settings, step_batch=batch
             )
         return self.prober
+
+
+FIRST_EXAMPLES = 64  # the first probe under max_overhead: small, as its cost is unknown
+
+
+def affordable(probe_seconds: float, cost, train_seconds: float, max_overhead: float) -> bool:
+    """May the callback probe now? Always the first time (``cost`` None: it prices the rest);
+    then while the probes so far and one more of ``cost`` seconds stay within
+    ``max_overhead`` × the training time so far."""
+    return cost is None or probe_seconds + cost <= max_overhead * train_seconds
+
+
+def examples_within(per_example: float, budget: float, least: int, most: int) -> int:
+    """The examples one probe of ``budget`` seconds allows at ``per_example`` seconds each,
+    between ``least`` and ``most``."""
+    return int(min(max(budget / max(per_example, 1e-12), least), most))
+
+
+def epochs_between(cost: float, epoch_seconds: float, max_overhead: float, every: int) -> int:
+    """About how many epochs apart probes of ``cost`` seconds come (a multiple of ``every``)."""
+    apart = math.ceil(cost / max(max_overhead * epoch_seconds, 1e-12))
+    return max(every, every * math.ceil(apart / every))
 
 
 def _learning_rate(model) -> float | None:
