@@ -3,6 +3,7 @@ is below the target, or as many as the time left allows — checked on a real Pr
 network, and the planning rule on numbers worked by hand."""
 
 import dataclasses
+import logging
 
 import keras
 import numpy as np
@@ -95,7 +96,7 @@ def test_the_next_pass_fits_the_time_left(elapsed, seconds, expected):
     )
 
 
-def test_a_share_of_the_training_time_is_a_time_limit_within_the_probe_sizes(problem):
+def test_a_share_of_the_training_time_is_a_time_limit_within_the_probe_sizes(problem, caplog):
     """run.py's default probe (no size, error or time limit given): a light pilot, then a full
     pass on as many examples as the time allows, but never more than --probe-examples."""
     from lrbs_tf.probes.settings import MIN_SECONDS
@@ -105,7 +106,9 @@ def test_a_share_of_the_training_time_is_a_time_limit_within_the_probe_sizes(pro
     assert time_shared(settings(time_share=1.0), 0.5).max_seconds == MIN_SECONDS  # the floor
     model, x, y = problem
     chosen = time_shared(settings(examples=200, noise_examples=200, time_share=1.0), 1000.0)
+    caplog.set_level(logging.INFO, logger="lrbs_tf")
     found = budget.measure(lambda c: Prober(model, x, y, c), chosen, N, 0.1)
+    assert "s of the time limit left on 64 examples; probing again on 200" in caplog.text
     record = found["budget"]
     # the pilot is light (the probe run during training), the pass after it full
     assert [(p["examples"], p["full"]) for p in record["passes"]] == [(64, False), (200, True)]

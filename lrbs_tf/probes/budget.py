@@ -85,9 +85,13 @@ def measure(make_prober, settings, num_train: int, lr: float | None, first=None)
         if n is None:
             break
         log.info(
-            "probe: %s above %.3g relative error on %d examples; probing again on %d",
-            ", ".join(f"{k} {e:.2g}" for k, e in missing.items()),
-            settings.rel_error,
+            "probe: %s on %d examples; probing again on %d",
+            (
+                f"{', '.join(f'{k} {e:.2g}' for k, e in missing.items())} above "
+                f"{settings.rel_error:g} relative error"
+                if settings.rel_error
+                else f"{settings.max_seconds - (time.time() - tick):.0f} s of the time limit left"
+            ),
             prober.settings.examples,
             n,
         )
