@@ -16,8 +16,8 @@ demo: install data
 # slow (multi-process fault injection, the ResNet-56 run: minutes each) run with `make test-all`.
 MARK ?= not slow
 test: install data
-	$(VENV)/bin/ruff check lrbs_tf experiments tools tests
-	$(VENV)/bin/ruff format --check lrbs_tf experiments tools tests
+	$(VENV)/bin/ruff check lrbs_tf experiments tools tests results
+	$(VENV)/bin/ruff format --check lrbs_tf experiments tools tests results
 	$(PY) -m pytest -n 2 --dist loadfile -m "$(MARK)"
 
 test-all:
