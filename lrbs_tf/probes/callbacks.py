@@ -202,6 +202,7 @@ class Sharpness(keras.callbacks.Callback):
         self._nominal = None  # (S, η) after the epoch's first step (RatioScaledOptimizer)
         self.max_overhead = max_overhead if prober is None else None  # a given Prober: as is
         self.train_seconds = self.probe_seconds = 0.0  # the epochs' time; the probes'
+        self.epochs_timed = 0
         self.probe_cost = None  # seconds of the next probe (None before the first)
         self._epoch_start = None
         if self.max_overhead is not None:  # the first probe is a small one
@@ -231,6 +232,7 @@ class Sharpness(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self._epoch_start is not None:
             self.train_seconds += time.perf_counter() - self._epoch_start
+            self.epochs_timed += 1
         if (epoch + 1) % self.every:
             return
         if self.max_overhead is not None and not affordable(
@@ -241,7 +243,7 @@ class Sharpness(keras.callbacks.Callback):
         record = self.measure(epoch)
         self.probe_seconds += time.perf_counter() - tick
         if self.max_overhead is not None:
-            self._plan(record, epoch + 1)
+            self._plan(record, max(self.epochs_timed, 1))
         if logs is not None:
             logs.update({k: record[k] for k in LOGGED if k in record})
             logs["sharpness_seconds"] = record["seconds"]
