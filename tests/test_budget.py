@@ -76,24 +76,41 @@ def test_a_time_limit_starts_with_the_pilot_and_plans_from_its_cost(problem):
     )
     record = found["budget"]  # the pilot alone overran a 1 ms limit: nothing more is tried
     assert [p["examples"] for p in record["passes"]] == [budget.PILOT]
-    assert record["stopped_by"] == "the time limit" and not record["reached"]
+    assert record["stopped_by"] == "the time limit" and record["reached"] is None
+    assert record["light"] and "finite_difference" not in found  # a light pilot's figures
+    assert budget.budget_note(record) == (
+        "64 examples (a light pass: a third of the trace and ‖H‖_F samples): stopped by the "
+        "time limit of 0.001 s"
+    )
 
 
 @pytest.mark.parametrize(
-    "elapsed,seconds,expected",
+    "elapsed,cost,expected",
     [
-        (8.0, 8.0, 736),  # 92 s left at 8 s per 64 examples: 64 × 92 / 8
-        (8.0, 4.0, 1200),  # enough time for the whole training set
-        (95.0, 8.0, None),  # 5 s left: fewer examples than the pass before
+        (8.0, (0.0, 0.125), 736),  # 92 s left at 1/8 s per example
+        (8.0, (4.0, 0.125), 704),  # 4 s of it spent again on tracing: 88 s for examples
+        (8.0, (0.0, 0.0625), 1200),  # enough time for the whole training set
+        (95.0, (0.0, 0.125), None),  # 5 s left: fewer examples than the pass before
     ],
 )
-def test_the_next_pass_fits_the_time_left(elapsed, seconds, expected):
+def test_the_next_pass_fits_the_time_left(elapsed, cost, expected):
     current = settings(examples=64)
     limit = dataclasses.replace(current, max_seconds=100.0)
     missing = {"trace": 0.5}  # no target: every figure counts as not there
-    assert budget.next_examples(current, missing, N, elapsed, {"seconds": seconds}, limit) == (
-        expected
-    )
+    assert budget.next_examples(current, missing, N, elapsed, cost, limit) == expected
+
+
+def test_a_pass_is_priced_per_example_from_its_hvps_and_fixed_for_the_rest():
+    """A light 64-example pass of 10 s whose HVP took 0.05 s: 0.05 × its HVPs is work that
+    grows with the examples, the rest (tracing) is spent again by every pass."""
+    from lrbs_tf.probes.prober import pass_cost
+
+    s = settings(examples=64, finite_difference=True)
+    found = {"seconds": 10.0, "hvp_seconds": 0.05, "lanczos_matvecs": 10}
+    fixed, per_example = budget.price(s, found, full=False)
+    assert fixed == pytest.approx(10.0 - 0.05 * pass_cost(s, found, False))
+    assert per_example == pytest.approx(0.05 * pass_cost(s, found, True) / 64)
+    assert budget.price(s, dict(found, hvp_seconds=None), True) == (0.0, 10.0 / 64)
 
 
 def test_a_share_of_the_training_time_is_a_time_limit_within_the_probe_sizes(problem, caplog):
@@ -105,7 +122,7 @@ def test_a_share_of_the_training_time_is_a_time_limit_within_the_probe_sizes(pro
     assert time_shared(settings(time_share=0.5), 100.0).max_seconds == 50.0
     assert time_shared(settings(time_share=1.0), 0.5).max_seconds == MIN_SECONDS  # the floor
     model, x, y = problem
-    chosen = time_shared(settings(examples=200, noise_examples=200, time_share=1.0), 1000.0)
+    chosen = time_shared(settings(examples=200, noise_examples=100, time_share=1.0), 1000.0)
     caplog.set_level(logging.INFO, logger="lrbs_tf")
     found = budget.measure(lambda c: Prober(model, x, y, c), chosen, N, 0.1)
     assert "s of the time limit left on 64 examples; probing again on 200" in caplog.text
@@ -113,14 +130,36 @@ def test_a_share_of_the_training_time_is_a_time_limit_within_the_probe_sizes(pro
     # the pilot is light (the probe run during training), the pass after it full
     assert [(p["examples"], p["full"]) for p in record["passes"]] == [(64, False), (200, True)]
     assert record["stopped_by"] == "the probe size" and record["time_share"] == 1.0
+    assert record["reached"] is None and record["not_reached"] == {} and not record["light"]
+    assert found["noise_num_examples"] == 100  # the noise's own size, not the pass's
+    # a pilot as large as the probe may be is the probe: full
+    small = time_shared(settings(examples=50, noise_examples=50, time_share=1.0), 1000.0)
+    found = budget.measure(lambda c: Prober(model, x, y, c), small, N, 0.1)
+    assert [(p["examples"], p["full"]) for p in found["budget"]["passes"]] == [(50, True)]
 
 
-def test_the_pilot_prices_a_full_pass_by_its_hvps():
-    """A light pass's seconds are scaled to a full pass's by their HVP counts."""
-    from lrbs_tf.probes.prober import pass_cost
+def test_the_pilot_prices_a_full_pass_by_the_hvps_the_probe_makes(problem):
+    """pass_cost counts the HVPs a full and a light probe make (counted on the operators; the
+    finite differences and the noise go through gradients, priced apart)."""
+    from lrbs_tf.probes.prober import FD_HVPS, pass_cost
 
-    s = settings(trace_matvecs=99, frobenius_samples=30, finite_difference=True)
-    found = {"lanczos_matvecs": 10, "step_lanczos_matvecs": 10}
-    # full: 20 Lanczos + 2 jackknife + 99 + 30 + 1.6 × 30 + 2 noise; light: 20 + 2 + 33 + 10 + 2
-    assert pass_cost(s, found, True) == pytest.approx(20 + 2 + 99 + 30 + 48 + 2)
-    assert pass_cost(s, found, False) == pytest.approx(20 + 2 + 33 + 10 + 2)
+    model, x, y = problem
+    chosen = settings(examples=200, noise_examples=200, trace_matvecs=30, frobenius_samples=9)
+    counted = {}
+    for full in (True, False):
+        prober = Prober(model, x, y, chosen, step_batch=50)
+        found = prober(lr=0.1, full=full)
+        counted[full] = prober.op.matvecs + prober.step_op.matvecs
+        noise = 2.0  # noise_examples == examples
+        assert pass_cost(chosen, found, full) - noise == pytest.approx(counted[full], abs=2), full
+    fd = dataclasses.replace(chosen, finite_difference=True)
+    assert pass_cost(fd, found, True) - pass_cost(chosen, found, True) == pytest.approx(FD_HVPS * 9)
+
+
+def test_a_time_share_is_its_own_budget():
+    from lrbs_tf.settings import ConfigError
+
+    for other in ({"max_seconds": 30.0}, {"rel_error": 0.1}):
+        with pytest.raises(ConfigError, match="--probe-time-share is a budget of its own"):
+            settings(time_share=1.0, **other).validate(N)
+    settings(time_share=0.0, max_seconds=30.0).validate(N)  # 0: no share

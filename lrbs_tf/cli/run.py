@@ -322,10 +322,11 @@ def budget_lines(probe: dict) -> list[str]:
     budget = probe.get("budget") or {}
     if not budget.get("time_share") or budget.get("stopped_by") != "the time limit":
         return []
+    light = " (a light pass: a third of the trace and ‖H‖_F samples)" if budget.get("light") else ""
     return [
-        f"           on {budget['passes'][-1]['examples']} examples, as many as "
+        f"           on {budget['passes'][-1]['examples']} examples{light}, as many as "
         f"{budget['time_share']:g} × the training time allowed ({budget['max_seconds']:.0f} s); "
-        "--probe-examples N for more, or tools/probe.py on the run folder"
+        "tools/probe.py on the run folder with --examples N measures it on N"
     ]
 
 

@@ -5,16 +5,18 @@ time limit — not a guess at how many examples are enough.
 relative standard error (its error over the choice of examples and the estimator's own,
 :mod:`lrbs_tf.probes.sampling`), and while some figure is above ``settings.rel_error`` probes
 again on more examples: n × (worst relative error / target)², as a standard error falls as
-1/√n, but at most the training set and at most what the time left allows (the time of a pass
-grows in proportion to its examples; the next pass is planned from the last one's). It stops
-at the target, at the whole training set, or when ``settings.max_seconds`` would be exceeded,
-and says which figures did not get there. Under a time limit the first pass is a light pilot
-of :data:`PILOT` examples (a third of the trace and ‖H‖_F samples, no finite differences: the
-probe run during training), the next a full pass on as many examples as the time left allows
-at the pilot's cost per example scaled to a full pass's HVPs (each pass traces its functions
-again, so the pilot's time overstates the cost). When the time allows no second pass, the
-pilot's figures are the probe's. A
-B_simple that is only a lower bound (‖g‖² not significantly above 0) counts as not there yet.
+1/√n, but at most the training set and at most what the time left allows. It stops at the
+target, at the whole training set, or when ``settings.max_seconds`` would be exceeded, and says
+which figures did not get there. A B_simple that is only a lower bound (‖g‖² not significantly
+above 0) counts as not there yet.
+
+Under a time limit the first pass is a pilot of :data:`PILOT` examples — light when only the
+time limits the probe (a third of the trace and ‖H‖_F samples, no finite differences: the probe
+run during training) — and the next a full pass on as many examples as the time left allows.
+A pass is priced from the last one (:func:`price`): per example, its HVP's time × the HVPs of a
+full pass; fixed, the rest of its time (tracing, the step sharpness's examples), spent again by
+every pass. When the time allows no second pass, the pilot's figures are the probe's
+(``budget["light"]`` says so).
 
 A limit of ``settings.time_share`` × the training time (run.py's default when no probe size,
 error or time limit is given) works as a time limit whose passes use at most
@@ -57,31 +59,31 @@ def measure(make_prober, settings, num_train: int, lr: float | None, first=None)
     ``settings`` (its pass is the first). Returns the last probe's figures with ``budget``:
     the target, the limit, the examples of every pass, whether every figure got there and the
     relative errors of those that did not."""
-    from lrbs_tf.probes.prober import pass_cost
-
     tick, passes, target = time.time(), [], settings.rel_error or 0.0
     full = True
-    if first is None and settings.max_seconds is not None:  # a light pilot, then what fits
+    if first is None and settings.max_seconds is not None:  # a pilot, then what fits
         pilot = min(settings.examples, PILOT)
-        first = make_prober(dataclasses.replace(settings, examples=pilot, noise_examples=pilot))
-        full = False
+        first = make_prober(sized(settings, pilot))
+        # light when only time limits the probe and more examples may follow; with a target
+        # its figures' errors plan the next pass, and a light pass's are the larger
+        full = settings.rel_error is not None or pilot >= most_examples(settings, num_train)
     prober = first or make_prober(settings)
     while True:
         found = prober(lr=lr, full=full)
-        errors = relative_errors(found)
         passes.append(
             {"examples": prober.settings.examples, "seconds": found["seconds"], "full": full}
         )
-        missing = {k: e for k, e in errors.items() if not e <= target}
+        missing = {k: e for k, e in relative_errors(found).items() if not e <= target}
         if not missing:
             break
-        # what a full pass costs per example, from this one
-        found["seconds_full"] = found["seconds"] * (
-            1.0
-            if full
-            else pass_cost(prober.settings, found, True) / pass_cost(prober.settings, found, False)
+        n = next_examples(
+            prober.settings,
+            missing,
+            num_train,
+            time.time() - tick,
+            price(prober.settings, found, full),
+            settings,
         )
-        n = next_examples(prober.settings, missing, num_train, time.time() - tick, found, settings)
         if n is None:
             break
         log.info(
@@ -95,8 +97,7 @@ def measure(make_prober, settings, num_train: int, lr: float | None, first=None)
             prober.settings.examples,
             n,
         )
-        prober = make_prober(dataclasses.replace(settings, examples=n, noise_examples=n))
-        full = True
+        prober, full = make_prober(sized(settings, n)), True
     found["budget"] = dict(
         record(settings, passes, missing, prober.settings.examples, num_train),
         seconds=time.time() - tick,
@@ -107,15 +108,40 @@ def measure(make_prober, settings, num_train: int, lr: float | None, first=None)
     return found
 
 
+def sized(settings, n: int):
+    """``settings`` for a pass on ``n`` examples: the gradient noise on as many (on at most
+    ``settings.noise_examples`` under a time share, whose sizes are the defaults' at most)."""
+    noise = min(settings.noise_examples, n) if settings.time_share else n
+    return dataclasses.replace(settings, examples=n, noise_examples=noise)
+
+
+def price(settings, found: dict, full: bool) -> tuple[float, float]:
+    """``(fixed seconds, seconds per example)`` of a full pass, from the pass just made: per
+    example, its HVP's time × the HVPs of a full pass; fixed, the rest of its time (tracing,
+    the step sharpness's own examples), which the next pass spends again."""
+    from lrbs_tf.probes.prober import pass_cost
+
+    hvp = found.get("hvp_seconds")
+    if not hvp:  # no HVP timed: all of the pass per example
+        ratio = (
+            1.0 if full else pass_cost(settings, found, True) / pass_cost(settings, found, False)
+        )
+        return 0.0, found["seconds"] * ratio / settings.examples
+    fixed = max(found["seconds"] - hvp * pass_cost(settings, found, full), 0.0)
+    return fixed, hvp * pass_cost(settings, found, True) / settings.examples
+
+
 def record(settings, passes: list, missing: dict, examples: int, num_train: int) -> dict:
-    """What ``results.json`` keeps of a budgeted probe that ended on ``examples``."""
+    """What ``results.json`` keeps of a budgeted probe that ended on ``examples``: with a
+    target, whether every figure reached it and the relative errors of those that did not."""
     return {
         "rel_error": settings.rel_error,
         "max_seconds": settings.max_seconds,
         "time_share": settings.time_share,
         "passes": passes,
-        "reached": not missing,
-        "not_reached": missing,
+        "light": not passes[-1]["full"],  # the probe's figures are a light pass's
+        "reached": not missing if settings.rel_error else None,
+        "not_reached": missing if settings.rel_error else {},
         "stopped_by": (
             None
             if not missing
@@ -128,9 +154,10 @@ def record(settings, passes: list, missing: dict, examples: int, num_train: int)
     }
 
 
-def next_examples(current, missing: dict, num_train: int, elapsed: float, found, settings):
+def next_examples(current, missing: dict, num_train: int, elapsed: float, cost, settings):
     """The examples of the next pass, or None when no pass can get closer (the whole
-    training set already, or the time left is too short for more examples)."""
+    training set already, or the time left is too short for more examples). ``cost``: a full
+    pass's ``(fixed seconds, seconds per example)`` (:func:`price`)."""
     n, target = current.examples, settings.rel_error or 0.0
     worst = max(missing.values())
     wanted = (
@@ -138,8 +165,9 @@ def next_examples(current, missing: dict, num_train: int, elapsed: float, found,
     )
     wanted = min(max(wanted, 2 * n), most_examples(settings, num_train))
     if settings.max_seconds is not None:
-        left = settings.max_seconds - elapsed
-        wanted = min(wanted, int(n * left / max(found.get("seconds_full", found["seconds"]), 1e-9)))
+        fixed, per_example = cost
+        left = settings.max_seconds - elapsed - fixed
+        wanted = min(wanted, int(left / max(per_example, 1e-12)))
     return wanted if wanted > n else None
 
 
@@ -150,16 +178,21 @@ def most_examples(settings, num_train: int) -> int:
 
 
 def budget_note(budget: dict) -> str:
-    """One sentence: which figures did not reach the target, and why the probe stopped."""
+    """One sentence: with a target, which figures did not reach it and why the probe stopped;
+    under a time limit alone, what it stopped at."""
     last = budget["passes"][-1]
+    why = (
+        f"by the time limit of {budget['max_seconds']:g} s"
+        if budget["stopped_by"] == "the time limit"
+        else f"at the probe size ({last['examples']} examples)"
+        if budget["stopped_by"] == "the probe size"
+        else "at the whole training set"
+    )
+    light = " (a light pass: a third of the trace and ‖H‖_F samples)" if budget.get("light") else ""
+    if not budget.get("rel_error"):
+        return f"{last['examples']} examples{light}: stopped {why}"
     return (
         f"{', '.join(f'{k} ({e:.2g})' for k, e in budget['not_reached'].items())} did not reach "
-        f"a relative error of {budget['rel_error']:g} on {last['examples']} examples: stopped "
-        + (
-            f"by the time limit of {budget['max_seconds']:g} s"
-            if budget["stopped_by"] == "the time limit"
-            else f"at the probe size ({last['examples']} examples)"
-            if budget["stopped_by"] == "the probe size"
-            else "at the whole training set"
-        )
+        f"a relative error of {budget['rel_error']:g} on {last['examples']} examples{light}: "
+        f"stopped {why}"
     )

@@ -9,13 +9,13 @@
 Each probe measures (see :class:`~lrbs_tf.probes.prober.Prober`) the width sharpness
 (BatchNorm in inference mode), the step sharpness (BatchNorm statistics of mini-batches of the
 training batch size S) next to 2/η, Tr H with its standard error, B_simple with its standard
-error and its own cost in seconds; adds them to the epoch's logs (so to ``history``); writes one
-point per quantity and probe to TensorBoard (``log_dir``, at Keras' epoch index: 0 after the
-first epoch, as Keras' own TensorBoard callback), with a "Custom Scalars" chart of the step
-sharpness against 2/η (written to ``log_dir`` + ``_2_over_lr``, a run of its own, so that it
-has its own colour); and reports a line on the ``lrbs_tf`` logger. Every function it
-compiles is traced once per model (once more when ``max_overhead`` grows the probe after the
-first).
+error and its own cost in seconds; adds them to the logs of the epochs it probes (so to
+``history``); writes one point per quantity and probe to TensorBoard (``log_dir``, at Keras'
+epoch index: 0 after the first epoch, as Keras' own TensorBoard callback), with a "Custom
+Scalars" chart of the step sharpness against 2/η (written to ``log_dir`` + ``_2_over_lr``, a
+run of its own, so that it has its own colour); and reports a line on the ``lrbs_tf`` logger.
+Every function it compiles is traced once per model (once more when ``max_overhead`` grows the
+probe after the first).
 
 **What it costs you.** With ``max_overhead`` (default 0.1) the probes take at most about that
 fraction of the training time (the epochs' time, probes excluded): the first probe, after the
@@ -161,7 +161,8 @@ class Sharpness(keras.callbacks.Callback):
         examples, noise_examples: probe subset sizes (curvature; gradient noise): the most,
             with ``max_overhead``.
         max_overhead: the probes' time at most about this fraction of the training time (see
-            the module docstring); None: no limit.
+            the module docstring); None: no limit. Not used with a given ``prober`` (its
+            examples are fixed).
         log_dir: TensorBoard folder for the ``probe/*`` scalars (none: no TensorBoard).
         settings: a full :class:`~lrbs_tf.probes.settings.ProbeSettings` instead.
         lr_at: ``epoch -> η`` for 2/η (default: η of the epoch's first step, ratio × S, with

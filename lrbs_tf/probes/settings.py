@@ -131,6 +131,11 @@ class ProbeSettings:
                 f"--{prefix}examples must be between 1 and the training set size "
                 f"({num_train}), got {self.examples}"
             )
+        if self.time_share and (self.rel_error is not None or self.max_seconds is not None):
+            raise ConfigError(
+                f"--{prefix}time-share is a budget of its own: give it, --{prefix}rel-error or "
+                f"--{prefix}max-seconds, not both"
+            )
         if self.noise_examples > self.examples:
             raise ConfigError(
                 f"--{prefix}noise-examples must be between 2 and "

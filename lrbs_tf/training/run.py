@@ -612,7 +612,7 @@ def time_shared(settings, train_time: float):
     limit = max(settings.time_share * train_time, MIN_SECONDS)
     log.info(
         "probing curvature and gradient noise for at most %.0f s (%g × the %.0f s of training; "
-        "--probe-examples N or --probe-time-share 0 for a probe of fixed size)",
+        "tools/probe.py on the run folder with --examples N measures it on N)",
         limit,
         settings.time_share,
         train_time,
