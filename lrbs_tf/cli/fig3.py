@@ -44,6 +44,14 @@ day (1.95 s per S = 1000 epoch against 2.8-3.0 s in this run); for ``quick`` it 
 
 ``--preset paper`` (the 63-point grid, 3 seeds) is estimated at 11.3 hours: run it in sittings
 with ``--max-minutes``.
+
+Against the paper (``results/fig3-level/``): the trend and the accuracies match, the level of
+λ_max does not — ours is 0.14-0.37× the paper's panel on 5000 examples. Width, BatchNorm ε and
+momentum, input standardisation, 200 epochs and finite-difference HVPs do not explain it; the
+examples λ_max is computed on do: on one mini-batch of 50 training examples (mean of 10 draws)
+the same minima give 946, 152 and 84 at η/S = 1e-4, 1e-3 and 2e-3, against the paper's ≈ 1000,
+165 and 77 — the upward bias of a small batch's λ_max, on the assumption (not stated in the
+paper) that it measured one mini-batch.
 """
 
 from __future__ import annotations
