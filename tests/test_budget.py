@@ -119,10 +119,11 @@ def test_a_share_of_the_training_time_is_a_time_limit_within_the_probe_sizes(pro
     from lrbs_tf.probes.settings import MIN_SECONDS
     from lrbs_tf.training.run import time_shared
 
-    assert time_shared(settings(time_share=0.5), 100.0).max_seconds == 50.0
-    assert time_shared(settings(time_share=1.0), 0.5).max_seconds == MIN_SECONDS  # the floor
+    assert time_shared(settings(time_share=0.5), 100.0, 10**4, N)[0].max_seconds == 50.0
+    floor = time_shared(settings(time_share=1.0), 0.5, 10**4, N)[0]
+    assert floor.max_seconds == MIN_SECONDS
     model, x, y = problem
-    chosen = time_shared(settings(examples=200, noise_examples=100, time_share=1.0), 1000.0)
+    chosen, _ = time_shared(settings(examples=200, noise_examples=100, time_share=1.0), 1e3, 1, N)
     caplog.set_level(logging.INFO, logger="lrbs_tf")
     found = budget.measure(lambda c: Prober(model, x, y, c), chosen, N, 0.1)
     assert "s of the time limit left on 64 examples; probing again on 200" in caplog.text
@@ -133,7 +134,7 @@ def test_a_share_of_the_training_time_is_a_time_limit_within_the_probe_sizes(pro
     assert record["reached"] is None and record["not_reached"] == {} and not record["light"]
     assert found["noise_num_examples"] == 100  # the noise's own size, not the pass's
     # a pilot as large as the probe may be is the probe: full
-    small = time_shared(settings(examples=50, noise_examples=50, time_share=1.0), 1000.0)
+    small, _ = time_shared(settings(examples=50, noise_examples=50, time_share=1.0), 1e3, 1, N)
     found = budget.measure(lambda c: Prober(model, x, y, c), small, N, 0.1)
     assert [(p["examples"], p["full"]) for p in found["budget"]["passes"]] == [(50, True)]
 
@@ -163,3 +164,19 @@ def test_a_time_share_is_its_own_budget():
         with pytest.raises(ConfigError, match="--probe-time-share is a budget of its own"):
             settings(time_share=1.0, **other).validate(N)
     settings(time_share=0.0, max_seconds=30.0).validate(N)  # 0: no share
+
+
+@pytest.mark.parametrize(
+    "limit,step_seconds,most,expected",
+    [
+        (13.6, 1 / 18_360, 5000, 156),  # the MLP: 18,360 training examples/s, a 13.6 s limit
+        (10.0, 1 / 2_708, 2700, None),  # a small CNN at 2,708/s: too few, the light pilot
+        (500.0, 1 / 25_000, 5000, 5000),  # 200 MLP epochs: the probe size, no more
+    ],
+)
+def test_a_time_shared_probe_plans_its_first_pass_from_the_training_speed(
+    limit, step_seconds, most, expected
+):
+    """Half the limit for a full pass at FULL_PROBE_STEPS training steps per example; none
+    when it would be the pilot's size or fewer."""
+    assert budget.first_examples(limit, step_seconds, most) == expected

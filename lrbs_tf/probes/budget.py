@@ -21,6 +21,9 @@ every pass. When the time allows no second pass, the pilot's figures are the pro
 A limit of ``settings.time_share`` × the training time (run.py's default when no probe size,
 error or time limit is given) works as a time limit whose passes use at most
 ``settings.examples``: a default probe costs about what training did, not 80× on a small CNN.
+When the training's speed says a full pass on more than :data:`PILOT` examples fits in half the
+limit (:func:`first_examples`), that pass comes first instead of the pilot: a model whose probe
+takes longer to trace than to run does not spend its time on a pilot and a second tracing.
 """
 
 from __future__ import annotations
@@ -53,20 +56,27 @@ def relative_errors(found: dict) -> dict:
     return out
 
 
-def measure(make_prober, settings, num_train: int, lr: float | None, first=None) -> dict:
+def measure(
+    make_prober, settings, num_train: int, lr: float | None, first=None, planned=None
+) -> dict:
     """Probe within ``settings.rel_error`` and ``settings.max_seconds`` (see the module
     docstring). ``make_prober(settings) -> Prober``; ``first``: a Prober already built on
-    ``settings`` (its pass is the first). Returns the last probe's figures with ``budget``:
-    the target, the limit, the examples of every pass, whether every figure got there and the
-    relative errors of those that did not."""
+    ``settings`` (its pass is the first); ``planned``: the examples of a full first pass
+    planned from elsewhere (:func:`first_examples`) instead of the pilot. Returns the last
+    probe's figures with ``budget``: the target, the limit, the examples of every pass, whether
+    every figure got there and the relative errors of those that did not."""
     tick, passes, target = time.time(), [], settings.rel_error or 0.0
     full = True
-    if first is None and settings.max_seconds is not None:  # a pilot, then what fits
-        pilot = min(settings.examples, PILOT)
+    if first is None and settings.max_seconds is not None:  # a first pass, then what fits
+        pilot = min(planned or PILOT, settings.examples)
         first = make_prober(sized(settings, pilot))
-        # light when only time limits the probe and more examples may follow; with a target
-        # its figures' errors plan the next pass, and a light pass's are the larger
-        full = settings.rel_error is not None or pilot >= most_examples(settings, num_train)
+        # a pilot is light when only time limits the probe and more examples may follow; with
+        # a target its figures' errors plan the next pass, and a light pass's are the larger
+        full = (
+            planned is not None
+            or settings.rel_error is not None
+            or pilot >= most_examples(settings, num_train)
+        )
     prober = first or make_prober(settings)
     while True:
         found = prober(lr=lr, full=full)
@@ -106,6 +116,22 @@ def measure(make_prober, settings, num_train: int, lr: float | None, first=None)
     if missing and settings.rel_error:
         log.warning("probe: %s", budget_note(found["budget"]))
     return found
+
+
+# What a full probe costs per example, in training steps of one example, from above: measured
+# about 630 on the MLP (a full pass on 312 examples: 18.7 s, about 8 of them tracing, at 54 µs
+# per training example) and 280 on examples/small_cnn.py (64 examples: 11.6 s, about 5 tracing,
+# at 0.37 ms per training example) — probe batches are small, groups of n/8 examples.
+FULL_PROBE_STEPS = 800
+
+
+def first_examples(limit: float, step_seconds: float, most: int) -> int | None:
+    """The examples of a probe's one full pass within ``limit`` seconds, planned from the
+    training: ``step_seconds`` per training example-step × :data:`FULL_PROBE_STEPS` per probe
+    example, for half the limit (the other half for tracing), at most ``most``; None when that
+    is fewer than :data:`PILOT` (the light pilot is then the better use of the time)."""
+    planned = int(0.5 * limit / max(FULL_PROBE_STEPS * step_seconds, 1e-12))
+    return min(planned, most) if planned > PILOT else None
 
 
 def sized(settings, n: int):

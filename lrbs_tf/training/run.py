@@ -406,18 +406,25 @@ class Run:
             self.results.probe = dict(measured, settings=self.prober.describe(), after_epoch=done)
             return
         lr = self.lr_at(done - 0.001)
+        planned = None
         if settings.time_share and not budget:
-            settings = time_shared(settings, self.results.train_time)
+            settings, planned = time_shared(
+                settings, self.results.train_time, self.examples_trained(), len(self.data.train)
+            )
             budget = True
         else:
             log.info("probing curvature and gradient noise on %d examples", settings.examples)
         if budget:
-            measured = budgeted_probe(self, settings, lr)
+            measured = budgeted_probe(self, settings, lr, planned)
         else:
             measured = dict(self.prober(lr=lr), settings=self.prober.describe())
         self.results.probe = measured
         with signals.deferred():  # one TensorBoard point per epoch
             self.board.probe(measured, done)
+
+    def examples_trained(self) -> int:
+        """Examples stepped on so far (each epoch's plan up to the steps it took)."""
+        return sum(sum(self.plans[r["epoch"] - 1].sizes[: r["steps"]]) for r in self.results.epochs)
 
     def finish(self) -> dict:
         """The summary, the loss at the final weights, model.keras, the final results.json."""
@@ -439,7 +446,7 @@ class Run:
             results.loss_target = config.loss_target
             results.loss_target_reached = bool(results.loss_target_reached)
             results.loss_reached = results.final_weights_loss
-        examples = sum(sum(self.plans[r["epoch"] - 1].sizes[: r["steps"]]) for r in results.epochs)
+        examples = self.examples_trained()
         results.epochs_trained = examples / len(self.data.train)
         results.examples_per_second = examples / results.train_time if results.train_time else None
         results.status = "diverged" if results.diverged else "finished"
@@ -604,23 +611,28 @@ def batchnorm_of(model, steps: int) -> dict | None:
     return {"momentum": max(momenta), "steps": steps} if momenta else None
 
 
-def time_shared(settings, train_time: float):
-    """``settings`` with a time limit of ``time_share`` × the training time (at least
-    :data:`~lrbs_tf.probes.settings.MIN_SECONDS`), and its examples as the most to use."""
+def time_shared(settings, train_time: float, examples: int, num_train: int):
+    """``(settings, examples of the first pass)``: ``settings`` with a time limit of
+    ``time_share`` × the training time (at least :data:`~lrbs_tf.probes.settings.MIN_SECONDS`),
+    its examples the most to use, and a first pass planned from the training's speed
+    (:func:`lrbs_tf.probes.budget.first_examples`)."""
+    from lrbs_tf.probes.budget import first_examples
     from lrbs_tf.probes.settings import MIN_SECONDS
 
     limit = max(settings.time_share * train_time, MIN_SECONDS)
+    first = first_examples(limit, train_time / max(examples, 1), min(settings.examples, num_train))
     log.info(
-        "probing curvature and gradient noise for at most %.0f s (%g × the %.0f s of training; "
-        "tools/probe.py on the run folder with --examples N measures it on N)",
+        "probing curvature and gradient noise for at most %.0f s (%g × the %.0f s of training), "
+        "first on %s (tools/probe.py on the run folder with --examples N measures it on N)",
         limit,
         settings.time_share,
         train_time,
+        f"{first} examples" if first else "a light pilot",
     )
-    return dataclasses.replace(settings, max_seconds=limit)
+    return dataclasses.replace(settings, max_seconds=limit), first
 
 
-def budgeted_probe(run, settings, lr: float) -> dict:
+def budgeted_probe(run, settings, lr: float, planned: int | None = None) -> dict:
     """The final probe within ``--probe-rel-error`` / ``--probe-max-seconds``
     (:mod:`lrbs_tf.probes.budget`): more examples until every figure is there, or the time
     is up."""
@@ -634,7 +646,7 @@ def budgeted_probe(run, settings, lr: float) -> dict:
         return built["last"]
 
     first = None if settings.max_seconds is not None else run.prober
-    found = budget.measure(make, settings, len(run.data.train), lr, first=first)
+    found = budget.measure(make, settings, len(run.data.train), lr, first=first, planned=planned)
     return dict(found, settings=(built.get("last") or run.prober).describe())
 
 
