@@ -19,8 +19,9 @@ probe after the first).
 
 **What it costs you.** With ``max_overhead`` (default 0.1) the probes take at most about that
 fraction of the training time (the epochs' time, probes excluded): the first probe, after the
-first epoch of ``every``, is a small one on ``min(examples, 64)`` examples, tracing included;
-from its cost per example the callback picks the examples of the rest (as many as one probe
+first epoch of ``every``, is a small one on ``min(examples, 64)`` examples, tracing included
+(on a short fit it alone can exceed the fraction); from its cost per example (its HVPs' time;
+the rest was tracing) the callback picks the examples of the rest (as many as one probe
 per ``every`` epochs allows, between 64 and ``examples``) and then probes at an epoch of
 ``every`` only when the probes so far plus one more stay within ``max_overhead`` × the training
 time so far — so on a model whose probe costs many epochs, it probes less often. It logs what it
@@ -273,13 +274,21 @@ class Sharpness(keras.callbacks.Callback):
         if self.probe_cost is not None:
             self.probe_cost = record["seconds"]
             return
+        from lrbs_tf.probes.prober import pass_cost
+
         first = self.settings.examples
+        # the probe's work grows with its examples; the rest of its time was tracing
+        work = min(record.get("hvp_seconds", 0.0) * pass_cost(self.settings, record, self.full),
+                   record["seconds"])  # fmt: skip
+        tracing = record["seconds"] - work if work else 0.0
+        per_example = (work or record["seconds"]) / first
         examples = examples_within(
-            record["seconds"] / first,
+            per_example,
             self.max_overhead * self.train_seconds / epochs * self.every,
             first,
             self._first_settings.examples,
         )
+        self.probe_cost = per_example * examples
         if examples != first:  # a new subset: traced again at the next probe
             self.settings = dataclasses.replace(
                 self._first_settings,
@@ -287,7 +296,7 @@ class Sharpness(keras.callbacks.Callback):
                 noise_examples=min(self._first_settings.noise_examples, examples),
             )
             self.prober = None
-        self.probe_cost = record["seconds"] * examples / first
+            self.probe_cost += tracing
         log.info(
             "Sharpness: the first probe took %.1f s on %d examples (tracing included) after "
             "%.1f s of training; within %g of the training time the next ones take %d "
