@@ -290,7 +290,7 @@ def test_the_callback_sizes_its_probes_and_their_spacing_from_the_first():
 
 
 @pytest.mark.parametrize(
-    "max_overhead,epochs,examples", [(1e-9, [1], [64]), (1e9, [1, 2, 3], [64, 200, 200])]
+    "max_overhead,epochs,examples", [(1e-9, [1], [64]), (1e9, [1, 2, 3], [64, 100, 100])]
 )
 def test_the_callback_keeps_its_overhead(max_overhead, epochs, examples):
     """The first probe is small; a tiny overhead allows no other, an unlimited one a probe per
@@ -303,9 +303,11 @@ def test_the_callback_keeps_its_overhead(max_overhead, epochs, examples):
         keras.optimizers.SGD(0.05),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    probe = Sharpness(
-        (x, y), batch_size=50, examples=200, noise_examples=100, max_overhead=max_overhead
-    )
+    settings = ProbeSettings(
+        examples=100, noise_examples=50, batch_size=100, trace_matvecs=9, frobenius_samples=4,
+        lanczos_max_steps=20, finite_difference=False,
+    )  # fmt: skip
+    probe = Sharpness((x, y), batch_size=50, settings=settings, max_overhead=max_overhead)
     history = model.fit(x, y, batch_size=50, epochs=3, verbose=0, callbacks=[probe])
     assert [h["epoch"] for h in probe.history] == epochs
     assert [h["examples"] for h in probe.history] == examples

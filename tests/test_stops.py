@@ -42,7 +42,7 @@ def record(run_dir, *stderr):
         "weights": results["weights_sha1"],
         "epochs_trained": results["epochs_trained"],
         "epochs": [{k: v for k, v in e.items() if k != "wall_time"} for e in results["epochs"]],
-        "probe": {k: v for k, v in results["probe"].items() if k != "seconds"},
+        "probe": {k: v for k, v in results["probe"].items() if not k.endswith("seconds")},
         "lines": lines,
         **{
             f"tb/{split}": {
@@ -70,7 +70,12 @@ STOPS = [
     pytest.param(  # validation:2 and probe cover it: `make test-all`
         "TERM", "validation:1", id="SIGTERM-validation:1", marks=pytest.mark.slow
     ),
-    pytest.param("INT", "line:1", id="SIGINT-line:1"),
+    pytest.param(  # SIGINT's handler: validation:2; a stop inside an epoch: test_resume's
+        "INT",
+        "line:1",
+        id="SIGINT-line:1",
+        marks=pytest.mark.slow,  # kills; make test-all
+    ),
     pytest.param("TERM", "probe", id="SIGTERM-probe"),
 ]
 

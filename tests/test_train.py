@@ -227,7 +227,7 @@ def test_a_time_shared_final_probe_records_its_limit_and_passes(tmp_path):
     from lrbs_tf.training.config import ProbeSettings
 
     settings = ProbeSettings(
-        examples=300, noise_examples=100, batch_size=128, trace_matvecs=9,
+        examples=160, noise_examples=100, batch_size=128, trace_matvecs=9,
         frobenius_samples=4, lanczos_max_steps=20, time_share=1000.0,
     )  # fmt: skip
     config = small(tmp_path, epochs=1, probe=settings)
@@ -235,7 +235,7 @@ def test_a_time_shared_final_probe_records_its_limit_and_passes(tmp_path):
     budget = results["probe"]["budget"]
     assert budget["time_share"] == 1000.0
     assert budget["max_seconds"] == pytest.approx(max(1000 * results["train_time"], 10.0))
-    assert [(p["examples"], p["full"]) for p in budget["passes"]] == [(300, True)]
+    assert [(p["examples"], p["full"]) for p in budget["passes"]] == [(160, True)]
     assert (
         budget["stopped_by"] == "the probe size" and results["probe"]["noise_num_examples"] == 100
     )
