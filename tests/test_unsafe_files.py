@@ -277,7 +277,10 @@ def test_json_nested_10000_levels_is_refused_in_one_line(setting, entry, script)
     assert "nested" in lines[0] and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+@pytest.mark.parametrize(
+    "encoding",
+    ["ascii", pytest.param("latin-1", marks=pytest.mark.slow)],  # ascii: the same fallback
+)
 def test_output_degrades_to_ascii_where_eta_cannot_be_encoded(finished, encoding):
     env = {"PYTHONIOENCODING": encoding}
     args = [*FLAGS, "--logdir", finished.parent, "--name", "run"]
@@ -463,7 +466,12 @@ def test_a_model_without_custom_layers_loads_without_importing_anything(tmp_path
     "script,project,flags",
     [
         ("experiments/tune.py", "random-ratio", ["--trials", "1"]),
-        ("experiments/fig3_grid.py", "seed0", ["--lrs", "0.1", "--batch-sizes", "100"]),
+        pytest.param(  # the same guard (lrbs_tf.sweeps.tuning) as tune.py's: make test-all
+            "experiments/fig3_grid.py",
+            "seed0",
+            ["--lrs", "0.1", "--batch-sizes", "100"],
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_a_sweep_never_deletes_a_keras_tuner_folder_it_did_not_create(
