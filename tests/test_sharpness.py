@@ -105,7 +105,8 @@ def test_with_batchnorm_step_sharpness_is_that_of_the_batch_statistics_loss():
     assert abs(measured["width_sharpness"] / measured["step_sharpness"] - 1) > 0.05
 
 
-def test_callback_in_a_plain_fit_writes_one_point_per_probe_and_traces_once(tmp_path):
+def compiled_mlp():
+    """A width-16 MLP compiled with plain SGD(0.05), and 400 random 6×6 examples of 10 classes."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 6, 6, 1)).astype(np.float32)
     y = rng.integers(0, 10, 400).astype(np.int32)
@@ -114,6 +115,11 @@ def test_callback_in_a_plain_fit_writes_one_point_per_probe_and_traces_once(tmp_
         keras.optimizers.SGD(0.05),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
+    return model, x, y
+
+
+def test_callback_in_a_plain_fit_writes_one_point_per_probe_and_traces_once(tmp_path):
+    model, x, y = compiled_mlp()
     probe = Sharpness(
         (x, y),
         every=1,
@@ -295,14 +301,7 @@ def test_the_callback_sizes_its_probes_and_their_spacing_from_the_first():
 def test_the_callback_keeps_its_overhead(max_overhead, epochs, examples):
     """The first probe is small; a tiny overhead allows no other, an unlimited one a probe per
     epoch on every example asked for (the first probe priced them)."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(400, 6, 6, 1)).astype(np.float32)
-    y = rng.integers(0, 10, 400).astype(np.int32)
-    model = build_model("mlp", (6, 6, 1), 10, seed=1, width=16)
-    model.compile(
-        keras.optimizers.SGD(0.05),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
+    model, x, y = compiled_mlp()
     settings = ProbeSettings(
         examples=100, noise_examples=50, batch_size=100, trace_matvecs=9, frobenius_samples=4,
         lanczos_max_steps=20, finite_difference=False,
