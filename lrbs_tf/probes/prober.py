@@ -262,9 +262,12 @@ class Prober:
             + (FD_HVPS * s.frobenius_samples if full and s.finite_difference else 0)
             + 2 * s.noise_examples / max(s.examples, 1)
         )
-        # a first call also traces the group HVP, the step HVP, the gradient and the noise
-        # (each about as long as the HVP's own trace, what Lanczos took beyond its HVPs)
-        tracing = 4 * max(seconds - eig.matvecs * hvp_seconds, 0.0) if self.calls == 1 else 0.0
+        # a first call also traces the group HVP, the step HVP (with a step sharpness), the
+        # gradient (with finite differences) and the noise, each about as long as the HVP's
+        # own trace (what Lanczos took beyond its HVPs)
+        traces = 2 + (self.step_op is not None) + (full and s.finite_difference)
+        first_trace = max(seconds - eig.matvecs * hvp_seconds, 0.0)
+        tracing = traces * first_trace if self.calls == 1 else 0.0
         log.info(
             "probe: width sharpness %.4g (%d HVPs, %.1f s); about %.0f s more for the step "
             "sharpness, Tr H, ‖H‖_F and B_simple",
