@@ -104,7 +104,8 @@ class ProbeSettings:
     time_share: float | None = setting(
         None,
         "spend at most this multiple of the training time on the final probe (at least "
-        f"{MIN_SECONDS:g} s): a pilot on 64 examples, then as many as fit, up to --probe-examples; "
+        f"{MIN_SECONDS:g} s): one full pass planned from the training's speed, or a light pilot "
+        "on 64 examples then as many as fit, up to --probe-examples; "
         "run.py's default is 1 when no probe size, error or time limit is given (0: the "
         "probe sizes whatever they cost)",
         kind=float,
